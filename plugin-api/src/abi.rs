@@ -1,0 +1,181 @@
+//! The FFI-safe contract between the host and a plugin library: the root module, the
+//! request and response that cross per call, and the host services handed to a plugin.
+//!
+//! Everything here is `#[repr(C)]` and `StableAbi`, so abi_stable checks its layout when the
+//! host loads a library. The crate version is the ABI version: a change to any type in this
+//! module is a breaking change and bumps the minor version (0.x), which makes the host refuse
+//! plugins built against the old one. Fields and methods are only ever appended after the
+//! `last_prefix_field` markers, which keeps older plugins loadable.
+//!
+//! Plugin authors never touch this module; the SDK (`crate::sdk`) generates all of it.
+
+// abi_stable generates `PluginModule_Ref` and `HostServices_TO`; their names are its own.
+#![allow(non_camel_case_types)]
+
+use abi_stable::{
+    declare_root_module_statics,
+    library::RootModule,
+    package_version_strings, sabi_trait,
+    sabi_types::VersionStrings,
+    std_types::{RArc, RResult, RStr, RString, RVec, Tuple2},
+    StableAbi,
+};
+use async_ffi::FfiFuture;
+
+/// The root module every plugin library exports (through `export_plugin!`).
+///
+/// A prefix type: the host can load plugins built against an older plugin-api that lacks
+/// fields appended after `handle`, and sees those fields as absent.
+#[repr(C)]
+#[derive(StableAbi)]
+#[sabi(kind(Prefix(prefix_ref = PluginModule_Ref)))]
+#[sabi(missing_field(panic))]
+pub struct PluginModule {
+    /// The plugin's manifest and route table as one JSON document
+    /// ([`crate::PluginDescriptor`]). Pure: runs no hook and may be called before `on_load`.
+    pub describe: extern "C" fn() -> RResult<RString, PluginFault>,
+    /// First hook: receives the plugin's configuration and its host services. An error fails
+    /// the plugin (and skips its dependents).
+    pub on_load: extern "C" fn(context: FfiLoadContext) -> FfiFuture<RResult<(), PluginFault>>,
+    /// Called in load order once the server is bound, before it serves.
+    pub on_enable: extern "C" fn() -> FfiFuture<RResult<(), PluginFault>>,
+    /// Called in reverse load order at shutdown, after in-flight requests have finished.
+    pub on_disable: extern "C" fn() -> FfiFuture<RResult<(), PluginFault>>,
+    /// Serves one request for the route at `route_index` in the descriptor's route table.
+    #[sabi(last_prefix_field)]
+    pub handle: extern "C" fn(
+        route_index: u32,
+        request: FfiRequest,
+    ) -> FfiFuture<RResult<FfiResponse, PluginFault>>,
+}
+
+impl RootModule for PluginModule_Ref {
+    declare_root_module_statics! {PluginModule_Ref}
+    const BASE_NAME: &'static str = "pixsim7_plugin";
+    const NAME: &'static str = "pixsim7 plugin";
+    const VERSION_STRINGS: VersionStrings = package_version_strings!();
+}
+
+/// Why a call into plugin code produced no result.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
+pub struct PluginFault {
+    /// Whether the plugin returned an error or panicked.
+    pub kind: FaultKind,
+    /// The error message, or the panic message with its source location.
+    pub message: RString,
+}
+
+/// The kind of a [`PluginFault`].
+#[repr(u8)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultKind {
+    /// The plugin returned an error value.
+    Error,
+    /// Plugin code panicked; the SDK caught the unwind inside the plugin.
+    Panic,
+}
+
+/// An HTTP method a route can answer.
+#[repr(u8)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FfiMethod {
+    /// `GET`
+    Get,
+    /// `POST`
+    Post,
+    /// `PUT`
+    Put,
+    /// `PATCH`
+    Patch,
+    /// `DELETE`
+    Delete,
+    /// `HEAD`
+    Head,
+    /// `OPTIONS`
+    Options,
+}
+
+/// One request, owned by the plugin for the duration of the call.
+#[repr(C)]
+#[derive(StableAbi, Debug)]
+pub struct FfiRequest {
+    /// The request method.
+    pub method: FfiMethod,
+    /// The full request path as received, e.g. `/api/v1/game/sessions/7`.
+    pub path: RString,
+    /// Values of the route's named parameters, in the order they appear in the pattern.
+    pub path_params: RVec<Tuple2<RString, RString>>,
+    /// The raw query string without the leading `?` (empty when absent).
+    pub query: RString,
+    /// Request headers, names lower-case; values that are not UTF-8 are passed lossily.
+    pub headers: RVec<Tuple2<RString, RString>>,
+    /// The request body (already bounded by the host's body limit).
+    pub body: RVec<u8>,
+    /// The id the host assigned to this request (also in the `x-request-id` response header).
+    pub request_id: RString,
+}
+
+/// A plugin's answer to one request.
+#[repr(C)]
+#[derive(StableAbi, Debug)]
+pub struct FfiResponse {
+    /// HTTP status code.
+    pub status: u16,
+    /// Response headers.
+    pub headers: RVec<Tuple2<RString, RString>>,
+    /// The response body.
+    pub body: RVec<u8>,
+}
+
+/// Severity of a log line a plugin emits through the host.
+#[repr(u8)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    /// Something failed.
+    Error,
+    /// Something is wrong but the plugin goes on.
+    Warn,
+    /// Normal operation worth recording.
+    Info,
+    /// Detail for the plugin's developers.
+    Debug,
+    /// Very verbose detail.
+    Trace,
+}
+
+/// What the host hands to a plugin's `on_load`.
+#[repr(C)]
+#[derive(StableAbi)]
+pub struct FfiLoadContext {
+    /// The plugin's `[plugins.<id>]` table from the host configuration (host keys such as
+    /// `enabled` removed), as a JSON object.
+    pub config_json: RString,
+    /// The most verbose level the host records for this plugin; lines below it are dropped
+    /// inside the plugin, before any formatting.
+    pub max_log_level: LogLevel,
+    /// The services this plugin may call, bound to the plugin's identity by the host.
+    pub services: HostServicesHandle,
+}
+
+/// The host services trait object as it crosses the boundary.
+pub type HostServicesHandle = HostServices_TO<RArc<()>>;
+
+pub use host_services::{HostServices, HostServices_TO};
+
+mod host_services {
+    // `#[sabi_trait]` expands to impls inside a generated module, which trips this lint;
+    // the code is abi_stable's, so the allowance lives here, once.
+    #![allow(non_local_definitions)]
+
+    use super::*;
+
+    /// Services the host offers to one plugin. The host builds one object per plugin, so every
+    /// call is attributed to that plugin; a plugin cannot act under another's name.
+    #[sabi_trait]
+    pub trait HostServices: Clone + Send + Sync + 'static {
+        /// Writes one log line into the host's `tracing` output, tagged with the plugin id.
+        #[sabi(last_prefix_field)]
+        fn log(&self, level: LogLevel, target: RStr<'_>, message: RStr<'_>);
+    }
+}

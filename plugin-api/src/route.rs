@@ -1,0 +1,226 @@
+//! The route table a plugin declares: method, path pattern with named parameters, summary;
+//! and the descriptor (manifest + routes) that crosses to the host as JSON.
+
+use std::{fmt, str::FromStr};
+
+use serde::{Deserialize, Serialize};
+
+pub use crate::abi::FfiMethod as Method;
+use crate::manifest::Manifest;
+
+impl Method {
+    /// Every method, in the order used for `Allow` headers.
+    pub const ALL: [Method; 7] = [
+        Method::Get,
+        Method::Post,
+        Method::Put,
+        Method::Patch,
+        Method::Delete,
+        Method::Head,
+        Method::Options,
+    ];
+
+    /// The upper-case name, e.g. `"GET"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Patch => "PATCH",
+            Method::Delete => "DELETE",
+            Method::Head => "HEAD",
+            Method::Options => "OPTIONS",
+        }
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Method {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Method, String> {
+        Method::ALL
+            .into_iter()
+            .find(|m| m.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| format!("unknown HTTP method {s:?}"))
+    }
+}
+
+impl Serialize for Method {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Method {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Method, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// One entry of a plugin's route table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteSpec {
+    /// The method this route answers.
+    pub method: Method,
+    /// Path below the manifest prefix, e.g. `/game/sessions/{id}`.
+    pub path: String,
+    /// One line for the API docs.
+    #[serde(default)]
+    pub summary: String,
+}
+
+impl RouteSpec {
+    /// The names of the path's `{parameters}`, in order.
+    pub fn parameter_names(&self) -> Vec<&str> {
+        parameter_names(&self.path)
+    }
+}
+
+/// The names of a pattern's `{parameters}` (and `{*rest}` catch-alls), in order.
+pub fn parameter_names(path: &str) -> Vec<&str> {
+    path.split('/')
+        .filter_map(|segment| segment.strip_prefix('{')?.strip_suffix('}'))
+        .map(|name| name.trim_start_matches('*'))
+        .collect()
+}
+
+/// Checks a route path pattern: starts with `/`, plain segments or whole-segment
+/// `{name}` parameters (a final `{*name}` catches the rest), no duplicate names.
+pub fn validate_route_path(path: &str) -> Result<(), String> {
+    if !path.starts_with('/') {
+        return Err(format!("route path {path:?} must start with '/'"));
+    }
+    if path.len() > 1 && path.ends_with('/') {
+        return Err(format!("route path {path:?} must not end with '/'"));
+    }
+    let segments: Vec<&str> = path[1..].split('/').collect();
+    let mut names = Vec::new();
+    for (index, segment) in segments.iter().enumerate() {
+        if path == "/" {
+            break;
+        }
+        if segment.is_empty() {
+            return Err(format!("route path {path:?} contains an empty segment"));
+        }
+        if let Some(inner) = segment.strip_prefix('{') {
+            let Some(name) = inner.strip_suffix('}') else {
+                return Err(format!(
+                    "route path {path:?}: parameter {segment:?} must fill its whole segment, like {{id}}"
+                ));
+            };
+            let (catch_all, name) = match name.strip_prefix('*') {
+                Some(rest) => (true, rest),
+                None => (false, name),
+            };
+            if catch_all && index + 1 != segments.len() {
+                return Err(format!(
+                    "route path {path:?}: catch-all {segment:?} must be the last segment"
+                ));
+            }
+            let is_identifier = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !is_identifier {
+                return Err(format!(
+                    "route path {path:?}: parameter name {name:?} must be an identifier"
+                ));
+            }
+            if names.contains(&name) {
+                return Err(format!(
+                    "route path {path:?}: parameter {name:?} appears twice"
+                ));
+            }
+            names.push(name);
+        } else if segment.contains(['{', '}', '*', '?', '#', ' ']) {
+            return Err(format!(
+                "route path {path:?}: segment {segment:?} may not contain '{{', '}}', '*', '?', '#' or spaces"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// What a plugin library says about itself: its manifest and route table.
+///
+/// Produced by the SDK from typed values and read by the host with the same types, so both
+/// sides agree; JSON keeps the FFI surface small and lets fields be appended compatibly.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginDescriptor {
+    /// The manifest.
+    pub manifest: Manifest,
+    /// The routes, indexed by position: the host calls `handle(index, ...)`.
+    pub routes: Vec<RouteSpec>,
+}
+
+impl PluginDescriptor {
+    /// Validates the manifest and every route, returning all problems at once.
+    pub fn validate(&self) -> Result<(), crate::ManifestErrors> {
+        let mut problems = match self.manifest.validate() {
+            Ok(()) => Vec::new(),
+            Err(errors) => errors.0,
+        };
+        let mut seen = std::collections::BTreeSet::new();
+        for route in &self.routes {
+            if let Err(problem) = validate_route_path(&route.path) {
+                problems.push(problem);
+            } else if !seen.insert((route.method, route.path.as_str())) {
+                problems.push(format!(
+                    "route {} {} is declared twice",
+                    route.method, route.path
+                ));
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(crate::ManifestErrors(problems))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[track_caller]
+    fn check(path: &str, expected: Result<Vec<&str>, &str>) {
+        match (validate_route_path(path), expected) {
+            (Ok(()), Ok(names)) => assert_eq!(parameter_names(path), names),
+            (Err(error), Err(fragment)) => {
+                assert!(error.contains(fragment), "{error:?} lacks {fragment:?}")
+            }
+            (got, want) => panic!("{path}: got {got:?}, want {want:?}"),
+        }
+    }
+
+    #[test]
+    fn route_paths() {
+        check("/", Ok(vec![]));
+        check("/game/sessions/{id}", Ok(vec!["id"]));
+        check("/files/{*rest}", Ok(vec!["rest"]));
+        check("/a/{x}/b/{y}", Ok(vec!["x", "y"]));
+        check("game", Err("must start with '/'"));
+        check("/game/", Err("must not end with '/'"));
+        check("/a//b", Err("empty segment"));
+        check("/a/x{id}", Err("may not contain"));
+        check("/a/{id", Err("whole segment"));
+        check("/a/{1d}", Err("identifier"));
+        check("/a/{id}/{id}", Err("appears twice"));
+        check("/a/{*rest}/b", Err("last segment"));
+    }
+
+    #[test]
+    fn methods_round_trip_through_json() {
+        let spec: RouteSpec =
+            serde_json::from_str(r#"{"method":"patch","path":"/x","summary":""}"#).unwrap();
+        assert_eq!(spec.method, Method::Patch);
+        assert_eq!(serde_json::to_value(spec.method).unwrap(), "PATCH");
+        assert!(serde_json::from_str::<Method>(r#""BREW""#).is_err());
+    }
+}

@@ -1,0 +1,132 @@
+//! Errors plugin code returns: [`ApiError`] from handlers (an HTTP status and a `detail`
+//! for the client) and [`PluginError`] from lifecycle hooks (a message for the operator).
+
+use std::fmt;
+
+use serde_json::{json, Value};
+
+use super::response::{IntoResponse, Response};
+
+/// An error a handler returns; the client receives `{"detail": ...}` with the status.
+///
+/// `detail` is usually a string; FastAPI-style validation errors (422) carry a list of
+/// `{type, loc, msg}` objects instead, which the game's front end already understands.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    status: u16,
+    detail: Value,
+}
+
+impl ApiError {
+    /// An error with any status and a text detail.
+    pub fn new(status: u16, detail: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            detail: Value::String(detail.into()),
+        }
+    }
+
+    /// 400 Bad Request.
+    pub fn bad_request(detail: impl Into<String>) -> ApiError {
+        ApiError::new(400, detail)
+    }
+
+    /// 403 Forbidden.
+    pub fn forbidden(detail: impl Into<String>) -> ApiError {
+        ApiError::new(403, detail)
+    }
+
+    /// 404 Not Found.
+    pub fn not_found(detail: impl Into<String>) -> ApiError {
+        ApiError::new(404, detail)
+    }
+
+    /// 409 Conflict.
+    pub fn conflict(detail: impl Into<String>) -> ApiError {
+        ApiError::new(409, detail)
+    }
+
+    /// 422 with one FastAPI-style validation issue: `kind` (e.g. `"missing"`), the location
+    /// (e.g. `["body", "npc_id"]`) and a message.
+    pub fn validation(kind: &str, loc: Vec<Value>, msg: impl Into<String>) -> ApiError {
+        ApiError::validation_issues(vec![json!({"type": kind, "loc": loc, "msg": msg.into()})])
+    }
+
+    /// 422 with a list of FastAPI-style validation issues.
+    pub fn validation_issues(issues: Vec<Value>) -> ApiError {
+        ApiError {
+            status: 422,
+            detail: Value::Array(issues),
+        }
+    }
+
+    /// 500; the client sees only a generic detail, `cause` goes to the host log.
+    pub fn internal(cause: impl fmt::Display) -> ApiError {
+        log::error!("internal error: {cause}");
+        ApiError::new(500, "internal server error")
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// The `detail` value sent to the client.
+    pub fn detail(&self) -> &Value {
+        &self.detail
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.detail {
+            Value::String(text) => write!(f, "{} {}", self.status, text),
+            other => write!(f, "{} {}", self.status, other),
+        }
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        Response::json_value(self.status, &json!({ "detail": self.detail }))
+    }
+}
+
+/// An error from a lifecycle hook (`on_load`, `on_enable`, `on_disable`); the host logs it
+/// with the plugin id and marks the plugin failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginError(String);
+
+impl PluginError {
+    /// An error with this message (lower-case, no trailing period, say what was expected).
+    pub fn new(message: impl Into<String>) -> PluginError {
+        PluginError(message.into())
+    }
+
+    /// The message.
+    pub fn message(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for PluginError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for PluginError {}
+
+impl From<String> for PluginError {
+    fn from(message: String) -> PluginError {
+        PluginError(message)
+    }
+}
+
+impl From<&str> for PluginError {
+    fn from(message: &str) -> PluginError {
+        PluginError(message.to_owned())
+    }
+}

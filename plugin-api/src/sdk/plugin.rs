@@ -1,0 +1,196 @@
+//! What a plugin author implements: the [`Plugin`] trait, the [`Routes`] table builder, and
+//! the [`LoadContext`] handed to `on_load`.
+
+use std::future::Future;
+
+use abi_stable::std_types::{RResult, RString};
+use async_ffi::{FfiFuture, FutureExt};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::{
+    error::PluginError,
+    panic::CatchPanic,
+    request::Request,
+    response::IntoResponse,
+};
+use crate::{
+    abi::{FaultKind, FfiResponse, HostServicesHandle, LogLevel, PluginFault},
+    manifest::Manifest,
+    route::{Method, RouteSpec},
+};
+
+/// A plugin: its manifest, its routes, and its lifecycle hooks.
+///
+/// The value returned by `on_load` lives for the rest of the process and every handler
+/// receives a `&'static` reference to it, so it is the place for configuration and state.
+pub trait Plugin: Sized + Send + Sync + 'static {
+    /// The manifest: id, name, version, dependencies, permissions...
+    fn manifest() -> Manifest;
+
+    /// Declares the routes. Runs once, before `on_load`; must not depend on configuration.
+    fn routes(routes: &mut Routes<Self>);
+
+    /// Builds the plugin from its configuration. An error fails the plugin (its dependents
+    /// are skipped) and is logged with the plugin id.
+    fn on_load(context: LoadContext) -> impl Future<Output = Result<Self, PluginError>> + Send;
+
+    /// Called once the server is bound, in load order.
+    fn on_enable(&self) -> impl Future<Output = Result<(), PluginError>> + Send {
+        async { Ok(()) }
+    }
+
+    /// Called at shutdown in reverse load order, after in-flight requests have finished.
+    fn on_disable(&self) -> impl Future<Output = Result<(), PluginError>> + Send {
+        async { Ok(()) }
+    }
+}
+
+/// The result type crossing the boundary for one request.
+pub(crate) type FfiHandleResult = RResult<FfiResponse, PluginFault>;
+
+/// A request handler: an `async fn(&MyPlugin, Request) -> impl IntoResponse`.
+pub trait Handler<P>: Send + Sync + 'static {
+    /// Serves one request; panics inside are caught and reported as a fault.
+    fn call(&'static self, plugin: &'static P, request: Request) -> FfiFuture<FfiHandleResult>;
+}
+
+impl<P, F, Fut, R> Handler<P> for F
+where
+    P: Sync + 'static,
+    F: Fn(&'static P, Request) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = R> + Send + 'static,
+    R: IntoResponse,
+{
+    fn call(&'static self, plugin: &'static P, request: Request) -> FfiFuture<FfiHandleResult> {
+        // The handler is called inside the guarded future, so a panic while creating its
+        // future is caught as well as one while polling it.
+        let guarded =
+            CatchPanic::new(async move { self(plugin, request).await.into_response().into_ffi() });
+        async move {
+            match guarded.await {
+                Ok(response) => RResult::ROk(response),
+                Err(message) => RResult::RErr(PluginFault {
+                    kind: FaultKind::Panic,
+                    message: RString::from(message),
+                }),
+            }
+        }
+        .into_ffi()
+    }
+}
+
+/// One route of the table: its spec and its handler.
+pub(crate) struct RouteEntry<P> {
+    pub(crate) spec: RouteSpec,
+    pub(crate) handler: Box<dyn Handler<P>>,
+}
+
+/// The route table a plugin fills in [`Plugin::routes`]. Paths are below the manifest's
+/// prefix and may hold `{name}` parameters: `routes.get("/game/sessions/{id}", ...)`.
+pub struct Routes<P> {
+    pub(crate) entries: Vec<RouteEntry<P>>,
+}
+
+impl<P: Sync + 'static> Routes<P> {
+    pub(crate) fn new() -> Routes<P> {
+        Routes {
+            entries: Vec::new(),
+        }
+    }
+
+    /// Adds a route with any method.
+    pub fn route(
+        &mut self,
+        method: Method,
+        path: &str,
+        summary: &str,
+        handler: impl Handler<P>,
+    ) -> &mut Routes<P> {
+        self.entries.push(RouteEntry {
+            spec: RouteSpec {
+                method,
+                path: path.to_owned(),
+                summary: summary.to_owned(),
+            },
+            handler: Box::new(handler),
+        });
+        self
+    }
+
+    /// Adds a `GET` route.
+    pub fn get(&mut self, path: &str, summary: &str, handler: impl Handler<P>) -> &mut Routes<P> {
+        self.route(Method::Get, path, summary, handler)
+    }
+
+    /// Adds a `POST` route.
+    pub fn post(&mut self, path: &str, summary: &str, handler: impl Handler<P>) -> &mut Routes<P> {
+        self.route(Method::Post, path, summary, handler)
+    }
+
+    /// Adds a `PUT` route.
+    pub fn put(&mut self, path: &str, summary: &str, handler: impl Handler<P>) -> &mut Routes<P> {
+        self.route(Method::Put, path, summary, handler)
+    }
+
+    /// Adds a `PATCH` route.
+    pub fn patch(&mut self, path: &str, summary: &str, handler: impl Handler<P>) -> &mut Routes<P> {
+        self.route(Method::Patch, path, summary, handler)
+    }
+
+    /// Adds a `DELETE` route.
+    pub fn delete(&mut self, path: &str, summary: &str, handler: impl Handler<P>) -> &mut Routes<P> {
+        self.route(Method::Delete, path, summary, handler)
+    }
+}
+
+/// What `on_load` receives: the plugin's configuration and its handle on the host.
+pub struct LoadContext {
+    config: Value,
+    host: Host,
+}
+
+impl LoadContext {
+    pub(crate) fn new(config: Value, host: Host) -> LoadContext {
+        LoadContext { config, host }
+    }
+
+    /// The plugin's `[plugins.<id>]` table from the host config, as JSON (an empty object
+    /// when the operator configured nothing).
+    pub fn config(&self) -> &Value {
+        &self.config
+    }
+
+    /// The configuration deserialized into `T`; a mismatch is an error naming the field.
+    pub fn config_as<T: DeserializeOwned>(&self) -> Result<T, PluginError> {
+        serde_path_to_error::deserialize(&self.config).map_err(|error| {
+            let path = error.path().to_string();
+            PluginError::new(format!(
+                "invalid configuration at {path}: {}",
+                error.into_inner()
+            ))
+        })
+    }
+
+    /// The host services, to keep for use in handlers.
+    pub fn host(&self) -> Host {
+        self.host.clone()
+    }
+}
+
+/// The host services this plugin may call. Cheap to clone.
+#[derive(Clone)]
+pub struct Host {
+    services: HostServicesHandle,
+}
+
+impl Host {
+    pub(crate) fn new(services: HostServicesHandle) -> Host {
+        Host { services }
+    }
+
+    /// Writes a log line through the host (prefer the `log` macros, which come here).
+    pub fn log(&self, level: LogLevel, target: &str, message: &str) {
+        self.services.log(level, target.into(), message.into());
+    }
+}

@@ -1,0 +1,273 @@
+//! The request a handler receives, with typed accessors that fail with the right HTTP error:
+//! path parameters, query parameters, headers, and the JSON body (422 in FastAPI's shape).
+
+use std::{borrow::Cow, str::FromStr};
+
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use super::error::ApiError;
+use crate::abi::{FfiMethod, FfiRequest};
+
+/// One HTTP request, as forwarded by the host.
+#[derive(Debug)]
+pub struct Request {
+    inner: FfiRequest,
+}
+
+impl Request {
+    pub(crate) fn from_ffi(inner: FfiRequest) -> Request {
+        Request { inner }
+    }
+
+    /// The method.
+    pub fn method(&self) -> FfiMethod {
+        self.inner.method
+    }
+
+    /// The full path as received.
+    pub fn path(&self) -> &str {
+        &self.inner.path
+    }
+
+    /// The id the host gave this request; include it in log lines about the request.
+    pub fn request_id(&self) -> &str {
+        &self.inner.request_id
+    }
+
+    /// A path parameter's raw text. A name the route pattern lacks is a programming error
+    /// reported as 500.
+    pub fn param(&self, name: &str) -> Result<&str, ApiError> {
+        self.inner
+            .path_params
+            .iter()
+            .find(|pair| pair.0 == name)
+            .map(|pair| pair.1.as_str())
+            .ok_or_else(|| ApiError::internal(format!("route has no path parameter {name:?}")))
+    }
+
+    /// A path parameter parsed as `T`; a value that does not parse answers 422.
+    pub fn param_as<T: FromStr>(&self, name: &str) -> Result<T, ApiError> {
+        let text = self.param(name)?;
+        text.parse().map_err(|_| {
+            ApiError::validation(
+                "parsing",
+                vec![json!("path"), json!(name)],
+                format!(
+                    "Input should be a valid {}, unable to parse {text:?}",
+                    short_type_name::<T>()
+                ),
+            )
+        })
+    }
+
+    /// The raw query string (without `?`).
+    pub fn query_string(&self) -> &str {
+        &self.inner.query
+    }
+
+    /// A query parameter, percent-decoded; the first one when repeated.
+    pub fn query(&self, name: &str) -> Option<Cow<'_, str>> {
+        self.inner
+            .query
+            .split('&')
+            .filter_map(|pair| {
+                let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+                (percent_decode(key) == name).then(|| percent_decode(value))
+            })
+            .next()
+    }
+
+    /// A query parameter parsed as `T`: `Ok(None)` when absent, 422 when it does not parse.
+    pub fn query_as<T: FromStr>(&self, name: &str) -> Result<Option<T>, ApiError> {
+        let Some(text) = self.query(name) else {
+            return Ok(None);
+        };
+        text.parse().map(Some).map_err(|_| {
+            ApiError::validation(
+                "parsing",
+                vec![json!("query"), json!(name)],
+                format!(
+                    "Input should be a valid {}, unable to parse {text:?}",
+                    short_type_name::<T>()
+                ),
+            )
+        })
+    }
+
+    /// A header value by (case-insensitive) name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.inner
+            .headers
+            .iter()
+            .find(|pair| pair.0.eq_ignore_ascii_case(name))
+            .map(|pair| pair.1.as_str())
+    }
+
+    /// The body bytes.
+    pub fn body(&self) -> &[u8] {
+        &self.inner.body
+    }
+
+    /// The body parsed as JSON into `T`. Malformed JSON or a body that does not match `T`
+    /// answers 422 with `{"detail": [{"type", "loc", "msg"}]}` naming the field and the
+    /// problem, as FastAPI does.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
+        parse_json_body(&self.inner.body)
+    }
+}
+
+/// Parses a JSON body into `T`, or a FastAPI-shaped 422.
+pub fn parse_json_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::validation(
+            "missing",
+            vec![json!("body")],
+            "Field required",
+        ));
+    }
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+        let mut loc = vec![json!("body")];
+        for segment in error.path().iter() {
+            match segment {
+                serde_path_to_error::Segment::Seq { index } => loc.push(json!(index)),
+                serde_path_to_error::Segment::Map { key } => loc.push(json!(key)),
+                serde_path_to_error::Segment::Enum { variant } => loc.push(json!(variant)),
+                serde_path_to_error::Segment::Unknown => {}
+            }
+        }
+        let inner = error.into_inner();
+        let message = strip_position(&inner.to_string());
+        match inner.classify() {
+            serde_json::error::Category::Data => {
+                if let Some(field) = missing_field_name(&message) {
+                    loc.push(json!(field));
+                    ApiError::validation_issues(vec![
+                        json!({"type": "missing", "loc": loc, "msg": "Field required"}),
+                    ])
+                } else {
+                    ApiError::validation_issues(vec![
+                        json!({"type": "value_error", "loc": loc, "msg": message}),
+                    ])
+                }
+            }
+            _ => ApiError::validation_issues(vec![json!({
+                "type": "json_invalid",
+                "loc": [ "body", inner.column() ],
+                "msg": "JSON decode error",
+                "ctx": { "error": message },
+            })]),
+        }
+    })?;
+    deserializer.end().map_err(|error| {
+        ApiError::validation_issues(vec![json!({
+            "type": "json_invalid",
+            "loc": [ "body", error.column() ],
+            "msg": "JSON decode error",
+            "ctx": { "error": strip_position(&error.to_string()) },
+        })])
+    })?;
+    Ok(value)
+}
+
+fn missing_field_name(message: &str) -> Option<&str> {
+    message
+        .strip_prefix("missing field `")?
+        .split('`')
+        .next()
+        .filter(|name| !name.is_empty())
+}
+
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(index) => message[..index].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+fn short_type_name<T>() -> &'static str {
+    let name = std::any::type_name::<T>();
+    match name {
+        "i8" | "i16" | "i32" | "i64" | "u8" | "u16" | "u32" | "u64" | "usize" | "isize" => {
+            "integer"
+        }
+        "f32" | "f64" => "number",
+        "bool" => "boolean",
+        other => other.rsplit("::").next().unwrap_or(other),
+    }
+}
+
+fn percent_decode(text: &str) -> Cow<'_, str> {
+    if !text.contains(['%', '+']) {
+        return Cow::Borrowed(text);
+    }
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        match bytes[index] {
+            b'+' => out.push(b' '),
+            b'%' if index + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[index + 1..index + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(byte) => {
+                        out.push(byte);
+                        index += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            byte => out.push(byte),
+        }
+        index += 1;
+    }
+    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+    use serde_json::Value;
+
+    #[derive(Deserialize, Debug)]
+    #[allow(dead_code)]
+    struct Pickpocket {
+        npc_id: i64,
+        chances: Vec<f64>,
+    }
+
+    #[track_caller]
+    fn check(body: &str, expected: Value) {
+        let error = parse_json_body::<Pickpocket>(body.as_bytes()).unwrap_err();
+        assert_eq!(error.status(), 422);
+        let first = &error.detail()[0];
+        for (key, value) in expected.as_object().unwrap() {
+            assert_eq!(&first[key], value, "{key} of {first}");
+        }
+    }
+
+    #[test]
+    fn json_errors_name_the_field_and_the_problem() {
+        check(r#"{"chances": []}"#, json!({"type": "missing", "loc": ["body", "npc_id"]}));
+        check(
+            r#"{"npc_id": "x", "chances": []}"#,
+            json!({"type": "value_error", "loc": ["body", "npc_id"]}),
+        );
+        check(
+            r#"{"npc_id": 1, "chances": [0.5, "a"]}"#,
+            json!({"loc": ["body", "chances", 1]}),
+        );
+        check(r#"{"npc_id": "#, json!({"type": "json_invalid"}));
+        check("", json!({"type": "missing", "loc": ["body"]}));
+        check(r#"{"npc_id": 1, "chances": []} x"#, json!({"type": "json_invalid"}));
+    }
+
+    #[test]
+    fn query_parameters_are_decoded() {
+        assert_eq!(percent_decode("a%20b+c"), "a b c");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz"), "%zz");
+    }
+}
