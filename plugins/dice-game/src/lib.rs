@@ -1,1 +1,209 @@
-//! tmp
+//! `dice-game`: rolls dice in tabletop notation for the game's dice mini-game
+//! (`POST /api/v1/dice-game/roll` with `{"dice": "2d6+1"}`).
+
+use std::sync::Mutex;
+
+use plugin_api::prelude::*;
+
+/// Limits and RNG, read from `[plugins.dice-game]` in the host config.
+pub struct DiceGame {
+    limits: Limits,
+    rng: Mutex<fastrand::Rng>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Settings {
+    #[serde(default)]
+    max_dice: Option<u32>,
+    #[serde(default)]
+    max_sides: Option<u32>,
+    /// Fixes the RNG seed, for reproducible play-tests.
+    #[serde(default)]
+    seed: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    max_dice: u32,
+    max_sides: u32,
+}
+
+impl Plugin for DiceGame {
+    fn manifest() -> Manifest {
+        Manifest::new("dice-game", "Dice Game", env!("CARGO_PKG_VERSION"))
+            .description("Rolls dice in tabletop notation such as 2d6+1")
+            .tags(["dice-game"])
+    }
+
+    fn routes(routes: &mut Routes<Self>) {
+        routes.post("/dice-game/roll", "Roll dice, e.g. {\"dice\": \"2d6+1\"}", roll);
+    }
+
+    async fn on_load(context: LoadContext) -> Result<Self, PluginError> {
+        let settings: Settings = context.config_as()?;
+        let limits = Limits {
+            max_dice: settings.max_dice.unwrap_or(100),
+            max_sides: settings.max_sides.unwrap_or(1000),
+        };
+        let rng = match settings.seed {
+            Some(seed) => fastrand::Rng::with_seed(seed),
+            None => fastrand::Rng::new(),
+        };
+        log::info!(
+            "dice limits: at most {} dice of at most {} sides",
+            limits.max_dice,
+            limits.max_sides
+        );
+        Ok(DiceGame {
+            limits,
+            rng: Mutex::new(rng),
+        })
+    }
+}
+
+#[derive(Deserialize)]
+struct RollRequest {
+    dice: String,
+}
+
+#[derive(Serialize)]
+struct RollResponse {
+    dice: String,
+    rolls: Vec<u32>,
+    total: i64,
+}
+
+async fn roll(game: &DiceGame, request: Request) -> Result<Json<RollResponse>, ApiError> {
+    let RollRequest { dice } = request.json()?;
+    let notation = parse_notation(&dice).map_err(|msg| {
+        ApiError::validation("value_error", vec![json!("body"), json!("dice")], msg)
+    })?;
+    notation.check(game.limits).map_err(ApiError::bad_request)?;
+    let rolls: Vec<u32> = {
+        let mut rng = game.rng.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        (0..notation.count)
+            .map(|_| rng.u32(1..=notation.sides))
+            .collect()
+    };
+    let total = rolls.iter().map(|&r| i64::from(r)).sum::<i64>() + notation.modifier;
+    Ok(Json(RollResponse { dice, rolls, total }))
+}
+
+/// `NdS+M`: `count` dice of `sides` sides plus `modifier`.
+#[derive(Debug, PartialEq, Eq)]
+struct Notation {
+    count: u32,
+    sides: u32,
+    modifier: i64,
+}
+
+impl Notation {
+    fn check(&self, limits: Limits) -> Result<(), String> {
+        if self.count == 0 || self.count > limits.max_dice {
+            return Err(format!(
+                "dice count must be between 1 and {}, got {}",
+                limits.max_dice, self.count
+            ));
+        }
+        if self.sides < 2 || self.sides > limits.max_sides {
+            return Err(format!(
+                "dice must have between 2 and {} sides, got {}",
+                limits.max_sides, self.sides
+            ));
+        }
+        if self.modifier.abs() > 1_000_000 {
+            return Err(format!(
+                "modifier must be between -1000000 and 1000000, got {}",
+                self.modifier
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn parse_notation(text: &str) -> Result<Notation, String> {
+    let malformed = || format!("expected dice notation like 2d6 or 3d8+2, got {text:?}");
+    let lower = text.trim().to_ascii_lowercase();
+    let (count, rest) = lower.split_once('d').ok_or_else(malformed)?;
+    let (sides, modifier) = match rest.find(['+', '-']) {
+        Some(index) => (&rest[..index], &rest[index..]),
+        None => (rest, ""),
+    };
+    let number = |digits: &str| -> Result<u64, String> {
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(malformed());
+        }
+        // Saturate absurd numbers so the limit check, not the parser, reports them.
+        Ok(digits.parse::<u64>().unwrap_or(u64::MAX))
+    };
+    let count = if count.is_empty() { 1 } else { number(count)? };
+    let sides = number(sides)?;
+    let modifier = match modifier.split_at_checked(1) {
+        Some(("+", digits)) => number(digits)?.min(i64::MAX as u64) as i64,
+        Some(("-", digits)) => -(number(digits)?.min(i64::MAX as u64) as i64),
+        _ => 0,
+    };
+    Ok(Notation {
+        count: count.min(u64::from(u32::MAX)) as u32,
+        sides: sides.min(u64::from(u32::MAX)) as u32,
+        modifier,
+    })
+}
+
+export_plugin!(DiceGame);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use plugin_api::TestPlugin;
+
+    #[track_caller]
+    fn check(text: &str, expected: Result<(u32, u32, i64), &str>) {
+        match (parse_notation(text), expected) {
+            (Ok(n), Ok((count, sides, modifier))) => {
+                assert_eq!(n, Notation { count, sides, modifier })
+            }
+            (Err(e), Err(fragment)) => assert!(e.contains(fragment), "{e}"),
+            (got, want) => panic!("{text}: got {got:?}, want {want:?}"),
+        }
+    }
+
+    #[test]
+    fn notation() {
+        check("2d6+1", Ok((2, 6, 1)));
+        check("d20", Ok((1, 20, 0)));
+        check("3D8-2", Ok((3, 8, -2)));
+        check("2d", Err("expected dice notation"));
+        check("2x6", Err("expected dice notation"));
+        check("2d6+", Err("expected dice notation"));
+        check("-2d6", Err("expected dice notation"));
+        check("99999999999999999999d6", Ok((u32::MAX, 6, 0)));
+    }
+
+    #[test]
+    fn the_route_rolls_within_bounds_and_rejects_bad_input() {
+        let plugin = TestPlugin::<DiceGame>::load(json!({"seed": 7})).unwrap();
+        let response = plugin.post_json("/dice-game/roll", &json!({"dice": "2d6+1"}));
+        assert_eq!(response.status, 200);
+        let body = response.json_body();
+        let rolls = body["rolls"].as_array().unwrap();
+        assert_eq!(rolls.len(), 2);
+        let sum: i64 = rolls.iter().map(|r| r.as_i64().unwrap()).sum();
+        assert!(rolls.iter().all(|r| (1..=6).contains(&r.as_i64().unwrap())));
+        assert_eq!(body["total"], sum + 1);
+
+        let malformed = plugin.post_json("/dice-game/roll", &json!({"dice": "lots"}));
+        assert_eq!(malformed.status, 422);
+        assert_eq!(malformed.json_body()["detail"][0]["loc"], json!(["body", "dice"]));
+        let absurd = plugin.post_json("/dice-game/roll", &json!({"dice": "1000000d6"}));
+        assert_eq!(absurd.status, 400);
+        assert_eq!(plugin.post_json("/dice-game/roll", &json!({})).status, 422);
+    }
+
+    #[test]
+    fn unknown_settings_fail_on_load() {
+        let error = TestPlugin::<DiceGame>::load(json!({"max_dic": 3})).err().unwrap();
+        assert!(error.message().contains("max_dic"), "{error}");
+    }
+}
