@@ -1,1 +1,118 @@
-fn main(){}
+//! `pixsim7`: the host binary. `serve` (the default) runs the server; `plugins` reports
+//! what the server would load, without serving.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{builder::BoolishValueParser, Args, Parser, Subcommand};
+use host::{
+    config::{Config, Overrides},
+    plugins::PluginRegistry,
+    report, startup, telemetry,
+};
+
+/// The PixSim7 game backend: a host whose features are plugin libraries.
+#[derive(Parser)]
+#[command(name = "pixsim7", version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the plugins' routes (the default).
+    Serve(ServeArgs),
+    /// Show every plugin library found, its manifest, its state and the load order, then
+    /// exit (non-zero when any plugin would fail).
+    Plugins(PluginsArgs),
+}
+
+#[derive(Args, Clone, Default)]
+struct SourceArgs {
+    /// Directory holding the plugin libraries [default: ./plugin-dir]
+    #[arg(long, env = "PIXSIM7_PLUGIN_DIR", global = true)]
+    plugin_dir: Option<PathBuf>,
+    /// TOML configuration file
+    #[arg(long, env = "PIXSIM7_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// Any plugin failure is fatal at startup
+    #[arg(long, env = "PIXSIM7_STRICT", global = true, num_args = 0..=1,
+          default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    strict: Option<bool>,
+}
+
+#[derive(Args, Clone, Default)]
+struct ServeArgs {
+    #[command(flatten)]
+    source: SourceArgs,
+    /// Address to listen on [default: 127.0.0.1:8000]
+    #[arg(long, env = "PIXSIM7_BIND")]
+    bind: Option<String>,
+    /// HTTP worker threads [default: one per core]
+    #[arg(long, env = "PIXSIM7_WORKERS")]
+    workers: Option<usize>,
+}
+
+#[derive(Args)]
+struct PluginsArgs {
+    #[command(flatten)]
+    source: SourceArgs,
+    /// Print JSON instead of text
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init_logging();
+    let result = match cli.command {
+        None => serve(cli.serve),
+        Some(Command::Serve(args)) => serve(args),
+        Some(Command::Plugins(args)) => plugins(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            eprintln!("pixsim7: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn overrides(source: SourceArgs) -> Overrides {
+    Overrides {
+        config_file: source.config,
+        plugin_dir: source.plugin_dir,
+        strict: source.strict,
+        ..Overrides::default()
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let config = Config::resolve(Overrides {
+        bind: args.bind,
+        workers: args.workers,
+        ..overrides(args.source)
+    })?;
+    actix_web::rt::System::new().block_on(startup::serve(config))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn plugins(args: PluginsArgs) -> anyhow::Result<ExitCode> {
+    let config = Config::resolve(overrides(args.source))?;
+    let registry = PluginRegistry::discover(&config)?;
+    if args.json {
+        println!("{}", report::json_report(&registry));
+    } else {
+        print!("{}", report::text_report(&registry));
+    }
+    let failed = report::has_failures(&registry) || registry.fatal_failure(config.strict).is_some();
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}

@@ -36,6 +36,7 @@ pub mod manifest;
 pub mod route;
 pub mod sdk;
 
+pub use log;
 pub use manifest::{Dependency, Manifest, ManifestErrors};
 pub use route::{Method, PluginDescriptor, RouteSpec};
 pub use sdk::{
@@ -45,7 +46,6 @@ pub use sdk::{
     response::{IntoResponse, Json, Response},
     testing::TestPlugin,
 };
-pub use log;
 pub use serde_json::{json, Value};
 
 /// Everything a plugin crate usually needs: `use plugin_api::prelude::*;`.
@@ -62,6 +62,6 @@ pub mod prelude {
 pub mod __private {
     pub use crate::sdk::export::root_module;
     pub use abi_stable::library::{
-        CheckTypeLayout, LibHeader, RootModuleResult, __call_root_module_loader,
+        __call_root_module_loader, CheckTypeLayout, LibHeader, RootModuleResult,
     };
 }

@@ -288,13 +288,22 @@ mod tests {
 
     #[test]
     fn each_field_is_checked() {
-        check_invalid(Manifest::new("Game", "x", "1.0.0"), "start with a lower-case");
-        check_invalid(Manifest::new("a_b", "x", "1.0.0"), "only lower-case letters");
+        check_invalid(
+            Manifest::new("Game", "x", "1.0.0"),
+            "start with a lower-case",
+        );
+        check_invalid(
+            Manifest::new("a_b", "x", "1.0.0"),
+            "only lower-case letters",
+        );
         check_invalid(Manifest::new("a", " ", "1.0.0"), "name is empty");
         check_invalid(Manifest::new("a", "x", "1.0"), "not a semantic version");
         check_invalid(base().prefix("api"), "must start with '/'");
         check_invalid(base().prefix("/api/"), "must not end with '/'");
-        check_invalid(base().depends_on("game-sessions ^x"), "not a semver requirement");
+        check_invalid(
+            base().depends_on("game-sessions ^x"),
+            "not a semver requirement",
+        );
         check_invalid(base().depends_on("game-stealth"), "depends on itself");
         check_invalid(base().permissions([""]), "non-empty name");
         check_invalid(base().depends_on("a").depends_on("a ^1"), "listed twice");

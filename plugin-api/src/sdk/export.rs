@@ -37,7 +37,11 @@ impl<P: Plugin> Runtime<P> {
         P::routes(&mut routes);
         let descriptor = PluginDescriptor {
             manifest: P::manifest(),
-            routes: routes.entries.iter().map(|entry| entry.spec.clone()).collect(),
+            routes: routes
+                .entries
+                .iter()
+                .map(|entry| entry.spec.clone())
+                .collect(),
         };
         Runtime {
             routes: routes.entries,
@@ -67,7 +71,11 @@ impl<P: Plugin> Runtime<P> {
         self.loaded("on_disable")?.on_disable().await
     }
 
-    pub(crate) fn handle(&'static self, index: u32, request: FfiRequest) -> FfiFuture<FfiHandleResult> {
+    pub(crate) fn handle(
+        &'static self,
+        index: u32,
+        request: FfiRequest,
+    ) -> FfiFuture<FfiHandleResult> {
         let plugin = match self.loaded("handle") {
             Ok(plugin) => plugin,
             Err(error) => return ready_fault(FaultKind::Error, error.to_string()),
@@ -76,13 +84,19 @@ impl<P: Plugin> Runtime<P> {
             Some(entry) => entry.handler.call(plugin, Request::from_ffi(request)),
             None => ready_fault(
                 FaultKind::Error,
-                format!("no route with index {index} (the plugin has {})", self.routes.len()),
+                format!(
+                    "no route with index {index} (the plugin has {})",
+                    self.routes.len()
+                ),
             ),
         }
     }
 }
 
-fn ready_fault<T: Send + 'static>(kind: FaultKind, message: String) -> FfiFuture<RResult<T, PluginFault>> {
+fn ready_fault<T: Send + 'static>(
+    kind: FaultKind,
+    message: String,
+) -> FfiFuture<RResult<T, PluginFault>> {
     async move {
         RResult::RErr(PluginFault {
             kind,
@@ -141,7 +155,9 @@ extern "C" fn on_load<P: Plugin>(context: FfiLoadContext) -> FfiFuture<RResult<(
     guarded(async move {
         logging::install(context.services.clone(), context.max_log_level);
         let config = serde_json::from_str(&context.config_json).map_err(|error| {
-            PluginError::new(format!("host passed configuration that is not JSON: {error}"))
+            PluginError::new(format!(
+                "host passed configuration that is not JSON: {error}"
+            ))
         })?;
         let context = LoadContext::new(config, Host::new(context.services));
         runtime::<P>().load(context).await
@@ -156,7 +172,10 @@ extern "C" fn on_disable<P: Plugin>() -> FfiFuture<RResult<(), PluginFault>> {
     guarded(async { runtime::<P>().disable().await })
 }
 
-extern "C" fn handle<P: Plugin>(route_index: u32, request: FfiRequest) -> FfiFuture<FfiHandleResult> {
+extern "C" fn handle<P: Plugin>(
+    route_index: u32,
+    request: FfiRequest,
+) -> FfiFuture<FfiHandleResult> {
     match catch_panic(runtime::<P>) {
         Ok(runtime) => runtime.handle(route_index, request),
         Err(panic) => ready_fault(FaultKind::Panic, panic),

@@ -30,7 +30,11 @@ impl log::Log for HostLogger {
             log::Level::Trace => LogLevel::Trace,
         };
         let message = record.args().to_string();
-        host.log(level, RStr::from_str(record.target()), RStr::from_str(&message));
+        host.log(
+            level,
+            RStr::from_str(record.target()),
+            RStr::from_str(&message),
+        );
     }
 
     fn flush(&self) {}

@@ -8,12 +8,7 @@ use async_ffi::{FfiFuture, FutureExt};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::{
-    error::PluginError,
-    panic::CatchPanic,
-    request::Request,
-    response::IntoResponse,
-};
+use super::{error::PluginError, panic::CatchPanic, request::Request, response::IntoResponse};
 use crate::{
     abi::{FaultKind, FfiResponse, HostServicesHandle, LogLevel, PluginFault},
     manifest::Manifest,
@@ -139,7 +134,12 @@ impl<P: Sync + 'static> Routes<P> {
     }
 
     /// Adds a `DELETE` route.
-    pub fn delete(&mut self, path: &str, summary: &str, handler: impl Handler<P>) -> &mut Routes<P> {
+    pub fn delete(
+        &mut self,
+        path: &str,
+        summary: &str,
+        handler: impl Handler<P>,
+    ) -> &mut Routes<P> {
         self.route(Method::Delete, path, summary, handler)
     }
 }

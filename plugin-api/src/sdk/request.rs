@@ -73,7 +73,7 @@ impl Request {
             .split('&')
             .filter_map(|pair| {
                 let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-                (percent_decode(key) == name).then(|| percent_decode(value))
+                (decode_query_component(key) == name).then(|| decode_query_component(value))
             })
             .next()
     }
@@ -198,8 +198,18 @@ fn short_type_name<T>() -> &'static str {
     }
 }
 
-fn percent_decode(text: &str) -> Cow<'_, str> {
-    if !text.contains(['%', '+']) {
+/// Decodes a query-string key or value: `+` is a space, then `%XX` escapes.
+fn decode_query_component(text: &str) -> Cow<'_, str> {
+    if text.contains('+') {
+        Cow::Owned(percent_decode(&text.replace('+', " ")).into_owned())
+    } else {
+        percent_decode(text)
+    }
+}
+
+/// Decodes `%XX` escapes (as in a path segment); invalid escapes stay as they are.
+pub fn percent_decode(text: &str) -> Cow<'_, str> {
+    if !text.contains('%') {
         return Cow::Borrowed(text);
     }
     let bytes = text.as_bytes();
@@ -207,7 +217,6 @@ fn percent_decode(text: &str) -> Cow<'_, str> {
     let mut index = 0;
     while index < bytes.len() {
         match bytes[index] {
-            b'+' => out.push(b' '),
             b'%' if index + 2 < bytes.len() => {
                 let hex = std::str::from_utf8(&bytes[index + 1..index + 3]).ok();
                 match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
@@ -250,7 +259,10 @@ mod tests {
 
     #[test]
     fn json_errors_name_the_field_and_the_problem() {
-        check(r#"{"chances": []}"#, json!({"type": "missing", "loc": ["body", "npc_id"]}));
+        check(
+            r#"{"chances": []}"#,
+            json!({"type": "missing", "loc": ["body", "npc_id"]}),
+        );
         check(
             r#"{"npc_id": "x", "chances": []}"#,
             json!({"type": "value_error", "loc": ["body", "npc_id"]}),
@@ -261,12 +273,16 @@ mod tests {
         );
         check(r#"{"npc_id": "#, json!({"type": "json_invalid"}));
         check("", json!({"type": "missing", "loc": ["body"]}));
-        check(r#"{"npc_id": 1, "chances": []} x"#, json!({"type": "json_invalid"}));
+        check(
+            r#"{"npc_id": 1, "chances": []} x"#,
+            json!({"type": "json_invalid"}),
+        );
     }
 
     #[test]
     fn query_parameters_are_decoded() {
-        assert_eq!(percent_decode("a%20b+c"), "a b c");
+        assert_eq!(decode_query_component("a%20b+c"), "a b c");
+        assert_eq!(percent_decode("a+b%2Fc"), "a+b/c");
         assert_eq!(percent_decode("100%"), "100%");
         assert_eq!(percent_decode("%zz"), "%zz");
     }

@@ -61,12 +61,18 @@ impl<P: Plugin> TestPlugin<P> {
     /// An unknown path answers 404, a panic in the handler 500.
     pub fn call(&self, method: Method, path: &str, body: &[u8]) -> Response {
         let (path, query) = path.split_once('?').unwrap_or((path, ""));
-        let matched = self.runtime.descriptor.routes.iter().enumerate().find_map(|(i, route)| {
-            (route.method == method)
-                .then(|| match_pattern(&route.path, path))
-                .flatten()
-                .map(|params| (i, params))
-        });
+        let matched = self
+            .runtime
+            .descriptor
+            .routes
+            .iter()
+            .enumerate()
+            .find_map(|(i, route)| {
+                (route.method == method)
+                    .then(|| match_pattern(&route.path, path))
+                    .flatten()
+                    .map(|params| (i, params))
+            });
         let Some((index, params)) = matched else {
             return Response::json(404, &serde_json::json!({"detail": "Not Found"}));
         };
@@ -114,7 +120,10 @@ fn match_pattern(pattern: &str, path: &str) -> Option<Vec<(String, String)>> {
     let mut params = Vec::new();
     let mut actual = path.trim_end_matches('/').split('/');
     for expected in pattern.split('/') {
-        if let Some(name) = expected.strip_prefix("{*").and_then(|n| n.strip_suffix('}')) {
+        if let Some(name) = expected
+            .strip_prefix("{*")
+            .and_then(|n| n.strip_suffix('}'))
+        {
             let rest: Vec<&str> = actual.by_ref().collect();
             params.push((name.to_owned(), rest.join("/")));
             return Some(params);

@@ -37,7 +37,11 @@ impl Plugin for DiceGame {
     }
 
     fn routes(routes: &mut Routes<Self>) {
-        routes.post("/dice-game/roll", "Roll dice, e.g. {\"dice\": \"2d6+1\"}", roll);
+        routes.post(
+            "/dice-game/roll",
+            "Roll dice, e.g. {\"dice\": \"2d6+1\"}",
+            roll,
+        );
     }
 
     async fn on_load(context: LoadContext) -> Result<Self, PluginError> {
@@ -81,7 +85,10 @@ async fn roll(game: &DiceGame, request: Request) -> Result<Json<RollResponse>, A
     })?;
     notation.check(game.limits).map_err(ApiError::bad_request)?;
     let rolls: Vec<u32> = {
-        let mut rng = game.rng.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut rng = game
+            .rng
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         (0..notation.count)
             .map(|_| rng.u32(1..=notation.sides))
             .collect()
@@ -162,7 +169,14 @@ mod tests {
     fn check(text: &str, expected: Result<(u32, u32, i64), &str>) {
         match (parse_notation(text), expected) {
             (Ok(n), Ok((count, sides, modifier))) => {
-                assert_eq!(n, Notation { count, sides, modifier })
+                assert_eq!(
+                    n,
+                    Notation {
+                        count,
+                        sides,
+                        modifier
+                    }
+                )
             }
             (Err(e), Err(fragment)) => assert!(e.contains(fragment), "{e}"),
             (got, want) => panic!("{text}: got {got:?}, want {want:?}"),
@@ -195,7 +209,10 @@ mod tests {
 
         let malformed = plugin.post_json("/dice-game/roll", &json!({"dice": "lots"}));
         assert_eq!(malformed.status, 422);
-        assert_eq!(malformed.json_body()["detail"][0]["loc"], json!(["body", "dice"]));
+        assert_eq!(
+            malformed.json_body()["detail"][0]["loc"],
+            json!(["body", "dice"])
+        );
         let absurd = plugin.post_json("/dice-game/roll", &json!({"dice": "1000000d6"}));
         assert_eq!(absurd.status, 400);
         assert_eq!(plugin.post_json("/dice-game/roll", &json!({})).status, 422);
@@ -203,7 +220,9 @@ mod tests {
 
     #[test]
     fn unknown_settings_fail_on_load() {
-        let error = TestPlugin::<DiceGame>::load(json!({"max_dic": 3})).err().unwrap();
+        let error = TestPlugin::<DiceGame>::load(json!({"max_dic": 3}))
+            .err()
+            .unwrap();
         assert!(error.message().contains("max_dic"), "{error}");
     }
 }

@@ -1,0 +1,75 @@
+//! The admin API's view of the plugins: one JSON object per library found, used by
+//! `GET /api/v1/plugins[/{id}]` and by `pixsim7 plugins --json`.
+
+use std::collections::HashMap;
+
+use actix_web::web::Bytes;
+use serde_json::{json, Value};
+
+use crate::plugins::{PluginRecord, PluginRegistry};
+
+/// The JSON object describing one library: manifest fields, state, reason, order, routes.
+pub fn plugin_json(record: &PluginRecord) -> Value {
+    let manifest = record.descriptor.as_ref().map(|d| &d.manifest);
+    json!({
+        "id": manifest.map(|m| &m.id),
+        "name": manifest.map(|m| &m.name),
+        "version": manifest.map(|m| &m.version),
+        "description": manifest.map(|m| &m.description),
+        "state": record.state.as_str(),
+        "reason": record.reason,
+        "order": record.order,
+        "file": record.file,
+        "prefix": manifest.map(|m| &m.prefix),
+        "tags": manifest.map_or(&[][..], |m| &m.tags),
+        "dependencies": manifest.map_or(&[][..], |m| &m.dependencies),
+        "permissions": manifest.map_or(&[][..], |m| &m.permissions),
+        "required": manifest.is_some_and(|m| m.required),
+        "routes": record.full_routes().into_iter().map(|(method, path)| {
+            json!({"method": method.as_str(), "path": path})
+        }).collect::<Vec<_>>(),
+    })
+}
+
+/// Every record as JSON, in file-name order.
+pub fn plugins_json(registry: &PluginRegistry) -> Value {
+    Value::Array(registry.records.iter().map(plugin_json).collect())
+}
+
+/// The admin API's answers, rendered once when serving starts (plugin states do not change
+/// while serving).
+pub struct AdminSnapshot {
+    list: Bytes,
+    by_id: HashMap<String, Bytes>,
+}
+
+impl AdminSnapshot {
+    /// Renders the registry.
+    pub fn new(registry: &PluginRegistry) -> AdminSnapshot {
+        let by_id = registry
+            .records
+            .iter()
+            .filter_map(|record| {
+                let id = record.id()?.to_owned();
+                // A duplicate id is listed, but `/plugins/{id}` shows the one that owns it.
+                let owner = registry.find(&id)?;
+                std::ptr::eq(owner, record)
+                    .then(|| (id, Bytes::from(plugin_json(record).to_string())))
+            })
+            .collect();
+        AdminSnapshot {
+            list: Bytes::from(plugins_json(registry).to_string()),
+            by_id,
+        }
+    }
+
+    /// `GET /api/v1/plugins`.
+    pub fn list(&self) -> Bytes {
+        self.list.clone()
+    }
+
+    /// `GET /api/v1/plugins/{id}`.
+    pub fn get(&self, id: &str) -> Option<Bytes> {
+        self.by_id.get(id).cloned()
+    }
+}

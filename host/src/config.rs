@@ -1,0 +1,248 @@
+//! The host configuration: defaults, then the TOML file, then environment, then flags
+//! (each later source wins). Per-plugin tables `[plugins.<id>]` carry an `enabled`
+//! override and the settings handed to that plugin's `on_load`.
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+
+/// Default address to serve on.
+pub const DEFAULT_BIND: &str = "127.0.0.1:8000";
+/// Default plugin directory.
+pub const DEFAULT_PLUGIN_DIR: &str = "./plugin-dir";
+/// Default request body limit (1 MiB).
+pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+
+/// The resolved configuration the host runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to serve on.
+    pub bind: SocketAddr,
+    /// Directory scanned for plugin libraries.
+    pub plugin_dir: PathBuf,
+    /// Any plugin failure ends startup.
+    pub strict: bool,
+    /// Largest request body accepted, in bytes; larger bodies get 413.
+    pub body_limit: usize,
+    /// HTTP worker threads.
+    pub workers: usize,
+    /// How long shutdown waits for in-flight requests.
+    pub shutdown_timeout: Duration,
+    /// How long one lifecycle hook may take before the plugin is failed.
+    pub hook_timeout: Duration,
+    /// Per-plugin tables, by plugin id.
+    pub plugins: BTreeMap<String, PluginConfig>,
+}
+
+/// One `[plugins.<id>]` table.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PluginConfig {
+    /// The operator's `enabled` override, when given.
+    pub enabled: Option<bool>,
+    /// Everything else in the table, handed to the plugin's `on_load` as a JSON object.
+    pub settings: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Values given on the command line or in the environment (`None` when absent); the
+/// command-line layer parses them, this layer merges them over the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--config` / `PIXSIM7_CONFIG`.
+    pub config_file: Option<PathBuf>,
+    /// `--bind` / `PIXSIM7_BIND`.
+    pub bind: Option<String>,
+    /// `--plugin-dir` / `PIXSIM7_PLUGIN_DIR`.
+    pub plugin_dir: Option<PathBuf>,
+    /// `--strict` / `PIXSIM7_STRICT`.
+    pub strict: Option<bool>,
+    /// `--workers` / `PIXSIM7_WORKERS`.
+    pub workers: Option<usize>,
+}
+
+/// The config file's shape. Unknown keys are errors, so a typo never silently does nothing.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    bind: Option<String>,
+    plugin_dir: Option<PathBuf>,
+    strict: Option<bool>,
+    body_limit: Option<usize>,
+    workers: Option<usize>,
+    shutdown_timeout_secs: Option<u64>,
+    hook_timeout_secs: Option<u64>,
+    #[serde(default)]
+    plugins: BTreeMap<String, toml::Table>,
+}
+
+impl Config {
+    /// Resolves the configuration: defaults < file < environment < flags.
+    pub fn resolve(overrides: Overrides) -> anyhow::Result<Config> {
+        let (file, file_dir) = match &overrides.config_file {
+            Some(path) => (read_file(path)?, path.parent().map(Path::to_path_buf)),
+            None => (FileConfig::default(), None),
+        };
+        let bind_text = overrides
+            .bind
+            .or(file.bind)
+            .unwrap_or_else(|| DEFAULT_BIND.to_owned());
+        let bind = bind_text.parse().with_context(|| {
+            format!("bind address {bind_text:?} is not an address like 127.0.0.1:8000")
+        })?;
+        let plugin_dir = match (overrides.plugin_dir, file.plugin_dir) {
+            (Some(dir), _) => dir,
+            // A relative path in the file is relative to the file, not the working directory.
+            (None, Some(dir)) => match &file_dir {
+                Some(base) if dir.is_relative() => base.join(dir),
+                _ => dir,
+            },
+            (None, None) => PathBuf::from(DEFAULT_PLUGIN_DIR),
+        };
+        let workers = overrides
+            .workers
+            .or(file.workers)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+        if workers == 0 {
+            bail!("workers must be at least 1");
+        }
+        let body_limit = file.body_limit.unwrap_or(DEFAULT_BODY_LIMIT);
+        let plugins = file
+            .plugins
+            .into_iter()
+            .map(|(id, table)| plugin_config(&id, table).map(|config| (id, config)))
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Config {
+            bind,
+            plugin_dir,
+            strict: overrides.strict.or(file.strict).unwrap_or(false),
+            body_limit,
+            workers,
+            shutdown_timeout: Duration::from_secs(file.shutdown_timeout_secs.unwrap_or(30)),
+            hook_timeout: Duration::from_secs(file.hook_timeout_secs.unwrap_or(30)),
+            plugins,
+        })
+    }
+
+    /// The operator's table for a plugin (empty when none).
+    pub fn plugin(&self, id: &str) -> PluginConfig {
+        self.plugins.get(id).cloned().unwrap_or_default()
+    }
+}
+
+fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+}
+
+fn plugin_config(id: &str, mut table: toml::Table) -> anyhow::Result<PluginConfig> {
+    let enabled = match table.remove("enabled") {
+        None => None,
+        Some(toml::Value::Boolean(enabled)) => Some(enabled),
+        Some(other) => bail!(
+            "[plugins.{id}] enabled must be true or false, found {}",
+            other.type_str()
+        ),
+    };
+    let settings = match serde_json::to_value(table)? {
+        serde_json::Value::Object(map) => map,
+        _ => unreachable!("a TOML table serializes to a JSON object"),
+    };
+    Ok(PluginConfig { enabled, settings })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(text: &str) -> (tempdir::Dir, PathBuf) {
+        let dir = tempdir::Dir::new();
+        let path = dir.path().join("pixsim7.toml");
+        std::fs::write(&path, text).unwrap();
+        (dir, path)
+    }
+
+    mod tempdir {
+        pub struct Dir(std::path::PathBuf);
+        impl Dir {
+            pub fn new() -> Dir {
+                static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+                let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let path = std::env::temp_dir()
+                    .join(format!("pixsim7-config-test-{}-{n}", std::process::id()));
+                std::fs::create_dir_all(&path).unwrap();
+                Dir(path)
+            }
+            pub fn path(&self) -> &std::path::Path {
+                &self.0
+            }
+        }
+        impl Drop for Dir {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+    }
+
+    #[test]
+    fn flags_beat_file_beats_defaults() {
+        let (_dir, path) = write(
+            "bind = \"127.0.0.1:9000\"\nplugin_dir = \"libs\"\nstrict = true\n\
+             [plugins.dice-game]\nenabled = false\nmax_dice = 3\n",
+        );
+        let config = Config::resolve(Overrides {
+            config_file: Some(path.clone()),
+            bind: Some("127.0.0.1:9100".into()),
+            ..Overrides::default()
+        })
+        .unwrap();
+        assert_eq!(config.bind.port(), 9100, "flag wins over file");
+        assert!(config.strict, "file wins over default");
+        assert_eq!(config.plugin_dir, path.parent().unwrap().join("libs"));
+        let dice = config.plugin("dice-game");
+        assert_eq!(dice.enabled, Some(false));
+        assert_eq!(dice.settings["max_dice"], 3);
+        assert!(!dice.settings.contains_key("enabled"));
+        assert_eq!(
+            Config::resolve(Overrides::default()).unwrap().bind.port(),
+            8000
+        );
+    }
+
+    #[test]
+    fn mistakes_in_the_file_are_reported() {
+        let (_dir, path) = write("bnd = \"x\"\n");
+        let error = Config::resolve(Overrides {
+            config_file: Some(path),
+            ..Overrides::default()
+        })
+        .unwrap_err();
+        assert!(
+            format!("{error:#}").contains("unknown field `bnd`"),
+            "{error:#}"
+        );
+
+        let (_dir, path) = write("[plugins.a]\nenabled = \"no\"\n");
+        let error = Config::resolve(Overrides {
+            config_file: Some(path),
+            ..Overrides::default()
+        })
+        .unwrap_err();
+        assert!(
+            format!("{error:#}").contains("enabled must be true or false"),
+            "{error:#}"
+        );
+
+        let error = Config::resolve(Overrides {
+            bind: Some("localhost".into()),
+            ..Overrides::default()
+        })
+        .unwrap_err();
+        assert!(error.to_string().contains("not an address"), "{error}");
+    }
+}

@@ -1,0 +1,288 @@
+//! The request path: one actix default service matches every request against the route
+//! table and either answers it (host routes) or forwards it into the plugin that owns it.
+//!
+//! Invariant: the plugin's future is awaited right here, on the actix worker thread that
+//! received the request; no thread hop, no blocking pool. Nothing a plugin returns or does
+//! (panic, bad status, bad header) can make this path fail other than with a 500.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use abi_stable::std_types::{RResult, RString, RVec, Tuple2};
+use actix_web::{
+    http::{
+        header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE},
+        Method as HttpMethod, StatusCode,
+    },
+    web::{self, Bytes},
+    HttpRequest, HttpResponse,
+};
+use plugin_api::{
+    abi::{FfiRequest, FfiResponse, PluginModule_Ref},
+    sdk::{panic::CatchPanic, request::percent_decode},
+    Method,
+};
+
+use crate::{
+    admin::AdminSnapshot,
+    http_error,
+    plugins::lifecycle::describe_fault,
+    routing::{HostRoute, Lookup, RouteTable, Target},
+};
+
+/// Header carrying the request id, in and out.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Everything the request path needs, shared read-only by all workers.
+pub struct ServingState {
+    /// Host and plugin routes.
+    pub routes: RouteTable,
+    /// The enabled plugins, indexed by `Target::Plugin::plugin`.
+    pub plugins: Vec<ServedPlugin>,
+    /// Pre-rendered admin API answers.
+    pub admin: AdminSnapshot,
+    /// Pre-rendered `/openapi.json`.
+    pub openapi: Bytes,
+    /// Largest request body accepted.
+    pub body_limit: usize,
+}
+
+/// An enabled plugin as the request path sees it.
+pub struct ServedPlugin {
+    /// Its id, for logs and error bodies.
+    pub id: String,
+    /// Its entry points.
+    pub module: PluginModule_Ref,
+}
+
+/// The actix default service: every request comes through here.
+pub async fn dispatch(
+    request: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<ServingState>,
+) -> HttpResponse {
+    let request_id = request_id(&request);
+    let method = plugin_method(request.method());
+    let mut response = match state.routes.lookup(method, request.path()) {
+        Lookup::NotFound => http_error::not_found(),
+        Lookup::MethodNotAllowed { allow } => http_error::method_not_allowed(allow),
+        Lookup::Found {
+            target: Target::Host(route),
+            params,
+        } => serve_host_route(route, params.get("id"), &state),
+        Lookup::Found {
+            target: Target::Plugin { plugin, route },
+            params,
+        } => {
+            let path_params: RVec<Tuple2<RString, RString>> = params
+                .iter()
+                .map(|(name, value)| {
+                    Tuple2(RString::from(name), RString::from(percent_decode(value)))
+                })
+                .collect();
+            let method = method.expect("a matched route has a known method");
+            let served = &state.plugins[plugin];
+            forward_request(
+                served,
+                route,
+                method,
+                path_params,
+                &request,
+                payload,
+                &request_id,
+                state.body_limit,
+            )
+            .await
+        }
+    };
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static(REQUEST_ID_HEADER), value);
+    }
+    response
+}
+
+/// Calls the plugin's handler for route `route` and converts its answer.
+#[allow(clippy::too_many_arguments)]
+async fn forward_request(
+    plugin: &ServedPlugin,
+    route: u32,
+    method: Method,
+    path_params: RVec<Tuple2<RString, RString>>,
+    request: &HttpRequest,
+    payload: web::Payload,
+    request_id: &str,
+    body_limit: usize,
+) -> HttpResponse {
+    let body = match read_body(request, payload, body_limit).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    let ffi_request = FfiRequest {
+        method,
+        path: RString::from(request.path()),
+        path_params,
+        query: RString::from(request.query_string()),
+        headers: request
+            .headers()
+            .iter()
+            .map(|(name, value)| {
+                Tuple2(
+                    RString::from(name.as_str()),
+                    RString::from(String::from_utf8_lossy(value.as_bytes())),
+                )
+            })
+            .collect(),
+        body: RVec::from(body),
+        request_id: RString::from(request_id),
+    };
+    // The SDK catches panics inside the plugin; CatchPanic is the backstop for a plugin
+    // future that panics past it ("FFI future panicked").
+    match CatchPanic::new((plugin.module.handle())(route, ffi_request)).await {
+        Ok(RResult::ROk(response)) => into_http_response(plugin, response, request_id),
+        Ok(RResult::RErr(fault)) => {
+            tracing::error!(
+                plugin = %plugin.id,
+                request_id,
+                method = %method,
+                path = request.path(),
+                "plugin {} failed while handling {method} {}: {}",
+                plugin.id,
+                request.path(),
+                describe_fault(&fault)
+            );
+            http_error::plugin_internal_error(&plugin.id, request_id)
+        }
+        Err(panic) => {
+            tracing::error!(
+                plugin = %plugin.id,
+                request_id,
+                "plugin {} panicked while handling {method} {}: {panic}",
+                plugin.id,
+                request.path()
+            );
+            http_error::plugin_internal_error(&plugin.id, request_id)
+        }
+    }
+}
+
+/// Reads the body, refusing anything over `limit` with 413 (early, from `Content-Length`,
+/// when the client declares it).
+async fn read_body(
+    request: &HttpRequest,
+    payload: web::Payload,
+    limit: usize,
+) -> Result<Vec<u8>, HttpResponse> {
+    let declared = request
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|length| length > limit) {
+        return Err(http_error::payload_too_large(limit));
+    }
+    match payload.to_bytes_limited(limit).await {
+        Ok(Ok(bytes)) => Ok(Vec::from(bytes)),
+        Ok(Err(error)) => Err(http_error::detail_response(
+            StatusCode::BAD_REQUEST,
+            format!("could not read the request body: {error}"),
+        )),
+        Err(_) => Err(http_error::payload_too_large(limit)),
+    }
+}
+
+/// Converts a plugin's response; an invalid status is the plugin's bug and answers 500, an
+/// invalid header is dropped, both with a log line naming the plugin.
+fn into_http_response(
+    plugin: &ServedPlugin,
+    response: FfiResponse,
+    request_id: &str,
+) -> HttpResponse {
+    let Ok(status) = StatusCode::from_u16(response.status) else {
+        tracing::error!(plugin = %plugin.id, request_id, "plugin {} answered with invalid status {}", plugin.id, response.status);
+        return http_error::plugin_internal_error(&plugin.id, request_id);
+    };
+    let mut builder = HttpResponse::build(status);
+    for Tuple2(name, value) in response.headers {
+        match (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) {
+            (Ok(name), Ok(value)) => {
+                builder.append_header((name, value));
+            }
+            _ => tracing::warn!(
+                plugin = %plugin.id,
+                request_id,
+                "plugin {} sent an invalid header {name:?}: {value:?}; dropped",
+                plugin.id
+            ),
+        }
+    }
+    builder.body(Bytes::from_owner(response.body))
+}
+
+fn serve_host_route(route: HostRoute, id: Option<&str>, state: &ServingState) -> HttpResponse {
+    let json = |body: Bytes| {
+        HttpResponse::Ok()
+            .insert_header((CONTENT_TYPE, "application/json"))
+            .body(body)
+    };
+    match route {
+        HostRoute::Health => json(Bytes::from_static(br#"{"status":"ok"}"#)),
+        HostRoute::OpenApi => json(state.openapi.clone()),
+        HostRoute::ListPlugins => json(state.admin.list()),
+        HostRoute::GetPlugin => {
+            let id = percent_decode(id.unwrap_or_default());
+            match state.admin.get(&id) {
+                Some(body) => json(body),
+                None => http_error::detail_response(
+                    StatusCode::NOT_FOUND,
+                    format!("no plugin with id {id:?}"),
+                ),
+            }
+        }
+    }
+}
+
+fn plugin_method(method: &HttpMethod) -> Option<Method> {
+    Some(match *method {
+        HttpMethod::GET => Method::Get,
+        HttpMethod::POST => Method::Post,
+        HttpMethod::PUT => Method::Put,
+        HttpMethod::PATCH => Method::Patch,
+        HttpMethod::DELETE => Method::Delete,
+        HttpMethod::HEAD => Method::Head,
+        HttpMethod::OPTIONS => Method::Options,
+        _ => return None,
+    })
+}
+
+/// The client's `x-request-id` when it is short and plain, else a fresh one.
+fn request_id(request: &HttpRequest) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let given = request
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            (1..=128).contains(&v.len())
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        });
+    match given {
+        Some(id) => id.to_owned(),
+        None => format!(
+            "{:08x}-{:x}",
+            process_tag(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ),
+    }
+}
+
+/// A random tag per process, so ids from several instances do not collide.
+fn process_tag() -> u32 {
+    use std::hash::{BuildHasher, RandomState};
+    static TAG: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *TAG.get_or_init(|| RandomState::new().hash_one(std::process::id()) as u32)
+}

@@ -1,0 +1,20 @@
+//! The PixSim7 host: loads plugin libraries from the plugin directory, orders them by their
+//! dependencies, runs their hooks, and serves their routes with actix-web.
+//!
+//! Code map: `config` (file/env/flags), `plugins/` (discovery, loading, ordering, hooks,
+//! services), `routing` (the radix route table), `forward` (the request path), `admin` and
+//! `openapi` (what the host says about itself), `startup` (the serving pipeline), `report`
+//! (`pixsim7 plugins`), `telemetry` (logging), `http_error` (error bodies).
+//!
+//! Invariant: only this crate knows actix; plugins see only `plugin-api` types.
+
+pub mod admin;
+pub mod config;
+pub mod forward;
+pub mod http_error;
+pub mod openapi;
+pub mod plugins;
+pub mod report;
+pub mod routing;
+pub mod startup;
+pub mod telemetry;

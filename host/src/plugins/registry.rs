@@ -1,0 +1,390 @@
+//! The plugin registry: every library found in the plugin directory, what it says about
+//! itself, and its state, with the reason when it is not serving.
+//!
+//! `PluginRegistry::discover` runs the static half of the startup pipeline: scan → load
+//! → validate → duplicate ids → disabled → dependency order (semver, cycles, cascade) →
+//! route conflicts. It runs no plugin hook, so `pixsim7 plugins` uses it as a dry run.
+//! Every failure is logged once, at warn, by [`PluginRegistry::set_outcome`].
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    path::{Path, PathBuf},
+};
+
+use anyhow::Context;
+use plugin_api::PluginDescriptor;
+
+use super::{
+    discovery::scan_plugin_dir,
+    library::{load_plugin_library, PluginLibrary},
+    resolve::resolve_load_order,
+};
+use crate::{
+    config::Config,
+    routing::{full_path, RouteTable},
+};
+
+/// Where a plugin stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PluginState {
+    /// Passed every static check; will be loaded (shown as "would load").
+    Pending,
+    /// `on_load` succeeded.
+    Loaded,
+    /// `on_enable` succeeded; its routes are served.
+    Enabled,
+    /// Switched off by its manifest or the operator.
+    Disabled,
+    /// Something about this plugin itself is wrong.
+    Failed,
+    /// Not loaded because a dependency is unavailable.
+    Skipped,
+}
+
+impl PluginState {
+    /// The name used by the admin API and `pixsim7 plugins --json`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PluginState::Pending => "would load",
+            PluginState::Loaded => "loaded",
+            PluginState::Enabled => "enabled",
+            PluginState::Disabled => "disabled",
+            PluginState::Failed => "failed",
+            PluginState::Skipped => "skipped",
+        }
+    }
+
+    /// Whether a plugin in this state is (or will be) available to its dependents.
+    pub fn is_available(self) -> bool {
+        matches!(
+            self,
+            PluginState::Pending | PluginState::Loaded | PluginState::Enabled
+        )
+    }
+}
+
+impl fmt::Display for PluginState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One library found in the plugin directory.
+pub struct PluginRecord {
+    /// The file name, e.g. `libdice_game.so`.
+    pub file: String,
+    /// The loaded library, when loading succeeded.
+    pub library: Option<PluginLibrary>,
+    /// What the library says about itself, when it could say it.
+    pub descriptor: Option<PluginDescriptor>,
+    /// The parsed manifest version, once validated.
+    pub version: Option<semver::Version>,
+    /// Current state.
+    pub state: PluginState,
+    /// Why the plugin is disabled, failed or skipped.
+    pub reason: Option<String>,
+    /// Position in the load order, for plugins that are (or would be) loaded.
+    pub order: Option<usize>,
+}
+
+impl PluginRecord {
+    /// The plugin id, when the manifest could be read.
+    pub fn id(&self) -> Option<&str> {
+        self.descriptor.as_ref().map(|d| d.manifest.id.as_str())
+    }
+
+    /// The id when known, else the file name: how log lines name this plugin.
+    pub fn label(&self) -> &str {
+        self.id().unwrap_or(&self.file)
+    }
+
+    /// The full paths of the plugin's routes, in route-table order.
+    pub fn full_routes(&self) -> Vec<(plugin_api::Method, String)> {
+        self.descriptor.as_ref().map_or_else(Vec::new, |d| {
+            d.routes
+                .iter()
+                .map(|r| (r.method, full_path(&d.manifest.prefix, &r.path)))
+                .collect()
+        })
+    }
+}
+
+/// Every plugin found, and the load order of those that can load.
+pub struct PluginRegistry {
+    /// The directory scanned.
+    pub plugin_dir: PathBuf,
+    /// One record per library file, in file-name order.
+    pub records: Vec<PluginRecord>,
+    /// Indices into `records`, dependencies first.
+    pub load_order: Vec<usize>,
+    by_id: BTreeMap<String, usize>,
+}
+
+impl PluginRegistry {
+    /// Scans the plugin directory and runs every static check (no plugin hook runs).
+    pub fn discover(config: &Config) -> anyhow::Result<PluginRegistry> {
+        let files = scan_plugin_dir(&config.plugin_dir).with_context(|| {
+            format!(
+                "cannot read plugin directory {}",
+                config.plugin_dir.display()
+            )
+        })?;
+        tracing::info!(
+            count = files.len(),
+            dir = %config.plugin_dir.display(),
+            "Discovered {} plugins",
+            files.len()
+        );
+        let mut registry = PluginRegistry {
+            plugin_dir: config.plugin_dir.clone(),
+            records: Vec::with_capacity(files.len()),
+            load_order: Vec::new(),
+            by_id: BTreeMap::new(),
+        };
+        for path in &files {
+            registry.load_file(path);
+        }
+        registry.apply_enabled_flags(config);
+        registry.resolve_order();
+        registry.check_routes();
+        let order: Vec<&str> = registry
+            .load_order
+            .iter()
+            .map(|&i| registry.records[i].label())
+            .collect();
+        tracing::info!(order = ?order, "Plugin load order: [{}]", order.join(", "));
+        Ok(registry)
+    }
+
+    fn load_file(&mut self, path: &Path) {
+        let file = path.file_name().map_or_else(
+            || path.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        let index = self.records.len();
+        self.records.push(PluginRecord {
+            file,
+            library: None,
+            descriptor: None,
+            version: None,
+            state: PluginState::Pending,
+            reason: None,
+            order: None,
+        });
+        let (library, descriptor) = match load_plugin_library(path) {
+            Ok(loaded) => loaded,
+            Err(error) => return self.set_outcome(index, PluginState::Failed, error.to_string()),
+        };
+        let validation = descriptor.validate();
+        let record = &mut self.records[index];
+        record.library = Some(library);
+        record.version = semver::Version::parse(&descriptor.manifest.version).ok();
+        let id = descriptor.manifest.id.clone();
+        record.descriptor = Some(descriptor);
+        if let Some(&first) = self.by_id.get(&id) {
+            let reason = format!(
+                "duplicate plugin id {id:?}: {} already provides it",
+                self.records[first].file
+            );
+            return self.set_outcome(index, PluginState::Failed, reason);
+        }
+        // Registered even when invalid, so dependents learn that it failed to load rather
+        // than that it is missing.
+        self.by_id.insert(id, index);
+        if let Err(errors) = validation {
+            self.set_outcome(index, PluginState::Failed, errors.to_string());
+        }
+    }
+
+    fn apply_enabled_flags(&mut self, config: &Config) {
+        for id in config.plugins.keys() {
+            if !self.by_id.contains_key(id) {
+                tracing::warn!(
+                    plugin = %id,
+                    "the configuration has a [plugins.{id}] table, but no plugin {id} was found in {}",
+                    self.plugin_dir.display()
+                );
+            }
+        }
+        for index in 0..self.records.len() {
+            let record = &self.records[index];
+            let (Some(descriptor), PluginState::Pending) = (&record.descriptor, record.state)
+            else {
+                continue;
+            };
+            let id = &descriptor.manifest.id;
+            let reason = match (config.plugin(id).enabled, descriptor.manifest.enabled) {
+                (Some(false), _) => {
+                    format!("disabled in the configuration ([plugins.{id}] enabled = false)")
+                }
+                (None, false) => "disabled in its manifest".to_owned(),
+                _ => continue,
+            };
+            self.set_outcome(index, PluginState::Disabled, reason);
+        }
+    }
+
+    /// Orders the plugins still pending, then walks that order checking each dependency;
+    /// a plugin whose dependency is missing, unavailable or too old is skipped, and that
+    /// cascades because dependents come later in the order.
+    fn resolve_order(&mut self) {
+        let graph: BTreeMap<String, Vec<String>> = self
+            .pending()
+            .map(|record| {
+                let manifest = &record
+                    .descriptor
+                    .as_ref()
+                    .expect("pending has a manifest")
+                    .manifest;
+                (
+                    manifest.id.clone(),
+                    manifest.dependencies.iter().map(|d| d.id.clone()).collect(),
+                )
+            })
+            .collect();
+        let resolution = resolve_load_order(&graph);
+        for (id, cycle) in &resolution.cycles {
+            self.set_outcome(self.by_id[id], PluginState::Skipped, cycle.clone());
+        }
+        for (id, dependency) in &resolution.blocked {
+            let reason = format!("requires {dependency}, which was skipped");
+            self.set_outcome(self.by_id[id], PluginState::Skipped, reason);
+        }
+        for id in &resolution.order {
+            let index = self.by_id[id];
+            match self.unmet_dependency(index) {
+                Some(reason) => self.set_outcome(index, PluginState::Skipped, reason),
+                None => self.load_order.push(index),
+            }
+        }
+    }
+
+    /// Registers each plugin's routes in load order; a conflict fails the later plugin.
+    fn check_routes(&mut self) {
+        let mut table = RouteTable::with_host_routes();
+        for position in 0..self.load_order.len() {
+            let index = self.load_order[position];
+            if let Some(reason) = self.unmet_dependency(index) {
+                self.set_outcome(index, PluginState::Skipped, reason);
+                continue;
+            }
+            let record = &self.records[index];
+            let routes = record.full_routes();
+            if let Err(reason) = table.add_plugin_routes(record.label(), index, &routes) {
+                self.set_outcome(index, PluginState::Failed, reason);
+            }
+        }
+        self.load_order
+            .retain(|&i| self.records[i].state == PluginState::Pending);
+        for (position, &index) in self.load_order.iter().enumerate() {
+            self.records[index].order = Some(position);
+        }
+    }
+
+    fn pending(&self) -> impl Iterator<Item = &PluginRecord> {
+        self.records
+            .iter()
+            .filter(|r| r.state == PluginState::Pending)
+    }
+
+    /// The first dependency of plugin `index` that is not available, as a reason.
+    pub fn unmet_dependency(&self, index: usize) -> Option<String> {
+        let manifest = &self.records[index].descriptor.as_ref()?.manifest;
+        for dependency in &manifest.dependencies {
+            let Some(&dep_index) = self.by_id.get(&dependency.id) else {
+                return Some(format!("requires {}, which is not loaded", dependency.id));
+            };
+            let dep = &self.records[dep_index];
+            let reason = match dep.state {
+                PluginState::Disabled => format!("depends on {}, which is disabled", dependency.id),
+                PluginState::Failed => format!("requires {}, which failed to load", dependency.id),
+                PluginState::Skipped => format!("requires {}, which was skipped", dependency.id),
+                _ => {
+                    let requirement = dependency
+                        .requirement
+                        .as_deref()
+                        .and_then(|r| semver::VersionReq::parse(r).ok());
+                    match (requirement, &dep.version) {
+                        (Some(req), Some(version)) if !req.matches(version) => format!(
+                            "requires {} {req}, but {} {version} is installed",
+                            dependency.id, dependency.id
+                        ),
+                        _ => continue,
+                    }
+                }
+            };
+            return Some(reason);
+        }
+        None
+    }
+
+    /// Moves plugin `index` to `state`; for failed and skipped plugins, logs the one warn
+    /// line an operator sees.
+    pub fn set_outcome(&mut self, index: usize, state: PluginState, reason: String) {
+        let record = &mut self.records[index];
+        match state {
+            PluginState::Failed => tracing::warn!(
+                plugin = record.id(),
+                file = %record.file,
+                reason = %reason,
+                "Failed to load plugin {}: {reason}",
+                record.label()
+            ),
+            PluginState::Skipped => tracing::warn!(
+                plugin = record.id(),
+                file = %record.file,
+                reason = %reason,
+                "Skipped plugin {}: {reason}",
+                record.label()
+            ),
+            PluginState::Disabled => tracing::info!(
+                plugin = record.id(),
+                file = %record.file,
+                "Plugin {} is {reason}",
+                record.label()
+            ),
+            _ => {}
+        }
+        record.state = state;
+        record.reason = Some(reason);
+        if !state.is_available() {
+            record.order = None;
+        }
+    }
+
+    /// The reason startup must stop: a required plugin that failed or was skipped, or under
+    /// `strict`, any plugin that did.
+    pub fn fatal_failure(&self, strict: bool) -> Option<String> {
+        self.records
+            .iter()
+            .filter(|r| matches!(r.state, PluginState::Failed | PluginState::Skipped))
+            .find_map(|record| {
+                let required = record
+                    .descriptor
+                    .as_ref()
+                    .is_some_and(|d| d.manifest.required);
+                let reason = record.reason.as_deref().unwrap_or("unknown reason");
+                if required {
+                    Some(format!(
+                        "required plugin {} {}: {reason}",
+                        record.label(),
+                        record.state
+                    ))
+                } else if strict {
+                    Some(format!(
+                        "strict mode: plugin {} {}: {reason}",
+                        record.label(),
+                        record.state
+                    ))
+                } else {
+                    None
+                }
+            })
+    }
+
+    /// The record of the plugin with this id.
+    pub fn find(&self, id: &str) -> Option<&PluginRecord> {
+        self.by_id.get(id).map(|&i| &self.records[i])
+    }
+}

@@ -1,0 +1,316 @@
+//! The route table: every plugin route and host route in one radix tree (matchit), built
+//! once at startup. actix does HTTP; this does matching, so the per-request cost stays flat
+//! however many plugins are loaded (actix's own router scans its routes linearly).
+//!
+//! Adding a plugin's routes is all-or-nothing: a conflict with any existing route fails the
+//! plugin and leaves the table as it was. Never silent shadowing.
+
+use std::collections::HashMap;
+
+use plugin_api::Method;
+
+/// What serves a matched route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// A route the host itself serves.
+    Host(HostRoute),
+    /// Route `route` of the plugin at index `plugin` of the serving list.
+    Plugin {
+        /// Index into the served plugins.
+        plugin: usize,
+        /// Index into that plugin's route table (passed to its `handle`).
+        route: u32,
+    },
+}
+
+/// The host's own routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostRoute {
+    /// `GET /healthz`
+    Health,
+    /// `GET /openapi.json`
+    OpenApi,
+    /// `GET /api/v1/plugins`
+    ListPlugins,
+    /// `GET /api/v1/plugins/{id}`
+    GetPlugin,
+}
+
+/// The host's routes, registered before any plugin's so plugins cannot take them over.
+pub const HOST_ROUTES: [(Method, &str, HostRoute); 4] = [
+    (Method::Get, "/healthz", HostRoute::Health),
+    (Method::Get, "/openapi.json", HostRoute::OpenApi),
+    (Method::Get, "/api/v1/plugins", HostRoute::ListPlugins),
+    (Method::Get, "/api/v1/plugins/{id}", HostRoute::GetPlugin),
+];
+
+/// The methods registered on one path pattern.
+#[derive(Debug, Clone)]
+struct PathRoutes {
+    pattern: String,
+    methods: Vec<(Method, Target, String)>,
+    /// The `Allow` header for a 405 on this path.
+    allow: String,
+}
+
+/// All routes, matched by a radix tree.
+#[derive(Clone)]
+pub struct RouteTable {
+    router: matchit::Router<usize>,
+    paths: Vec<PathRoutes>,
+    by_pattern: HashMap<String, usize>,
+}
+
+/// The result of matching a request.
+pub enum Lookup<'t, 'p> {
+    /// A route matched; `params` are the path parameters, raw (percent-encoded).
+    Found {
+        /// What serves it.
+        target: Target,
+        /// Parameter names and raw values, in pattern order.
+        params: matchit::Params<'t, 'p>,
+    },
+    /// The path exists but not with this method.
+    MethodNotAllowed {
+        /// The methods it has, for the `Allow` header.
+        allow: &'t str,
+    },
+    /// No route has this path.
+    NotFound,
+}
+
+impl RouteTable {
+    /// A table holding only the host's routes.
+    pub fn with_host_routes() -> RouteTable {
+        let mut table = RouteTable {
+            router: matchit::Router::new(),
+            paths: Vec::new(),
+            by_pattern: HashMap::new(),
+        };
+        for (method, path, route) in HOST_ROUTES {
+            table
+                .insert(method, path, Target::Host(route), "the host")
+                .expect("host routes do not conflict");
+        }
+        table
+    }
+
+    /// Adds every route of one plugin, or none: on a conflict the table is unchanged and
+    /// the error names both routes and the other owner.
+    pub fn add_plugin_routes(
+        &mut self,
+        owner: &str,
+        plugin: usize,
+        routes: &[(Method, String)],
+    ) -> Result<(), String> {
+        let mut candidate = self.clone();
+        for (index, (method, path)) in routes.iter().enumerate() {
+            let target = Target::Plugin {
+                plugin,
+                route: u32::try_from(index).map_err(|_| "too many routes".to_owned())?,
+            };
+            candidate.insert(*method, path, target, &format!("plugin {owner}"))?;
+        }
+        *self = candidate;
+        Ok(())
+    }
+
+    fn insert(
+        &mut self,
+        method: Method,
+        path: &str,
+        target: Target,
+        owner: &str,
+    ) -> Result<(), String> {
+        let index = match self.by_pattern.get(path) {
+            Some(&index) => index,
+            None => {
+                self.router
+                    .insert(path, self.paths.len())
+                    .map_err(|error| match error {
+                        matchit::InsertError::Conflict { with } => {
+                            let other = self.by_pattern.get(&with).map_or(
+                                "another route".to_owned(),
+                                |&i| {
+                                    let owners: Vec<&str> = self.paths[i]
+                                        .methods
+                                        .iter()
+                                        .map(|(_, _, o)| o.as_str())
+                                        .collect();
+                                    owners.join(", ")
+                                },
+                            );
+                            format!("route conflict: {method} {path} overlaps {with} of {other}")
+                        }
+                        other => format!("route {method} {path} is not a valid pattern: {other}"),
+                    })?;
+                self.paths.push(PathRoutes {
+                    pattern: path.to_owned(),
+                    methods: Vec::new(),
+                    allow: String::new(),
+                });
+                self.by_pattern
+                    .insert(path.to_owned(), self.paths.len() - 1);
+                self.paths.len() - 1
+            }
+        };
+        let entry = &mut self.paths[index];
+        if let Some((_, _, other)) = entry.methods.iter().find(|(m, _, _)| *m == method) {
+            return Err(format!(
+                "route conflict: {method} {} is already served by {other}",
+                entry.pattern
+            ));
+        }
+        entry.methods.push((method, target, owner.to_owned()));
+        entry.methods.sort_by_key(|(m, _, _)| *m);
+        entry.allow = entry
+            .methods
+            .iter()
+            .map(|(m, _, _)| m.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        Ok(())
+    }
+
+    /// Matches a request. A trailing `/` is ignored (`/game/worlds/` is `/game/worlds`).
+    /// `method` is `None` for methods no route can have (the answer is then 405 or 404).
+    pub fn lookup<'t, 'p>(&'t self, method: Option<Method>, path: &'p str) -> Lookup<'t, 'p> {
+        let path = match path.strip_suffix('/') {
+            Some(trimmed) if !trimmed.is_empty() => trimmed,
+            _ => path,
+        };
+        let Ok(matched) = self.router.at(path) else {
+            return Lookup::NotFound;
+        };
+        let entry = &self.paths[*matched.value];
+        match entry.methods.iter().find(|(m, _, _)| Some(*m) == method) {
+            Some((_, target, _)) => Lookup::Found {
+                target: *target,
+                params: matched.params,
+            },
+            None => Lookup::MethodNotAllowed {
+                allow: &entry.allow,
+            },
+        }
+    }
+
+    /// Every `(method, pattern)` registered, in registration order of patterns.
+    pub fn routes(&self) -> impl Iterator<Item = (Method, &str, Target)> {
+        self.paths.iter().flat_map(|p| {
+            p.methods
+                .iter()
+                .map(move |(m, t, _)| (*m, p.pattern.as_str(), *t))
+        })
+    }
+}
+
+/// The full path of a route: the manifest prefix joined with the route path.
+pub fn full_path(prefix: &str, path: &str) -> String {
+    match (prefix.trim_end_matches('/'), path) {
+        ("", path) => path.to_owned(),
+        (prefix, "/") => prefix.to_owned(),
+        (prefix, path) => format!("{prefix}{path}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn routes(list: &[(Method, &str)]) -> Vec<(Method, String)> {
+        list.iter().map(|(m, p)| (*m, p.to_string())).collect()
+    }
+
+    #[test]
+    fn matches_params_methods_and_trailing_slashes() {
+        let mut table = RouteTable::with_host_routes();
+        table
+            .add_plugin_routes(
+                "sessions",
+                0,
+                &routes(&[
+                    (Method::Post, "/api/v1/game/sessions"),
+                    (Method::Get, "/api/v1/game/sessions/{id}"),
+                    (Method::Patch, "/api/v1/game/sessions/{id}"),
+                ]),
+            )
+            .unwrap();
+        match table.lookup(Some(Method::Patch), "/api/v1/game/sessions/42/") {
+            Lookup::Found { target, params } => {
+                assert_eq!(
+                    target,
+                    Target::Plugin {
+                        plugin: 0,
+                        route: 2
+                    }
+                );
+                assert_eq!(params.get("id"), Some("42"));
+            }
+            _ => panic!("expected a match"),
+        }
+        assert!(matches!(
+            table.lookup(Some(Method::Delete), "/api/v1/game/sessions/42"),
+            Lookup::MethodNotAllowed {
+                allow: "GET, PATCH"
+            }
+        ));
+        assert!(matches!(
+            table.lookup(Some(Method::Get), "/nope"),
+            Lookup::NotFound
+        ));
+        assert!(matches!(
+            table.lookup(Some(Method::Get), "/api/v1/plugins/dice-game"),
+            Lookup::Found {
+                target: Target::Host(HostRoute::GetPlugin),
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn conflicts_fail_the_later_plugin_whole() {
+        let mut table = RouteTable::with_host_routes();
+        table
+            .add_plugin_routes("first", 0, &routes(&[(Method::Post, "/api/v1/x/{id}")]))
+            .unwrap();
+        let error = table
+            .add_plugin_routes(
+                "second",
+                1,
+                &routes(&[(Method::Get, "/api/v1/y"), (Method::Post, "/api/v1/x/{id}")]),
+            )
+            .unwrap_err();
+        assert_eq!(
+            error,
+            "route conflict: POST /api/v1/x/{id} is already served by plugin first"
+        );
+        assert!(
+            matches!(
+                table.lookup(Some(Method::Get), "/api/v1/y"),
+                Lookup::NotFound
+            ),
+            "nothing of the failed plugin stays"
+        );
+        let error = table
+            .add_plugin_routes("third", 2, &routes(&[(Method::Get, "/api/v1/x/{key}")]))
+            .unwrap_err();
+        assert!(
+            error.contains("overlaps /api/v1/x/{id} of plugin first"),
+            "{error}"
+        );
+        let error = table
+            .add_plugin_routes("fourth", 3, &routes(&[(Method::Get, "/healthz")]))
+            .unwrap_err();
+        assert!(error.contains("already served by the host"), "{error}");
+    }
+
+    #[test]
+    fn full_paths() {
+        assert_eq!(
+            full_path("/api/v1", "/dice-game/roll"),
+            "/api/v1/dice-game/roll"
+        );
+        assert_eq!(full_path("/api/v1", "/"), "/api/v1");
+        assert_eq!(full_path("/", "/x"), "/x");
+    }
+}

@@ -1,0 +1,106 @@
+//! The serving pipeline: discover → on_load → bind → on_enable → serve → (signal) drain →
+//! on_disable. Also `build_app`, the actix application tests and the binary share.
+
+use std::net::TcpListener;
+
+use actix_web::{web, App, HttpServer};
+use anyhow::{bail, Context};
+
+use crate::{
+    admin::AdminSnapshot,
+    config::Config,
+    forward::{dispatch, ServedPlugin, ServingState},
+    openapi::openapi_document,
+    plugins::{lifecycle, PluginRegistry, PluginState},
+    routing::RouteTable,
+};
+
+/// Runs the server until SIGTERM/SIGINT, then shuts down cleanly.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let mut registry = PluginRegistry::discover(&config)?;
+    abort_on_fatal_failure(&registry, &config)?;
+
+    lifecycle::load_plugins(&mut registry, &config).await;
+    abort_on_fatal_failure(&registry, &config)?;
+
+    let listener =
+        TcpListener::bind(config.bind).with_context(|| format!("cannot bind {}", config.bind))?;
+    let address = listener.local_addr()?;
+
+    lifecycle::enable_plugins(&mut registry, &config).await;
+    if let Err(error) = abort_on_fatal_failure(&registry, &config) {
+        lifecycle::disable_plugins(&mut registry, &config).await;
+        return Err(error);
+    }
+
+    let state = web::Data::new(serving_state(&registry, &config)?);
+    let server = HttpServer::new(move || build_app(state.clone()))
+        .workers(config.workers)
+        .shutdown_timeout(config.shutdown_timeout.as_secs())
+        .listen(listener)?
+        .run();
+    let enabled = registry
+        .records
+        .iter()
+        .filter(|r| r.state == PluginState::Enabled)
+        .count();
+    tracing::info!(%address, plugins = enabled, "Serving on http://{address}");
+    server.await.context("server error")?;
+
+    tracing::info!("Stopped accepting; in-flight requests finished");
+    lifecycle::disable_plugins(&mut registry, &config).await;
+    tracing::info!("Shutdown complete");
+    Ok(())
+}
+
+/// The actix application: one default service that routes through the route table.
+pub fn build_app(
+    state: web::Data<ServingState>,
+) -> App<
+    impl actix_web::dev::ServiceFactory<
+        actix_web::dev::ServiceRequest,
+        Config = (),
+        Response = actix_web::dev::ServiceResponse,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    App::new()
+        .app_data(state)
+        .default_service(web::to(dispatch))
+}
+
+/// The state the request path reads: routes of the enabled plugins, the admin snapshot and
+/// the OpenAPI document, all built once here.
+pub fn serving_state(registry: &PluginRegistry, config: &Config) -> anyhow::Result<ServingState> {
+    let mut routes = RouteTable::with_host_routes();
+    let mut plugins = Vec::new();
+    for &index in &registry.load_order {
+        let record = &registry.records[index];
+        if record.state != PluginState::Enabled {
+            continue;
+        }
+        let id = record.label().to_owned();
+        routes
+            .add_plugin_routes(&id, plugins.len(), &record.full_routes())
+            .map_err(|error| anyhow::anyhow!("route table of enabled plugins: {error}"))?;
+        plugins.push(ServedPlugin {
+            id,
+            module: record.library.expect("enabled has a library").module,
+        });
+    }
+    Ok(ServingState {
+        routes,
+        plugins,
+        admin: AdminSnapshot::new(registry),
+        openapi: openapi_document(registry).to_string().into(),
+        body_limit: config.body_limit,
+    })
+}
+
+fn abort_on_fatal_failure(registry: &PluginRegistry, config: &Config) -> anyhow::Result<()> {
+    match registry.fatal_failure(config.strict) {
+        Some(reason) => bail!("startup aborted: {reason}"),
+        None => Ok(()),
+    }
+}
