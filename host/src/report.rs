@@ -47,7 +47,7 @@ pub fn text_report(registry: &PluginRegistry) -> String {
             None => record.file.clone(),
         };
         let state = match (record.state, record.order) {
-            (PluginState::Pending, Some(order)) => format!("would load (#{})", order + 1),
+            (PluginState::Pending, Some(order)) => format!("would load (#{order})"),
             (state, _) => state.to_string(),
         };
         let _ = writeln!(out, "{title}: {state}");

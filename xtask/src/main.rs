@@ -1,1 +1,216 @@
-fn main() {}
+//! Project automation, run as `cargo xtask <task>` (see `.cargo/config.toml`):
+//! `build-plugins [--release]`, `run [--release] [-- <pixsim7 args>]`, `test [<cargo test args>]`.
+
+use std::{
+    env,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+
+const USAGE: &str = "usage: cargo xtask <task>
+
+tasks:
+  build-plugins [--release]           build every crate under plugins/ and copy the libraries into plugin-dir/
+  run [--release] [-- <pixsim7 args>] build the plugins, then serve them
+  test [<cargo test args>]            build the host, plugins and test fixtures, then run every test";
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let Some((task, rest)) = args.split_first() else {
+        println!("{USAGE}");
+        return Ok(());
+    };
+    let workspace = Workspace::load()?;
+    match task.as_str() {
+        "build-plugins" => {
+            let profile = Profile::from_flags(rest)?;
+            workspace.build_plugins(profile)?;
+        }
+        "run" => {
+            let (flags, server_args) = match rest.iter().position(|a| a == "--") {
+                Some(i) => (&rest[..i], &rest[i + 1..]),
+                None => (rest, &[][..]),
+            };
+            let profile = Profile::from_flags(flags)?;
+            workspace.build_plugins(profile)?;
+            let mut command = cargo();
+            command.args(["run", "--package", "host", "--bin", "pixsim7"]);
+            if profile == Profile::Release {
+                command.arg("--release");
+            }
+            command.arg("--").args(server_args);
+            run(&mut command)?;
+        }
+        "test" => workspace.test(rest)?,
+        "help" | "--help" | "-h" => println!("{USAGE}"),
+        other => bail!("unknown task {other:?}\n\n{USAGE}"),
+    }
+    Ok(())
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Profile {
+    Debug,
+    Release,
+}
+
+impl Profile {
+    fn from_flags(flags: &[String]) -> anyhow::Result<Profile> {
+        match flags {
+            [] => Ok(Profile::Debug),
+            [flag] if flag == "--release" => Ok(Profile::Release),
+            other => bail!("unexpected arguments {other:?}\n\n{USAGE}"),
+        }
+    }
+
+    fn dir(self) -> &'static str {
+        match self {
+            Profile::Debug => "debug",
+            Profile::Release => "release",
+        }
+    }
+}
+
+/// The parts of `cargo metadata` this needs.
+#[derive(Deserialize)]
+struct Metadata {
+    packages: Vec<Package>,
+    target_directory: PathBuf,
+    workspace_root: PathBuf,
+}
+
+#[derive(Deserialize)]
+struct Package {
+    name: String,
+    manifest_path: PathBuf,
+    targets: Vec<Target>,
+}
+
+#[derive(Deserialize)]
+struct Target {
+    name: String,
+    crate_types: Vec<String>,
+}
+
+struct Workspace {
+    root: PathBuf,
+    target_dir: PathBuf,
+    /// (package, library target name) of each crate under plugins/.
+    plugins: Vec<(String, String)>,
+    /// The same for the test fixtures under host/tests/fixtures/.
+    fixtures: Vec<(String, String)>,
+}
+
+impl Workspace {
+    fn load() -> anyhow::Result<Workspace> {
+        let output = cargo()
+            .args(["metadata", "--format-version", "1", "--no-deps"])
+            .output()
+            .context("cannot run cargo metadata")?;
+        if !output.status.success() {
+            bail!(
+                "cargo metadata failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        let metadata: Metadata = serde_json::from_slice(&output.stdout)?;
+        let libraries_under = |dir: &Path| -> Vec<(String, String)> {
+            let mut found: Vec<(String, String)> = metadata
+                .packages
+                .iter()
+                .filter(|p| p.manifest_path.starts_with(dir))
+                .filter_map(|p| {
+                    let lib = p
+                        .targets
+                        .iter()
+                        .find(|t| t.crate_types.iter().any(|c| c == "cdylib"))?;
+                    Some((p.name.clone(), lib.name.replace('-', "_")))
+                })
+                .collect();
+            found.sort();
+            found
+        };
+        let root = metadata.workspace_root.clone();
+        Ok(Workspace {
+            plugins: libraries_under(&root.join("plugins")),
+            fixtures: libraries_under(&root.join("host/tests/fixtures")),
+            target_dir: metadata.target_directory,
+            root,
+        })
+    }
+
+    fn build(&self, profile: Profile, packages: &[&(String, String)]) -> anyhow::Result<()> {
+        let mut command = cargo();
+        command.arg("build");
+        if profile == Profile::Release {
+            command.arg("--release");
+        }
+        for (package, _) in packages {
+            command.args(["--package", package]);
+        }
+        run(&mut command)
+    }
+
+    fn build_plugins(&self, profile: Profile) -> anyhow::Result<()> {
+        if self.plugins.is_empty() {
+            bail!(
+                "no plugin crates found under {}",
+                self.root.join("plugins").display()
+            );
+        }
+        self.build(profile, &self.plugins.iter().collect::<Vec<_>>())?;
+        let plugin_dir = self.root.join("plugin-dir");
+        std::fs::create_dir_all(&plugin_dir)?;
+        for (package, lib) in &self.plugins {
+            let file = library_file_name(lib);
+            let built = self.target_dir.join(profile.dir()).join(&file);
+            // Copy then rename: a running host has the old file mapped, and overwriting it
+            // in place would crash that host; a rename leaves its copy intact.
+            let temporary = plugin_dir.join(format!(".{file}.tmp"));
+            std::fs::copy(&built, &temporary)
+                .with_context(|| format!("cannot copy {} for {package}", built.display()))?;
+            std::fs::rename(&temporary, plugin_dir.join(&file))?;
+            println!("  {package:<24} -> plugin-dir/{file}");
+        }
+        println!("{} plugins in {}", self.plugins.len(), plugin_dir.display());
+        Ok(())
+    }
+
+    fn test(&self, cargo_test_args: &[String]) -> anyhow::Result<()> {
+        // The integration tests load plugin and fixture libraries from the target directory
+        // next to the host binary; `cargo test` alone does not build cdylibs of other crates.
+        let mut everything: Vec<&(String, String)> =
+            self.plugins.iter().chain(&self.fixtures).collect();
+        let host = ("host".to_owned(), String::new());
+        everything.push(&host);
+        self.build(Profile::Debug, &everything)?;
+        let mut command = cargo();
+        command.args(["test", "--workspace"]).args(cargo_test_args);
+        run(&mut command)
+    }
+}
+
+fn library_file_name(lib: &str) -> String {
+    format!(
+        "{}{lib}{}",
+        env::consts::DLL_PREFIX,
+        env::consts::DLL_SUFFIX
+    )
+}
+
+fn cargo() -> Command {
+    Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+fn run(command: &mut Command) -> anyhow::Result<()> {
+    let status = command
+        .status()
+        .with_context(|| format!("cannot run {command:?}"))?;
+    if !status.success() {
+        bail!("{command:?} failed with {status}");
+    }
+    Ok(())
+}

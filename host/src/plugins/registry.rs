@@ -84,7 +84,7 @@ pub struct PluginRecord {
     pub state: PluginState,
     /// Why the plugin is disabled, failed or skipped.
     pub reason: Option<String>,
-    /// Position in the load order, for plugins that are (or would be) loaded.
+    /// Position in the load order (1 = first), for plugins that are (or would be) loaded.
     pub order: Option<usize>,
 }
 
@@ -278,7 +278,7 @@ impl PluginRegistry {
         self.load_order
             .retain(|&i| self.records[i].state == PluginState::Pending);
         for (position, &index) in self.load_order.iter().enumerate() {
-            self.records[index].order = Some(position);
+            self.records[index].order = Some(position + 1);
         }
     }
 
