@@ -17,7 +17,7 @@ use actix_web::{
     HttpRequest, HttpResponse,
 };
 use plugin_api::{
-    abi::{FfiRequest, FfiResponse, PluginModule_Ref},
+    abi::{FaultKind, FfiRequest, FfiResponse, PluginModule_Ref},
     sdk::{panic::CatchPanic, request::percent_decode},
     Method,
 };
@@ -25,7 +25,6 @@ use plugin_api::{
 use crate::{
     admin::AdminSnapshot,
     http_error,
-    plugins::lifecycle::describe_fault,
     routing::{HostRoute, Lookup, RouteTable, Target},
 };
 
@@ -141,15 +140,19 @@ async fn forward_request(
     match CatchPanic::new((plugin.module.handle())(route, ffi_request)).await {
         Ok(RResult::ROk(response)) => into_http_response(plugin, response, request_id),
         Ok(RResult::RErr(fault)) => {
+            let what = match fault.kind {
+                FaultKind::Panic => "panicked",
+                FaultKind::Error => "failed",
+            };
             tracing::error!(
                 plugin = %plugin.id,
                 request_id,
                 method = %method,
                 path = request.path(),
-                "plugin {} failed while handling {method} {}: {}",
+                "plugin {} {what} while handling {method} {}: {}",
                 plugin.id,
                 request.path(),
-                describe_fault(&fault)
+                fault.message
             );
             http_error::plugin_internal_error(&plugin.id, request_id)
         }

@@ -12,25 +12,26 @@ use host::{
 
 /// The PixSim7 game backend: a host whose features are plugin libraries.
 #[derive(Parser)]
-#[command(name = "pixsim7", version, args_conflicts_with_subcommands = true)]
+#[command(name = "pixsim7", version)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
     #[command(flatten)]
-    serve: ServeArgs,
+    options: GlobalArgs,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Serve the plugins' routes (the default).
-    Serve(ServeArgs),
+    Serve,
     /// Show every plugin library found, its manifest, its state and the load order, then
     /// exit (non-zero when any plugin would fail).
     Plugins(PluginsArgs),
 }
 
+/// Options every command takes, before or after its name.
 #[derive(Args, Clone, Default)]
-struct SourceArgs {
+struct GlobalArgs {
     /// Directory holding the plugin libraries [default: ./plugin-dir]
     #[arg(long, env = "PIXSIM7_PLUGIN_DIR", global = true)]
     plugin_dir: Option<PathBuf>,
@@ -41,24 +42,16 @@ struct SourceArgs {
     #[arg(long, env = "PIXSIM7_STRICT", global = true, num_args = 0..=1,
           default_missing_value = "true", value_parser = BoolishValueParser::new())]
     strict: Option<bool>,
-}
-
-#[derive(Args, Clone, Default)]
-struct ServeArgs {
-    #[command(flatten)]
-    source: SourceArgs,
-    /// Address to listen on [default: 127.0.0.1:8000]
-    #[arg(long, env = "PIXSIM7_BIND")]
+    /// Address to serve on [default: 127.0.0.1:8000]
+    #[arg(long, env = "PIXSIM7_BIND", global = true)]
     bind: Option<String>,
     /// HTTP worker threads [default: one per core]
-    #[arg(long, env = "PIXSIM7_WORKERS")]
+    #[arg(long, env = "PIXSIM7_WORKERS", global = true)]
     workers: Option<usize>,
 }
 
 #[derive(Args)]
 struct PluginsArgs {
-    #[command(flatten)]
-    source: SourceArgs,
     /// Print JSON instead of text
     #[arg(long)]
     json: bool,
@@ -67,11 +60,10 @@ struct PluginsArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init_logging();
-    let result = match cli.command {
-        None => serve(cli.serve),
-        Some(Command::Serve(args)) => serve(args),
-        Some(Command::Plugins(args)) => plugins(args),
-    };
+    let result = Config::resolve(overrides(cli.options)).and_then(|config| match cli.command {
+        None | Some(Command::Serve) => serve(config),
+        Some(Command::Plugins(args)) => plugins(config, args),
+    });
     match result {
         Ok(code) => code,
         Err(error) => {
@@ -82,27 +74,22 @@ fn main() -> ExitCode {
     }
 }
 
-fn overrides(source: SourceArgs) -> Overrides {
+fn overrides(options: GlobalArgs) -> Overrides {
     Overrides {
-        config_file: source.config,
-        plugin_dir: source.plugin_dir,
-        strict: source.strict,
-        ..Overrides::default()
+        config_file: options.config,
+        plugin_dir: options.plugin_dir,
+        strict: options.strict,
+        bind: options.bind,
+        workers: options.workers,
     }
 }
 
-fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let config = Config::resolve(Overrides {
-        bind: args.bind,
-        workers: args.workers,
-        ..overrides(args.source)
-    })?;
+fn serve(config: Config) -> anyhow::Result<ExitCode> {
     actix_web::rt::System::new().block_on(startup::serve(config))?;
     Ok(ExitCode::SUCCESS)
 }
 
-fn plugins(args: PluginsArgs) -> anyhow::Result<ExitCode> {
-    let config = Config::resolve(overrides(args.source))?;
+fn plugins(config: Config, args: PluginsArgs) -> anyhow::Result<ExitCode> {
     let registry = PluginRegistry::discover(&config)?;
     if args.json {
         println!("{}", report::json_report(&registry));

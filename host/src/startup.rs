@@ -37,8 +37,18 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let server = HttpServer::new(move || build_app(state.clone()))
         .workers(config.workers)
         .shutdown_timeout(config.shutdown_timeout.as_secs())
+        // Our own handlers, registered before "Serving on" is logged: a signal that
+        // arrives any time after that line is a graceful shutdown, never a kill.
+        .disable_signals()
         .listen(listener)?
         .run();
+    let shutdown = shutdown_on_signal()?;
+    let handle = server.handle();
+    actix_web::rt::spawn(async move {
+        let signal = shutdown.await;
+        tracing::info!("{signal} received; stopping gracefully");
+        handle.stop(true).await;
+    });
     let enabled = registry
         .records
         .iter()
@@ -51,6 +61,30 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     lifecycle::disable_plugins(&mut registry, &config).await;
     tracing::info!("Shutdown complete");
     Ok(())
+}
+
+/// Registers SIGTERM and SIGINT handlers now; the future resolves to the name of the
+/// first signal received.
+#[cfg(unix)]
+fn shutdown_on_signal() -> anyhow::Result<impl std::future::Future<Output = &'static str>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => "SIGTERM",
+            _ = interrupt.recv() => "SIGINT",
+        }
+    })
+}
+
+/// Ctrl-C where there are no Unix signals.
+#[cfg(not(unix))]
+fn shutdown_on_signal() -> anyhow::Result<impl std::future::Future<Output = &'static str>> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+        "Ctrl-C"
+    })
 }
 
 /// The actix application: one default service that routes through the route table.

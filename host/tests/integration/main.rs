@@ -1,0 +1,10 @@
+//! Integration tests: the real `pixsim7` binary over real plugin libraries built from the
+//! workspace (`cargo xtask test` builds them first). One test binary, one module per area.
+
+mod harness;
+
+mod cli_plugins;
+mod http_forwarding;
+mod lifecycle_hooks;
+mod plugin_loading;
+mod startup_failures;
