@@ -16,6 +16,8 @@ use serde::Deserialize;
 pub const DEFAULT_BIND: &str = "127.0.0.1:8000";
 /// Default plugin directory.
 pub const DEFAULT_PLUGIN_DIR: &str = "./plugin-dir";
+/// Default database: an SQLite file in the working directory, created on first start.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://pixsim7.db";
 /// Default request body limit (1 MiB).
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 
@@ -26,6 +28,8 @@ pub struct Config {
     pub bind: SocketAddr,
     /// Directory scanned for plugin libraries.
     pub plugin_dir: PathBuf,
+    /// `sqlite://file.db` or `postgres://...`.
+    pub database_url: String,
     /// Any plugin failure ends startup.
     pub strict: bool,
     /// Largest request body accepted, in bytes; larger bodies get 413.
@@ -63,6 +67,8 @@ pub struct Overrides {
     pub strict: Option<bool>,
     /// `--workers` / `PIXSIM7_WORKERS`.
     pub workers: Option<usize>,
+    /// `--database-url` / `PIXSIM7_DATABASE_URL`.
+    pub database_url: Option<String>,
 }
 
 /// The config file's shape. Unknown keys are errors, so a typo never silently does nothing.
@@ -71,6 +77,7 @@ pub struct Overrides {
 struct FileConfig {
     bind: Option<String>,
     plugin_dir: Option<PathBuf>,
+    database_url: Option<String>,
     strict: Option<bool>,
     body_limit: Option<usize>,
     workers: Option<usize>,
@@ -119,6 +126,10 @@ impl Config {
         Ok(Config {
             bind,
             plugin_dir,
+            database_url: overrides
+                .database_url
+                .or(file.database_url)
+                .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
             strict: overrides.strict.or(file.strict).unwrap_or(false),
             body_limit,
             workers,

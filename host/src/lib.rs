@@ -1,16 +1,19 @@
 //! The PixSim7 host: loads plugin libraries from the plugin directory, orders them by their
 //! dependencies, runs their hooks, and serves their routes with actix-web.
 //!
-//! Code map: `config` (file/env/flags), `plugins/` (discovery, loading, ordering, hooks,
+//! Code map: `config` (file/env/flags), `db/` (pool, migrations), `game/` (the game state
+//! behind host services), `plugins/` (discovery, loading, ordering, hooks,
 //! services), `routing` (the radix route table), `forward` (the request path), `admin` and
 //! `openapi` (what the host says about itself), `startup` (the serving pipeline), `report`
 //! (`pixsim7 plugins`), `telemetry` (logging), `http_error` (error bodies).
 //!
-//! Invariant: only this crate knows actix; plugins see only `plugin-api` types.
+//! Invariant: only this crate knows actix and sqlx; plugins see only `plugin-api` types.
 
 pub mod admin;
 pub mod config;
+pub mod db;
 pub mod forward;
+pub mod game;
 pub mod http_error;
 pub mod openapi;
 pub mod plugins;

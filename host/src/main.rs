@@ -27,6 +27,9 @@ enum Command {
     /// Show every plugin library found, its manifest, its state and the load order, then
     /// exit (non-zero when any plugin would fail).
     Plugins(PluginsArgs),
+    /// Apply the database migrations (the host's, then those of every plugin that would
+    /// load), then exit.
+    Migrate,
 }
 
 /// Options every command takes, before or after its name.
@@ -48,6 +51,9 @@ struct GlobalArgs {
     /// HTTP worker threads [default: one per core]
     #[arg(long, env = "PIXSIM7_WORKERS", global = true)]
     workers: Option<usize>,
+    /// Database: sqlite://file.db (created if missing) or postgres://... [default: sqlite://pixsim7.db]
+    #[arg(long, env = "PIXSIM7_DATABASE_URL", global = true)]
+    database_url: Option<String>,
 }
 
 #[derive(Args)]
@@ -63,6 +69,7 @@ fn main() -> ExitCode {
     let result = Config::resolve(overrides(cli.options)).and_then(|config| match cli.command {
         None | Some(Command::Serve) => serve(config),
         Some(Command::Plugins(args)) => plugins(config, args),
+        Some(Command::Migrate) => migrate(config),
     });
     match result {
         Ok(code) => code,
@@ -81,11 +88,17 @@ fn overrides(options: GlobalArgs) -> Overrides {
         strict: options.strict,
         bind: options.bind,
         workers: options.workers,
+        database_url: options.database_url,
     }
 }
 
 fn serve(config: Config) -> anyhow::Result<ExitCode> {
     actix_web::rt::System::new().block_on(startup::serve(config))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn migrate(config: Config) -> anyhow::Result<ExitCode> {
+    actix_web::rt::System::new().block_on(startup::migrate(config))?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -9,6 +9,7 @@ use anyhow::{bail, Context};
 use crate::{
     admin::AdminSnapshot,
     config::Config,
+    db::{migrate::migrate_host, redact, Database},
     forward::{dispatch, ServedPlugin, ServingState},
     openapi::openapi_document,
     plugins::{lifecycle, PluginRegistry, PluginState},
@@ -20,7 +21,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let mut registry = PluginRegistry::discover(&config)?;
     abort_on_fatal_failure(&registry, &config)?;
 
-    lifecycle::load_plugins(&mut registry, &config).await;
+    let database = open_database(&config).await?;
+    lifecycle::migrate_plugins(&mut registry, &database).await;
+    lifecycle::load_plugins(&mut registry, &config, &database).await;
     abort_on_fatal_failure(&registry, &config)?;
 
     let listener =
@@ -59,8 +62,38 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 
     tracing::info!("Stopped accepting; in-flight requests finished");
     lifecycle::disable_plugins(&mut registry, &config).await;
+    database.close().await;
     tracing::info!("Shutdown complete");
     Ok(())
+}
+
+/// `pixsim7 migrate`: the host's migrations, then those of every plugin that would load.
+pub async fn migrate(config: Config) -> anyhow::Result<()> {
+    let mut registry = PluginRegistry::discover(&config)?;
+    let database = open_database(&config).await?;
+    lifecycle::migrate_plugins(&mut registry, &database).await;
+    database.close().await;
+    match registry.fatal_failure(true) {
+        Some(reason) => bail!("migrations incomplete: {reason}"),
+        None => Ok(()),
+    }
+}
+
+/// Connects and applies the host's migrations, before any plugin code touches the data.
+async fn open_database(config: &Config) -> anyhow::Result<Database> {
+    let database = Database::connect(&config.database_url).await?;
+    let report = migrate_host(&database)
+        .await
+        .context("host migrations failed")?;
+    tracing::info!(
+        database = %redact(&config.database_url),
+        applied = report.applied.len(),
+        "Database ready: {} ({} migrations applied now, {} before)",
+        redact(&config.database_url),
+        report.applied.len(),
+        report.already_applied
+    );
+    Ok(database)
 }
 
 /// Registers SIGTERM and SIGINT handlers now; the future resolves to the name of the

@@ -22,6 +22,9 @@ use abi_stable::{
 };
 use async_ffi::FfiFuture;
 
+/// The outcome of a host service call: JSON bytes, or why not.
+pub type ServiceResult = RResult<RVec<u8>, ServiceError>;
+
 /// The root module every plugin library exports (through `export_plugin!`).
 ///
 /// A prefix type: the host can load plugins built against an older plugin-api that lacks
@@ -128,6 +131,32 @@ pub struct FfiResponse {
     pub body: RVec<u8>,
 }
 
+/// Why a host service call did not succeed.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
+pub struct ServiceError {
+    /// What kind of failure.
+    pub kind: ServiceErrorKind,
+    /// What happened, for the plugin's error response or log.
+    pub message: RString,
+}
+
+/// The kind of a [`ServiceError`]; the SDK maps each to an HTTP status.
+#[repr(u8)]
+#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServiceErrorKind {
+    /// The plugin's manifest (or the operator) does not grant the permission the call needs.
+    PermissionDenied,
+    /// The addressed record does not exist.
+    NotFound,
+    /// The record changed since it was read (stale `expected_version`), or a uniqueness rule.
+    Conflict,
+    /// The request itself is wrong (unknown operation, bad payload, bad SQL).
+    Invalid,
+    /// The host could not do it (database down, internal error).
+    Unavailable,
+}
+
 /// Severity of a log line a plugin emits through the host.
 #[repr(u8)]
 #[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -174,8 +203,13 @@ mod host_services {
     /// call is attributed to that plugin; a plugin cannot act under another's name.
     #[sabi_trait]
     pub trait HostServices: Clone + Send + Sync + 'static {
-        /// Writes one log line into the host's `tracing` output, tagged with the plugin id.
-        #[sabi(last_prefix_field)]
+        /// Writes one log line into the host's `tracing` output, tagged with the plugin id
+        /// (needs `log:emit`; without it the line is dropped and the host warns once).
         fn log(&self, level: LogLevel, target: RStr<'_>, message: RStr<'_>);
+
+        /// Calls a host service operation (see `crate::game::ops`) with a JSON payload,
+        /// answering JSON. The host checks the operation's permission first.
+        #[sabi(last_prefix_field)]
+        fn call(&self, operation: RStr<'_>, payload: RVec<u8>) -> FfiFuture<ServiceResult>;
     }
 }

@@ -32,16 +32,19 @@
 //! incompatible one (for 0.x, another minor version).
 
 pub mod abi;
+pub mod game;
 pub mod manifest;
+pub mod permissions;
 pub mod route;
 pub mod sdk;
 
 pub use log;
 pub use manifest::{Dependency, Manifest, ManifestErrors};
-pub use route::{Method, PluginDescriptor, RouteSpec};
+pub use route::{Method, Migration, PluginDescriptor, RouteSpec};
 pub use sdk::{
     error::{ApiError, PluginError},
-    plugin::{Handler, Host, LoadContext, Plugin, Routes},
+    host::{Host, ServiceError},
+    plugin::{Handler, LoadContext, Plugin, Routes},
     request::Request,
     response::{IntoResponse, Json, Response},
     testing::TestPlugin,
@@ -51,9 +54,10 @@ pub use serde_json::{json, Value};
 /// Everything a plugin crate usually needs: `use plugin_api::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        export_plugin, json, log, ApiError, IntoResponse, Json, LoadContext, Manifest, Method,
-        Plugin, PluginError, Request, Response, Routes, Value,
+        export_plugin, json, log, ApiError, Host, IntoResponse, Json, LoadContext, Manifest,
+        Method, Migration, Plugin, PluginError, Request, Response, Routes, ServiceError, Value,
     };
+    pub use schemars::JsonSchema;
     pub use serde::{Deserialize, Serialize};
 }
 

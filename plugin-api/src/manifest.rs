@@ -196,6 +196,19 @@ impl Manifest {
                 problems.push(format!(
                     "permission {permission:?} must be a non-empty name without spaces, like session:read"
                 ));
+            } else if !crate::permissions::is_known(permission) {
+                let hint = match crate::permissions::closest(permission) {
+                    Some(known) => format!(" (did you mean {known:?}?)"),
+                    None => String::new(),
+                };
+                let known: Vec<&str> = crate::permissions::KNOWN_PERMISSIONS
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .collect();
+                problems.push(format!(
+                    "unknown permission {permission:?}{hint}; known permissions: {}",
+                    known.join(", ")
+                ));
             }
         }
         for tag in &self.tags {
@@ -306,6 +319,10 @@ mod tests {
         );
         check_invalid(base().depends_on("game-stealth"), "depends on itself");
         check_invalid(base().permissions([""]), "non-empty name");
+        check_invalid(
+            base().permissions(["sesion:write"]),
+            "unknown permission \"sesion:write\" (did you mean \"session:write\"?)",
+        );
         check_invalid(base().depends_on("a").depends_on("a ^1"), "listed twice");
     }
 

@@ -74,6 +74,12 @@ pub struct RouteSpec {
     /// One line for the API docs.
     #[serde(default)]
     pub summary: String,
+    /// JSON Schema of the request body, for the API docs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_schema: Option<serde_json::Value>,
+    /// JSON Schema of the success response body, for the API docs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_schema: Option<serde_json::Value>,
 }
 
 impl RouteSpec {
@@ -156,6 +162,20 @@ pub struct PluginDescriptor {
     pub manifest: Manifest,
     /// The routes, indexed by position: the host calls `handle(index, ...)`.
     pub routes: Vec<RouteSpec>,
+    /// Migrations for the plugin's own tables, applied by the host before `on_load`.
+    #[serde(default)]
+    pub migrations: Vec<Migration>,
+}
+
+/// One schema migration of a plugin's own tables.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Migration {
+    /// Increasing number; the host applies each version once, in order, and records it.
+    pub version: i64,
+    /// What it does.
+    pub description: String,
+    /// The SQL (portable between SQLite and PostgreSQL; see `migrations/README.md`).
+    pub sql: String,
 }
 
 impl PluginDescriptor {
@@ -165,6 +185,15 @@ impl PluginDescriptor {
             Ok(()) => Vec::new(),
             Err(errors) => errors.0,
         };
+        let mut versions = std::collections::BTreeSet::new();
+        for migration in &self.migrations {
+            if migration.version <= 0 || !versions.insert(migration.version) {
+                problems.push(format!(
+                    "migration version {} must be positive and unique",
+                    migration.version
+                ));
+            }
+        }
         let mut seen = std::collections::BTreeSet::new();
         for route in &self.routes {
             if let Err(problem) = validate_route_path(&route.path) {
@@ -219,6 +248,7 @@ mod tests {
     fn methods_round_trip_through_json() {
         let spec: RouteSpec =
             serde_json::from_str(r#"{"method":"patch","path":"/x","summary":""}"#).unwrap();
+        assert_eq!(spec.request_schema, None);
         assert_eq!(spec.method, Method::Patch);
         assert_eq!(serde_json::to_value(spec.method).unwrap(), "PATCH");
         assert!(serde_json::from_str::<Method>(r#""BREW""#).is_err());

@@ -15,12 +15,55 @@ use super::{
     registry::{PluginRegistry, PluginState},
     services::{max_plugin_log_level, PluginServices},
 };
-use crate::config::Config;
+use crate::{
+    config::Config,
+    db::{
+        migrate::{migrate, PendingMigration},
+        Database,
+    },
+};
+
+/// Applies every pending plugin's own migrations (in load order), failing a plugin whose
+/// migration fails.
+pub async fn migrate_plugins(registry: &mut PluginRegistry, database: &Database) {
+    for index in registry.load_order.clone() {
+        if !registry.records[index].state.is_available() {
+            continue;
+        }
+        if let Some(reason) = registry.unmet_dependency(index) {
+            registry.set_outcome(index, PluginState::Skipped, reason);
+            continue;
+        }
+        let descriptor = registry.records[index]
+            .descriptor
+            .as_ref()
+            .expect("pending has a manifest");
+        if descriptor.migrations.is_empty() {
+            continue;
+        }
+        let migrations: Vec<PendingMigration<'_>> = descriptor
+            .migrations
+            .iter()
+            .map(|m| PendingMigration {
+                version: m.version,
+                description: &m.description,
+                sql: &m.sql,
+            })
+            .collect();
+        let id = descriptor.manifest.id.clone();
+        if let Err(error) = migrate(database, &id, &migrations).await {
+            registry.set_outcome(index, PluginState::Failed, format!("{error:#}"));
+        }
+    }
+}
 
 /// Calls `on_load` on every pending plugin, in load order.
-pub async fn load_plugins(registry: &mut PluginRegistry, config: &Config) {
+pub async fn load_plugins(registry: &mut PluginRegistry, config: &Config, database: &Database) {
     let mut loaded = 0;
     for index in registry.load_order.clone() {
+        if registry.records[index].state != PluginState::Pending {
+            continue;
+        }
         if let Some(reason) = registry.unmet_dependency(index) {
             registry.set_outcome(index, PluginState::Skipped, reason);
             continue;
@@ -36,7 +79,11 @@ pub async fn load_plugins(registry: &mut PluginRegistry, config: &Config) {
         let context = FfiLoadContext {
             config_json: RString::from(settings.to_string()),
             max_log_level: max_plugin_log_level(),
-            services: PluginServices::handle_for(&manifest.id),
+            services: PluginServices::handle_for(
+                &manifest.id,
+                &manifest.permissions,
+                Some(database.clone()),
+            ),
         };
         let (name, version) = (manifest.name.clone(), manifest.version.clone());
         match run_hook((module.on_load())(context), config.hook_timeout).await {

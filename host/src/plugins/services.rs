@@ -1,37 +1,136 @@
 //! The host services handed to each plugin at `on_load`: one object per plugin, bound to its
-//! id by the host, so a plugin can only act (and log) under its own name.
+//! id and its granted permissions by the host, so a plugin can only act (and log) under its
+//! own name and within its grant. Denials are refused before anything runs, and logged.
 
-use std::sync::Arc;
+use std::{
+    collections::BTreeSet,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+};
 
 use abi_stable::{
     sabi_trait::TD_Opaque,
-    std_types::{RArc, RStr},
+    std_types::{RArc, RResult, RStr, RVec},
 };
-use plugin_api::abi::{HostServices, HostServicesHandle, HostServices_TO, LogLevel};
+use async_ffi::{FfiFuture, FutureExt};
+use plugin_api::{
+    abi::{
+        HostServices, HostServicesHandle, HostServices_TO, LogLevel, ServiceErrorKind,
+        ServiceResult,
+    },
+    game::operation,
+};
 use tracing::level_filters::LevelFilter;
+
+use crate::{db::Database, game};
 
 /// The tracing target of every log line a plugin writes.
 pub const PLUGIN_LOG_TARGET: &str = "pixsim7::plugin";
 
+/// The tracing target of permission decisions, so operators can route them.
+pub const AUDIT_TARGET: &str = "pixsim7::audit";
+
 /// Services bound to one plugin.
 #[derive(Clone)]
 pub struct PluginServices {
-    plugin_id: Arc<str>,
+    inner: Arc<Bound>,
+}
+
+struct Bound {
+    plugin_id: String,
+    granted: BTreeSet<String>,
+    database: Option<Database>,
+    warned_about_logging: AtomicBool,
 }
 
 impl PluginServices {
-    /// The services object for plugin `plugin_id`, ready to cross the boundary.
-    pub fn handle_for(plugin_id: &str) -> HostServicesHandle {
+    /// The services object for plugin `plugin_id` holding `granted` permissions, ready to
+    /// cross the boundary. `database` is `None` only where no plugin code runs against it.
+    pub fn handle_for(
+        plugin_id: &str,
+        granted: &[String],
+        database: Option<Database>,
+    ) -> HostServicesHandle {
         let services = PluginServices {
-            plugin_id: Arc::from(plugin_id),
+            inner: Arc::new(Bound {
+                plugin_id: plugin_id.to_owned(),
+                granted: granted.iter().cloned().collect(),
+                database,
+                warned_about_logging: AtomicBool::new(false),
+            }),
         };
         HostServices_TO::from_ptr(RArc::new(services), TD_Opaque)
     }
 }
 
+impl Bound {
+    fn permits(&self, permission: &str) -> bool {
+        self.granted.contains(permission)
+    }
+
+    async fn dispatch(
+        &self,
+        name: &str,
+        payload: &[u8],
+    ) -> Result<Vec<u8>, plugin_api::abi::ServiceError> {
+        let plugin = self.plugin_id.as_str();
+        let Some(op) = operation(name) else {
+            return Err(game::service_error(
+                ServiceErrorKind::Invalid,
+                format!("unknown host service operation {name:?}"),
+            ));
+        };
+        if !self.permits(op.permission) {
+            tracing::warn!(
+                target: AUDIT_TARGET,
+                plugin,
+                permission = op.permission,
+                operation = op.name,
+                outcome = "denied",
+                "plugin {plugin} was refused {}: it lacks permission {}",
+                op.name,
+                op.permission
+            );
+            return Err(game::service_error(
+                ServiceErrorKind::PermissionDenied,
+                format!(
+                    "plugin {plugin} lacks permission {} needed for {}",
+                    op.permission, op.name
+                ),
+            ));
+        }
+        let Some(database) = &self.database else {
+            return Err(game::service_error(
+                ServiceErrorKind::Unavailable,
+                "no database in this mode",
+            ));
+        };
+        game::execute(database, plugin, op, payload).await
+    }
+}
+
 impl HostServices for PluginServices {
     fn log(&self, level: LogLevel, target: RStr<'_>, message: RStr<'_>) {
-        let plugin = &*self.plugin_id;
+        let plugin = self.inner.plugin_id.as_str();
+        if !self.inner.permits("log:emit") {
+            if !self
+                .inner
+                .warned_about_logging
+                .swap(true, Ordering::Relaxed)
+            {
+                tracing::warn!(
+                    target: AUDIT_TARGET,
+                    plugin,
+                    permission = "log:emit",
+                    operation = "log",
+                    outcome = "denied",
+                    "plugin {plugin} writes log lines but lacks permission log:emit; its lines are dropped"
+                );
+            }
+            return;
+        }
         let module = target.as_str();
         let message = message.as_str();
         match level {
@@ -51,6 +150,18 @@ impl HostServices for PluginServices {
                 tracing::trace!(target: PLUGIN_LOG_TARGET, plugin, module, "{message}")
             }
         }
+    }
+
+    fn call(&self, operation: RStr<'_>, payload: RVec<u8>) -> FfiFuture<ServiceResult> {
+        let name = operation.as_str().to_owned();
+        let inner = self.inner.clone();
+        async move {
+            match inner.dispatch(&name, &payload).await {
+                Ok(bytes) => RResult::ROk(RVec::from(bytes)),
+                Err(error) => RResult::RErr(error),
+            }
+        }
+        .into_ffi()
     }
 }
 

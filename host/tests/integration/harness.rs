@@ -107,7 +107,9 @@ impl PluginDir {
 impl Drop for PluginDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.path);
-        let _ = std::fs::remove_file(self.path.with_extension("toml"));
+        for extension in ["toml", "db", "db-wal", "db-shm"] {
+            let _ = std::fs::remove_file(self.path.with_extension(extension));
+        }
     }
 }
 
@@ -207,7 +209,8 @@ pub struct HostCommand {
     command: Command,
 }
 
-/// `pixsim7` over `dir`, logging JSON at debug.
+/// `pixsim7` over `dir`, logging JSON, with an SQLite database file of its own beside the
+/// directory (tests that need another database set `PIXSIM7_DATABASE_URL`).
 pub fn pixsim7(dir: &PluginDir) -> HostCommand {
     let mut command = Command::new(env!("CARGO_BIN_EXE_pixsim7"));
     command
@@ -215,6 +218,10 @@ pub fn pixsim7(dir: &PluginDir) -> HostCommand {
         .env("PIXSIM7_LOG_FORMAT", "json")
         .env("PIXSIM7_LOG", "info")
         .env("PIXSIM7_PLUGIN_DIR", dir.path())
+        .env(
+            "PIXSIM7_DATABASE_URL",
+            format!("sqlite://{}", dir.path().with_extension("db").display()),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

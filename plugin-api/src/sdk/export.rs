@@ -14,9 +14,10 @@ use async_ffi::{FfiFuture, FutureExt};
 
 use super::{
     error::PluginError,
+    host::Host,
     logging,
     panic::{catch_panic, install_recording_hook, CatchPanic},
-    plugin::{FfiHandleResult, Host, LoadContext, Plugin, RouteEntry, Routes},
+    plugin::{FfiHandleResult, LoadContext, Plugin, RouteEntry, Routes},
     request::Request,
 };
 use crate::{
@@ -42,6 +43,7 @@ impl<P: Plugin> Runtime<P> {
                 .iter()
                 .map(|entry| entry.spec.clone())
                 .collect(),
+            migrations: P::migrations(),
         };
         Runtime {
             routes: routes.entries,

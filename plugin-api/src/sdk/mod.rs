@@ -8,6 +8,7 @@
 
 pub mod error;
 pub mod export;
+pub mod host;
 mod logging;
 pub mod panic;
 pub mod plugin;

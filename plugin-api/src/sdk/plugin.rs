@@ -8,11 +8,13 @@ use async_ffi::{FfiFuture, FutureExt};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::{error::PluginError, panic::CatchPanic, request::Request, response::IntoResponse};
+use super::{
+    error::PluginError, host::Host, panic::CatchPanic, request::Request, response::IntoResponse,
+};
 use crate::{
-    abi::{FaultKind, FfiResponse, HostServicesHandle, LogLevel, PluginFault},
+    abi::{FaultKind, FfiResponse, PluginFault},
     manifest::Manifest,
-    route::{Method, RouteSpec},
+    route::{Method, Migration, RouteSpec},
 };
 
 /// A plugin: its manifest, its routes, and its lifecycle hooks.
@@ -25,6 +27,13 @@ pub trait Plugin: Sized + Send + Sync + 'static {
 
     /// Declares the routes. Runs once, before `on_load`; must not depend on configuration.
     fn routes(routes: &mut Routes<Self>);
+
+    /// Migrations for the plugin's own tables (name them `<plugin_id>__<table>`, with `_`
+    /// for `-`), applied by the host in version order before `on_load`. Usually
+    /// `vec![Migration { version: 1, description: .., sql: include_str!(..).into() }]`.
+    fn migrations() -> Vec<Migration> {
+        Vec::new()
+    }
 
     /// Builds the plugin from its configuration. An error fails the plugin (its dependents
     /// are skipped) and is logged with the plugin id.
@@ -107,9 +116,27 @@ impl<P: Sync + 'static> Routes<P> {
                 method,
                 path: path.to_owned(),
                 summary: summary.to_owned(),
+                request_schema: None,
+                response_schema: None,
             },
             handler: Box::new(handler),
         });
+        self
+    }
+
+    /// Documents the request body of the route added last as `T`'s JSON Schema.
+    pub fn request<T: schemars::JsonSchema>(&mut self) -> &mut Routes<P> {
+        if let Some(entry) = self.entries.last_mut() {
+            entry.spec.request_schema = Some(schema_of::<T>());
+        }
+        self
+    }
+
+    /// Documents the success response body of the route added last as `T`'s JSON Schema.
+    pub fn response<T: schemars::JsonSchema>(&mut self) -> &mut Routes<P> {
+        if let Some(entry) = self.entries.last_mut() {
+            entry.spec.response_schema = Some(schema_of::<T>());
+        }
         self
     }
 
@@ -144,6 +171,14 @@ impl<P: Sync + 'static> Routes<P> {
     }
 }
 
+fn schema_of<T: schemars::JsonSchema>() -> serde_json::Value {
+    let mut schema = schemars::schema_for!(T).to_value();
+    if let Some(object) = schema.as_object_mut() {
+        object.remove("$schema");
+    }
+    schema
+}
+
 /// What `on_load` receives: the plugin's configuration and its handle on the host.
 pub struct LoadContext {
     config: Value,
@@ -175,22 +210,5 @@ impl LoadContext {
     /// The host services, to keep for use in handlers.
     pub fn host(&self) -> Host {
         self.host.clone()
-    }
-}
-
-/// The host services this plugin may call. Cheap to clone.
-#[derive(Clone)]
-pub struct Host {
-    services: HostServicesHandle,
-}
-
-impl Host {
-    pub(crate) fn new(services: HostServicesHandle) -> Host {
-        Host { services }
-    }
-
-    /// Writes a log line through the host (prefer the `log` macros, which come here).
-    pub fn log(&self, level: LogLevel, target: &str, message: &str) {
-        self.services.log(level, target.into(), message.into());
     }
 }

@@ -19,16 +19,21 @@ use abi_stable::{
     sabi_trait::TD_Opaque,
     std_types::{RArc, RResult, RStr, RString, RVec, Tuple2},
 };
+use async_ffi::{FfiFuture, FutureExt};
 use serde_json::Value;
 
 use super::{
     error::PluginError,
     export::Runtime,
-    plugin::{Host, LoadContext, Plugin},
+    host::Host,
+    plugin::{LoadContext, Plugin},
     response::Response,
 };
 use crate::{
-    abi::{FfiRequest, HostServices, HostServices_TO, LogLevel},
+    abi::{
+        FfiRequest, HostServices, HostServices_TO, LogLevel, ServiceError, ServiceErrorKind,
+        ServiceResult,
+    },
     route::{Method, PluginDescriptor},
 };
 
@@ -146,6 +151,20 @@ struct StderrServices;
 impl HostServices for StderrServices {
     fn log(&self, level: LogLevel, target: RStr<'_>, message: RStr<'_>) {
         eprintln!("[{level:?} {target}] {message}");
+    }
+
+    fn call(&self, operation: RStr<'_>, _payload: RVec<u8>) -> FfiFuture<ServiceResult> {
+        let message = format!(
+            "{operation}: TestPlugin has no game database; test plugins that use host services \
+             through the host's integration tests"
+        );
+        async move {
+            RResult::RErr(ServiceError {
+                kind: ServiceErrorKind::Unavailable,
+                message: message.into(),
+            })
+        }
+        .into_ffi()
     }
 }
 

@@ -34,6 +34,7 @@ impl Plugin for DiceGame {
         Manifest::new("dice-game", "Dice Game", env!("CARGO_PKG_VERSION"))
             .description("Rolls dice in tabletop notation such as 2d6+1")
             .tags(["dice-game"])
+            .permissions(["log:emit"])
     }
 
     fn routes(routes: &mut Routes<Self>) {

@@ -1,0 +1,124 @@
+//! Locations and their hotspots.
+
+use plugin_api::{
+    abi::ServiceError,
+    game::{Hotspot, Location, LocationSummary, NewLocation},
+};
+use sqlx::{AnyPool, Row};
+
+use super::{
+    database_error, invalid, json_column, not_found, object_text, optional_json_column,
+    require_name,
+};
+
+pub async fn list(pool: &AnyPool) -> Result<Vec<LocationSummary>, ServiceError> {
+    let rows =
+        sqlx::query("SELECT id, name, asset_id, default_spawn FROM game_locations ORDER BY id")
+            .fetch_all(pool)
+            .await
+            .map_err(database_error)?;
+    rows.iter()
+        .map(|row| {
+            Ok(LocationSummary {
+                id: row.try_get("id")?,
+                name: row.try_get("name")?,
+                asset_id: row.try_get("asset_id")?,
+                default_spawn: row.try_get("default_spawn")?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(database_error)
+}
+
+pub async fn get(pool: &AnyPool, id: i64) -> Result<Location, ServiceError> {
+    let row = sqlx::query(
+        "SELECT id, name, asset_id, default_spawn, meta FROM game_locations WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+    .map_err(database_error)?
+    .ok_or_else(|| not_found("GameLocation", id))?;
+    let hotspots = sqlx::query(
+        "SELECT object_name, hotspot_id, linked_scene_id, meta FROM game_hotspots WHERE location_id = $1 ORDER BY id",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await
+    .map_err(database_error)?;
+    let read = || -> Result<Location, sqlx::Error> {
+        Ok(Location {
+            id: row.try_get("id")?,
+            name: row.try_get("name")?,
+            asset_id: row.try_get("asset_id")?,
+            default_spawn: row.try_get("default_spawn")?,
+            meta: json_column(&row.try_get::<String, _>("meta")?),
+            hotspots: hotspots
+                .iter()
+                .map(|h| {
+                    Ok(Hotspot {
+                        object_name: h.try_get("object_name")?,
+                        hotspot_id: h.try_get("hotspot_id")?,
+                        linked_scene_id: h.try_get("linked_scene_id")?,
+                        meta: optional_json_column(h.try_get("meta")?),
+                    })
+                })
+                .collect::<Result<_, sqlx::Error>>()?,
+        })
+    };
+    read().map_err(database_error)
+}
+
+pub async fn create(pool: &AnyPool, new: &NewLocation) -> Result<Location, ServiceError> {
+    require_name(&new.name)?;
+    let meta = object_text("meta", new.meta.as_ref())?;
+    let row = sqlx::query(
+        "INSERT INTO game_locations (name, asset_id, default_spawn, meta) VALUES ($1, $2, $3, $4) RETURNING id",
+    )
+    .bind(&new.name)
+    .bind(new.asset_id)
+    .bind(new.default_spawn.as_deref())
+    .bind(meta)
+    .fetch_one(pool)
+    .await
+    .map_err(database_error)?;
+    get(pool, row.try_get("id").map_err(database_error)?).await
+}
+
+/// Replaces all hotspots in one transaction.
+pub async fn set_hotspots(
+    pool: &AnyPool,
+    location_id: i64,
+    hotspots: &[Hotspot],
+) -> Result<Location, ServiceError> {
+    get(pool, location_id).await?;
+    for hotspot in hotspots {
+        if hotspot.object_name.trim().is_empty() || hotspot.hotspot_id.trim().is_empty() {
+            return Err(invalid(
+                "hotspot object_name and hotspot_id must not be empty",
+            ));
+        }
+    }
+    let mut tx = pool.begin().await.map_err(database_error)?;
+    sqlx::query("DELETE FROM game_hotspots WHERE location_id = $1")
+        .bind(location_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(database_error)?;
+    for hotspot in hotspots {
+        sqlx::query(
+            "INSERT INTO game_hotspots (location_id, object_name, hotspot_id, linked_scene_id, meta) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(location_id)
+        .bind(&hotspot.object_name)
+        .bind(&hotspot.hotspot_id)
+        .bind(hotspot.linked_scene_id)
+        .bind(hotspot.meta.as_ref().map(ToString::to_string))
+        .execute(&mut *tx)
+        .await
+        .map_err(database_error)?;
+    }
+    tx.commit().await.map_err(database_error)?;
+    get(pool, location_id).await
+}

@@ -1,0 +1,164 @@
+//! The game state behind the host services: worlds, sessions, NPCs, locations, and plugins'
+//! own tables. `execute` dispatches one permitted operation; the permission check happens
+//! before, in `plugins::services`.
+//!
+//! Invariant: every change is one statement or one transaction, so a failed call changes
+//! nothing; session updates are compare-and-set on `version`, so none is ever lost.
+
+mod locations;
+mod npcs;
+mod plugin_tables;
+mod sessions;
+mod worlds;
+
+use plugin_api::{
+    abi::{ServiceError, ServiceErrorKind},
+    game::{calls, ops, Operation},
+};
+use serde::{de::DeserializeOwned, Serialize};
+use serde_json::Value;
+
+use crate::db::Database;
+
+/// Runs operation `op` for plugin `plugin_id` with a JSON payload, answering JSON.
+pub async fn execute(
+    db: &Database,
+    plugin_id: &str,
+    op: Operation,
+    payload: &[u8],
+) -> Result<Vec<u8>, ServiceError> {
+    let pool = &db.pool;
+    match op.name {
+        n if n == ops::WORLD_LIST.name => answer(worlds::list(pool).await),
+        n if n == ops::WORLD_GET.name => {
+            answer(worlds::get(pool, parse::<calls::ById>(payload)?.id).await)
+        }
+        n if n == ops::WORLD_CREATE.name => answer(worlds::create(pool, &parse(payload)?).await),
+        n if n == ops::WORLD_ADVANCE.name => {
+            let call: calls::AdvanceWorld = parse(payload)?;
+            answer(worlds::advance(pool, call.id, call.delta_seconds).await)
+        }
+        n if n == ops::SESSION_CREATE.name => {
+            answer(sessions::create(pool, &parse(payload)?).await)
+        }
+        n if n == ops::SESSION_GET.name => {
+            answer(sessions::get(pool, parse::<calls::ById>(payload)?.id).await)
+        }
+        n if n == ops::SESSION_UPDATE.name => {
+            let call: calls::UpdateSession = parse(payload)?;
+            answer(sessions::update(pool, call.id, &call.update).await)
+        }
+        n if n == ops::NPC_LIST.name => answer(npcs::list(pool).await),
+        n if n == ops::NPC_GET.name => {
+            answer(npcs::get(pool, parse::<calls::ById>(payload)?.id).await)
+        }
+        n if n == ops::NPC_CREATE.name => answer(npcs::create(pool, &parse(payload)?).await),
+        n if n == ops::NPC_EXPRESSIONS_GET.name => {
+            answer(npcs::expressions(pool, parse::<calls::ById>(payload)?.id).await)
+        }
+        n if n == ops::NPC_EXPRESSIONS_SET.name => {
+            let call: calls::SetExpressions = parse(payload)?;
+            answer(npcs::set_expressions(pool, call.npc_id, &call.expressions).await)
+        }
+        n if n == ops::NPC_SCHEDULES_GET.name => {
+            answer(npcs::schedules(pool, parse::<calls::ById>(payload)?.id).await)
+        }
+        n if n == ops::NPC_SCHEDULES_SET.name => {
+            let call: calls::SetSchedules = parse(payload)?;
+            answer(npcs::set_schedules(pool, call.npc_id, &call.schedules).await)
+        }
+        n if n == ops::NPC_PRESENCE.name => answer(npcs::presence(pool, &parse(payload)?).await),
+        n if n == ops::LOCATION_LIST.name => answer(locations::list(pool).await),
+        n if n == ops::LOCATION_GET.name => {
+            answer(locations::get(pool, parse::<calls::ById>(payload)?.id).await)
+        }
+        n if n == ops::LOCATION_CREATE.name => {
+            answer(locations::create(pool, &parse(payload)?).await)
+        }
+        n if n == ops::LOCATION_HOTSPOTS_SET.name => {
+            let call: calls::SetHotspots = parse(payload)?;
+            answer(locations::set_hotspots(pool, call.location_id, &call.hotspots).await)
+        }
+        n if n == ops::DB_QUERY.name => {
+            answer(plugin_tables::query(pool, plugin_id, &parse(payload)?).await)
+        }
+        n if n == ops::DB_EXECUTE.name => {
+            answer(plugin_tables::execute(pool, plugin_id, &parse(payload)?).await)
+        }
+        other => Err(service_error(
+            ServiceErrorKind::Invalid,
+            format!("unknown operation {other:?}"),
+        )),
+    }
+}
+
+fn parse<T: DeserializeOwned>(payload: &[u8]) -> Result<T, ServiceError> {
+    serde_json::from_slice(payload).map_err(|error| {
+        service_error(
+            ServiceErrorKind::Invalid,
+            format!("invalid payload: {error}"),
+        )
+    })
+}
+
+fn answer<T: Serialize>(result: Result<T, ServiceError>) -> Result<Vec<u8>, ServiceError> {
+    let value = result?;
+    serde_json::to_vec(&value).map_err(|error| {
+        service_error(
+            ServiceErrorKind::Unavailable,
+            format!("unserializable answer: {error}"),
+        )
+    })
+}
+
+/// A service error of `kind`.
+pub fn service_error(kind: ServiceErrorKind, message: impl Into<String>) -> ServiceError {
+    ServiceError {
+        kind,
+        message: message.into().into(),
+    }
+}
+
+fn not_found(what: &str, id: i64) -> ServiceError {
+    service_error(ServiceErrorKind::NotFound, format!("{what} {id} not found"))
+}
+
+fn invalid(message: impl Into<String>) -> ServiceError {
+    service_error(ServiceErrorKind::Invalid, message)
+}
+
+/// A database failure: logged in full here, reported to the plugin without internals.
+fn database_error(error: sqlx::Error) -> ServiceError {
+    tracing::error!(error = %error, "database error in a host service");
+    service_error(
+        ServiceErrorKind::Unavailable,
+        "the game database is unavailable",
+    )
+}
+
+/// A JSON column's text as a value (`{}` when unreadable, which only hand edits cause).
+fn json_column(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|_| Value::Object(Default::default()))
+}
+
+/// `value` as JSON text, requiring an object (flags, relationships, meta, personality).
+fn object_text(field: &str, value: Option<&Value>) -> Result<String, ServiceError> {
+    match value {
+        None => Ok("{}".to_owned()),
+        Some(value @ Value::Object(_)) => Ok(value.to_string()),
+        Some(other) => Err(invalid(format!(
+            "{field} must be a JSON object, not {other}"
+        ))),
+    }
+}
+
+fn optional_json_column(text: Option<String>) -> Option<Value> {
+    text.map(|t| json_column(&t))
+}
+
+fn require_name(name: &str) -> Result<(), ServiceError> {
+    if name.trim().is_empty() {
+        return Err(invalid("name must not be empty"));
+    }
+    Ok(())
+}

@@ -1,0 +1,121 @@
+//! Game sessions: flags, relationships and world time, updated by compare-and-set on
+//! `version` so concurrent writers never lose each other's changes.
+
+use plugin_api::{
+    abi::{ServiceError, ServiceErrorKind},
+    game::{NewSession, Session, SessionUpdate},
+};
+use sqlx::{any::AnyRow, AnyPool, Row};
+
+use super::{database_error, json_column, not_found, object_text, service_error};
+use crate::db::unix_now;
+
+const COLUMNS: &str =
+    "id, user_id, world_id, scene_id, current_node_id, flags, relationships, world_time, version";
+
+fn session(row: &AnyRow) -> Result<Session, sqlx::Error> {
+    Ok(Session {
+        id: row.try_get("id")?,
+        user_id: row.try_get("user_id")?,
+        world_id: row.try_get("world_id")?,
+        scene_id: row.try_get("scene_id")?,
+        current_node_id: row.try_get("current_node_id")?,
+        flags: json_column(&row.try_get::<String, _>("flags")?),
+        relationships: json_column(&row.try_get::<String, _>("relationships")?),
+        world_time: row.try_get("world_time")?,
+        version: row.try_get("version")?,
+    })
+}
+
+pub async fn create(pool: &AnyPool, new: &NewSession) -> Result<Session, ServiceError> {
+    let flags = object_text("flags", new.flags.as_ref())?;
+    let relationships = object_text("relationships", new.relationships.as_ref())?;
+    if let Some(world_id) = new.world_id {
+        super::worlds::get(pool, world_id).await?;
+    }
+    let now = unix_now();
+    let row = sqlx::query(&format!(
+        "INSERT INTO game_sessions (world_id, scene_id, flags, relationships, world_time, version, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, 1, $6, $6) RETURNING {COLUMNS}"
+    ))
+    .bind(new.world_id)
+    .bind(new.scene_id)
+    .bind(flags)
+    .bind(relationships)
+    .bind(0.0_f64)
+    .bind(now)
+    .fetch_one(pool)
+    .await
+    .map_err(database_error)?;
+    session(&row).map_err(database_error)
+}
+
+pub async fn get(pool: &AnyPool, id: i64) -> Result<Session, ServiceError> {
+    let row = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM game_sessions WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+    .map_err(database_error)?
+    .ok_or_else(|| not_found("GameSession", id))?;
+    session(&row).map_err(database_error)
+}
+
+/// Replaces the given fields and bumps `version`, in one statement; with
+/// `expected_version`, only if the session still has that version.
+pub async fn update(
+    pool: &AnyPool,
+    id: i64,
+    update: &SessionUpdate,
+) -> Result<Session, ServiceError> {
+    let flags = update
+        .flags
+        .as_ref()
+        .map(|f| object_text("flags", Some(f)))
+        .transpose()?;
+    let relationships = update
+        .relationships
+        .as_ref()
+        .map(|r| object_text("relationships", Some(r)))
+        .transpose()?;
+    if let Some(world_time) = update.world_time {
+        if !world_time.is_finite() || world_time < 0.0 {
+            return Err(super::invalid("world_time must be a non-negative number"));
+        }
+    }
+    let row = sqlx::query(&format!(
+        "UPDATE game_sessions SET \
+            flags = COALESCE($1, flags), \
+            relationships = COALESCE($2, relationships), \
+            world_time = COALESCE($3, world_time), \
+            version = version + 1, \
+            updated_at = $4 \
+         WHERE id = $5 AND ($6 IS NULL OR version = $6) \
+         RETURNING {COLUMNS}"
+    ))
+    .bind(flags)
+    .bind(relationships)
+    .bind(update.world_time)
+    .bind(unix_now())
+    .bind(id)
+    .bind(update.expected_version)
+    .fetch_optional(pool)
+    .await
+    .map_err(database_error)?;
+    match row {
+        Some(row) => session(&row).map_err(database_error),
+        None => {
+            // Either it does not exist or the version moved on; tell which.
+            let current = get(pool, id).await?;
+            Err(service_error(
+                ServiceErrorKind::Conflict,
+                format!(
+                    "GameSession {id} is at version {}, not the expected version {}",
+                    current.version,
+                    update.expected_version.unwrap_or_default()
+                ),
+            ))
+        }
+    }
+}

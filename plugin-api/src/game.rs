@@ -1,0 +1,380 @@
+//! The game state the host keeps for all plugins (worlds, sessions, NPCs, locations), as
+//! the JSON shapes that cross the service boundary and the HTTP API, and the catalogue of
+//! host service operations with the permission each needs.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A world, with its clock.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct World {
+    /// Id.
+    pub id: i64,
+    /// Name.
+    pub name: String,
+    /// Free-form metadata (a JSON object).
+    pub meta: Value,
+    /// World time in seconds since the world began.
+    pub world_time: f64,
+}
+
+/// A world in a list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct WorldSummary {
+    /// Id.
+    pub id: i64,
+    /// Name.
+    pub name: String,
+}
+
+/// The body that creates a world; its time starts at 0.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct NewWorld {
+    /// Name (not empty).
+    pub name: String,
+    /// Free-form metadata (a JSON object).
+    #[serde(default)]
+    pub meta: Option<Value>,
+}
+
+/// A player's game session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Session {
+    /// Id.
+    pub id: i64,
+    /// The owning user, when sessions are tied to users.
+    pub user_id: Option<i64>,
+    /// The world the session plays in.
+    pub world_id: Option<i64>,
+    /// The scene the session started in.
+    pub scene_id: Option<i64>,
+    /// The current node of the scene graph.
+    pub current_node_id: Option<i64>,
+    /// Game flags (a JSON object), e.g. `flags.stealth.pickpocket_attempts`.
+    pub flags: Value,
+    /// Relationships keyed `"npc:{id}"` → `{affinity, trust, chemistry, tension, flags, score?}`.
+    pub relationships: Value,
+    /// The session's world time in seconds.
+    pub world_time: f64,
+    /// Increases by one with every update; send it back as `expected_version`.
+    pub version: i64,
+}
+
+/// The body that creates a session.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct NewSession {
+    /// The world to play in.
+    #[serde(default)]
+    pub world_id: Option<i64>,
+    /// The scene to start in.
+    #[serde(default)]
+    pub scene_id: Option<i64>,
+    /// Initial flags (a JSON object; default `{}`).
+    #[serde(default)]
+    pub flags: Option<Value>,
+    /// Initial relationships (a JSON object; default `{}`).
+    #[serde(default)]
+    pub relationships: Option<Value>,
+}
+
+/// A change to a session: each given field is replaced whole.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SessionUpdate {
+    /// New world time.
+    #[serde(default)]
+    pub world_time: Option<f64>,
+    /// New flags (a JSON object).
+    #[serde(default)]
+    pub flags: Option<Value>,
+    /// New relationships (a JSON object).
+    #[serde(default)]
+    pub relationships: Option<Value>,
+    /// When given, the update applies only if the session still has this version (else 409).
+    #[serde(default)]
+    pub expected_version: Option<i64>,
+}
+
+/// A non-player character.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Npc {
+    /// Id.
+    pub id: i64,
+    /// Name.
+    pub name: String,
+    /// The world the NPC lives in, if tied to one.
+    pub world_id: Option<i64>,
+    /// Where the NPC lives.
+    pub home_location_id: Option<i64>,
+    /// Personality traits (a JSON object), used by dialogue.
+    pub personality: Value,
+}
+
+/// An NPC in a list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct NpcSummary {
+    /// Id.
+    pub id: i64,
+    /// Name.
+    pub name: String,
+}
+
+/// The body that creates an NPC.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct NewNpc {
+    /// Name (not empty).
+    pub name: String,
+    /// The world the NPC lives in.
+    #[serde(default)]
+    pub world_id: Option<i64>,
+    /// Where the NPC lives.
+    #[serde(default)]
+    pub home_location_id: Option<i64>,
+    /// Personality traits (a JSON object).
+    #[serde(default)]
+    pub personality: Option<Value>,
+}
+
+/// One expression (portrait) of an NPC.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct NpcExpression {
+    /// The state it shows, e.g. `"happy"`.
+    pub state: String,
+    /// The image asset.
+    pub asset_id: i64,
+    /// Crop rectangle, if any.
+    #[serde(default)]
+    pub crop: Option<Value>,
+    /// Free-form metadata.
+    #[serde(default)]
+    pub meta: Option<Value>,
+}
+
+/// One row of an NPC's weekly schedule: where the NPC is from `start_time` to `end_time`
+/// (seconds into the day) on `day_of_week` (0 = Monday).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct NpcScheduleEntry {
+    /// 0 = Monday ... 6 = Sunday.
+    pub day_of_week: i64,
+    /// Start, seconds into the day (inclusive).
+    pub start_time: f64,
+    /// End, seconds into the day (exclusive).
+    pub end_time: f64,
+    /// Where the NPC is.
+    pub location_id: i64,
+}
+
+/// Where an NPC is at a given world time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct NpcPresence {
+    /// The NPC.
+    pub npc_id: i64,
+    /// Where it is.
+    pub location_id: i64,
+    /// What it is doing (`"scheduled"` for a schedule match).
+    pub state: String,
+}
+
+/// A presence query: world time in seconds, optionally narrowed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PresenceQuery {
+    /// World time in seconds; splits into day of week (0 = Monday) and seconds in day.
+    pub world_time: f64,
+    /// Only NPCs of this world.
+    #[serde(default)]
+    pub world_id: Option<i64>,
+    /// Only this location.
+    #[serde(default)]
+    pub location_id: Option<i64>,
+}
+
+/// A location, with its hotspots.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Location {
+    /// Id.
+    pub id: i64,
+    /// Name.
+    pub name: String,
+    /// The background asset.
+    pub asset_id: Option<i64>,
+    /// Where the player appears.
+    pub default_spawn: Option<String>,
+    /// Free-form metadata.
+    pub meta: Value,
+    /// Interactive spots.
+    pub hotspots: Vec<Hotspot>,
+}
+
+/// A location in a list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct LocationSummary {
+    /// Id.
+    pub id: i64,
+    /// Name.
+    pub name: String,
+    /// The background asset.
+    pub asset_id: Option<i64>,
+    /// Where the player appears.
+    pub default_spawn: Option<String>,
+}
+
+/// The body that creates a location.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct NewLocation {
+    /// Name (not empty).
+    pub name: String,
+    /// The background asset.
+    #[serde(default)]
+    pub asset_id: Option<i64>,
+    /// Where the player appears.
+    #[serde(default)]
+    pub default_spawn: Option<String>,
+    /// Free-form metadata.
+    #[serde(default)]
+    pub meta: Option<Value>,
+}
+
+/// An interactive spot of a location.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Hotspot {
+    /// The scene object it is attached to.
+    pub object_name: String,
+    /// Its id within the location.
+    pub hotspot_id: String,
+    /// The scene it leads to.
+    #[serde(default)]
+    pub linked_scene_id: Option<i64>,
+    /// Free-form metadata.
+    #[serde(default)]
+    pub meta: Option<Value>,
+}
+
+/// A host service operation: its name on the wire and the permission it needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Operation {
+    /// The name passed to `HostServices::call`, e.g. `"session.update"`.
+    pub name: &'static str,
+    /// The permission the calling plugin must hold.
+    pub permission: &'static str,
+}
+
+macro_rules! operations {
+    ($($constant:ident = $name:literal requires $permission:literal;)*) => {
+        /// Host service operations by name.
+        pub mod ops {
+            use super::Operation;
+            $(
+                #[doc = concat!("`", $name, "`, needs `", $permission, "`.")]
+                pub const $constant: Operation = Operation { name: $name, permission: $permission };
+            )*
+            /// Every operation.
+            pub const ALL: &[Operation] = &[$($constant),*];
+        }
+    };
+}
+
+operations! {
+    WORLD_LIST = "world.list" requires "world:read";
+    WORLD_GET = "world.get" requires "world:read";
+    WORLD_CREATE = "world.create" requires "world:write";
+    WORLD_ADVANCE = "world.advance" requires "world:write";
+    SESSION_CREATE = "session.create" requires "session:write";
+    SESSION_GET = "session.get" requires "session:read";
+    SESSION_UPDATE = "session.update" requires "session:write";
+    NPC_LIST = "npc.list" requires "npc:read";
+    NPC_GET = "npc.get" requires "npc:read";
+    NPC_CREATE = "npc.create" requires "npc:write";
+    NPC_EXPRESSIONS_GET = "npc.expressions.get" requires "npc:read";
+    NPC_EXPRESSIONS_SET = "npc.expressions.set" requires "npc:write";
+    NPC_SCHEDULES_GET = "npc.schedules.get" requires "npc:read";
+    NPC_SCHEDULES_SET = "npc.schedules.set" requires "npc:write";
+    NPC_PRESENCE = "npc.presence" requires "npc:read";
+    LOCATION_LIST = "location.list" requires "location:read";
+    LOCATION_GET = "location.get" requires "location:read";
+    LOCATION_CREATE = "location.create" requires "location:write";
+    LOCATION_HOTSPOTS_SET = "location.hotspots.set" requires "location:write";
+    DB_QUERY = "db.query" requires "db:read";
+    DB_EXECUTE = "db.execute" requires "db:write";
+}
+
+/// The operation with this name.
+pub fn operation(name: &str) -> Option<Operation> {
+    ops::ALL.iter().copied().find(|op| op.name == name)
+}
+
+/// Payloads of the operations that take more than a body type.
+pub mod calls {
+    use serde::{Deserialize, Serialize};
+    use serde_json::Value;
+
+    use super::{Hotspot, NpcExpression, NpcScheduleEntry, SessionUpdate};
+
+    /// An id, for `*.get` and list-by-owner operations.
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    pub struct ById {
+        /// The id.
+        pub id: i64,
+    }
+
+    /// `world.advance`.
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    pub struct AdvanceWorld {
+        /// The world.
+        pub id: i64,
+        /// Seconds to add; negative counts as 0.
+        pub delta_seconds: f64,
+    }
+
+    /// `session.update`.
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    pub struct UpdateSession {
+        /// The session.
+        pub id: i64,
+        /// The change.
+        pub update: SessionUpdate,
+    }
+
+    /// `npc.expressions.set`.
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    pub struct SetExpressions {
+        /// The NPC.
+        pub npc_id: i64,
+        /// The new expressions (replacing all).
+        pub expressions: Vec<NpcExpression>,
+    }
+
+    /// `npc.schedules.set`.
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    pub struct SetSchedules {
+        /// The NPC.
+        pub npc_id: i64,
+        /// The new schedule (replacing all).
+        pub schedules: Vec<NpcScheduleEntry>,
+    }
+
+    /// `location.hotspots.set`.
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    pub struct SetHotspots {
+        /// The location.
+        pub location_id: i64,
+        /// The new hotspots (replacing all).
+        pub hotspots: Vec<Hotspot>,
+    }
+
+    /// `db.query` and `db.execute`: one SQL statement with `$1, $2, ...` parameters.
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    pub struct Sql {
+        /// The statement; it may only touch the plugin's own tables.
+        pub sql: String,
+        /// Parameters: JSON null, booleans, integers, floats or strings.
+        #[serde(default)]
+        pub params: Vec<Value>,
+    }
+
+    /// The answer to `db.execute`.
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    pub struct Executed {
+        /// Rows changed.
+        pub rows_affected: u64,
+    }
+}

@@ -1,0 +1,289 @@
+//! The host services a plugin may call, as typed async methods over the one FFI `call`.
+//! Each needs the permission named in `crate::game::ops`; without it the host refuses with
+//! [`ServiceError`] `PermissionDenied` (and logs the denial).
+
+use std::fmt;
+
+use abi_stable::std_types::{RResult, RStr, RVec};
+use serde::{de::DeserializeOwned, Serialize};
+use serde_json::{Map, Value};
+
+use super::error::ApiError;
+use crate::{
+    abi::{HostServicesHandle, LogLevel, ServiceErrorKind},
+    game::{
+        calls::{
+            AdvanceWorld, ById, Executed, SetExpressions, SetHotspots, SetSchedules, Sql,
+            UpdateSession,
+        },
+        ops, Hotspot, Location, LocationSummary, NewLocation, NewNpc, NewSession, NewWorld, Npc,
+        NpcExpression, NpcPresence, NpcScheduleEntry, NpcSummary, Operation, PresenceQuery,
+        Session, SessionUpdate, World, WorldSummary,
+    },
+};
+
+pub use crate::abi::ServiceError;
+
+impl fmt::Display for ServiceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ServiceError {}
+
+impl From<ServiceError> for ApiError {
+    /// Not found → 404, conflict → 409, invalid → 400; a refused permission or an
+    /// unavailable host is the server's problem, not the client's → 500 (and a log line).
+    fn from(error: ServiceError) -> ApiError {
+        match error.kind {
+            ServiceErrorKind::NotFound => ApiError::not_found(error.message.as_str()),
+            ServiceErrorKind::Conflict => ApiError::conflict(error.message.as_str()),
+            ServiceErrorKind::Invalid => ApiError::bad_request(error.message.as_str()),
+            ServiceErrorKind::PermissionDenied | ServiceErrorKind::Unavailable => {
+                ApiError::internal(&error.message)
+            }
+        }
+    }
+}
+
+/// How many times [`Host::modify_session`] retries after losing a race.
+pub const MODIFY_ATTEMPTS: usize = 200;
+
+/// The host services this plugin may call. Cheap to clone; keep one in your plugin value.
+#[derive(Clone)]
+pub struct Host {
+    services: HostServicesHandle,
+}
+
+impl Host {
+    pub(crate) fn new(services: HostServicesHandle) -> Host {
+        Host { services }
+    }
+
+    /// Writes a log line through the host (prefer the `log` macros, which come here).
+    pub fn log(&self, level: LogLevel, target: &str, message: &str) {
+        self.services
+            .log(level, RStr::from_str(target), RStr::from_str(message));
+    }
+
+    /// Calls an operation with a JSON payload. The typed methods below are built on this.
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        operation: Operation,
+        payload: &impl Serialize,
+    ) -> Result<T, ServiceError> {
+        let payload = serde_json::to_vec(payload).map_err(|e| invalid(format!("payload: {e}")))?;
+        let answer = self
+            .services
+            .call(RStr::from_str(operation.name), RVec::from(payload))
+            .await;
+        match answer {
+            RResult::ROk(bytes) => serde_json::from_slice(&bytes).map_err(|e| ServiceError {
+                kind: ServiceErrorKind::Unavailable,
+                message: format!("unreadable answer to {}: {e}", operation.name).into(),
+            }),
+            RResult::RErr(error) => Err(error),
+        }
+    }
+
+    /// Worlds, by id.
+    pub async fn list_worlds(&self) -> Result<Vec<WorldSummary>, ServiceError> {
+        self.call(ops::WORLD_LIST, &()).await
+    }
+
+    /// One world.
+    pub async fn get_world(&self, id: i64) -> Result<World, ServiceError> {
+        self.call(ops::WORLD_GET, &ById { id }).await
+    }
+
+    /// Creates a world at time 0.
+    pub async fn create_world(&self, world: &NewWorld) -> Result<World, ServiceError> {
+        self.call(ops::WORLD_CREATE, world).await
+    }
+
+    /// Advances a world's clock (negative counts as 0).
+    pub async fn advance_world(&self, id: i64, delta_seconds: f64) -> Result<World, ServiceError> {
+        self.call(ops::WORLD_ADVANCE, &AdvanceWorld { id, delta_seconds })
+            .await
+    }
+
+    /// Creates a session.
+    pub async fn create_session(&self, session: &NewSession) -> Result<Session, ServiceError> {
+        self.call(ops::SESSION_CREATE, session).await
+    }
+
+    /// One session.
+    pub async fn get_session(&self, id: i64) -> Result<Session, ServiceError> {
+        self.call(ops::SESSION_GET, &ById { id }).await
+    }
+
+    /// Applies an update atomically; with `expected_version`, only to that version.
+    pub async fn update_session(
+        &self,
+        id: i64,
+        update: &SessionUpdate,
+    ) -> Result<Session, ServiceError> {
+        let update = update.clone();
+        self.call(ops::SESSION_UPDATE, &UpdateSession { id, update })
+            .await
+    }
+
+    /// Read-modify-write of a session that loses no update under concurrency: reads it,
+    /// lets `change` edit flags, relationships and world time, and writes it back only if
+    /// nobody else did in between, retrying otherwise. Returns the saved session and what
+    /// `change` returned the last time.
+    pub async fn modify_session<R>(
+        &self,
+        id: i64,
+        mut change: impl FnMut(&mut Session) -> Result<R, ApiError> + Send,
+    ) -> Result<(Session, R), ApiError> {
+        for _ in 0..MODIFY_ATTEMPTS {
+            let mut session = self.get_session(id).await?;
+            let outcome = change(&mut session)?;
+            let update = SessionUpdate {
+                world_time: Some(session.world_time),
+                flags: Some(session.flags),
+                relationships: Some(session.relationships),
+                expected_version: Some(session.version),
+            };
+            match self.update_session(id, &update).await {
+                Ok(saved) => return Ok((saved, outcome)),
+                Err(error) if error.kind == ServiceErrorKind::Conflict => continue,
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Err(ApiError::conflict(format!(
+            "GameSession {id} changed {MODIFY_ATTEMPTS} times while this request tried to update it; try again"
+        )))
+    }
+
+    /// NPCs, by id.
+    pub async fn list_npcs(&self) -> Result<Vec<NpcSummary>, ServiceError> {
+        self.call(ops::NPC_LIST, &()).await
+    }
+
+    /// One NPC.
+    pub async fn get_npc(&self, id: i64) -> Result<Npc, ServiceError> {
+        self.call(ops::NPC_GET, &ById { id }).await
+    }
+
+    /// Creates an NPC.
+    pub async fn create_npc(&self, npc: &NewNpc) -> Result<Npc, ServiceError> {
+        self.call(ops::NPC_CREATE, npc).await
+    }
+
+    /// An NPC's expressions.
+    pub async fn npc_expressions(&self, npc_id: i64) -> Result<Vec<NpcExpression>, ServiceError> {
+        self.call(ops::NPC_EXPRESSIONS_GET, &ById { id: npc_id })
+            .await
+    }
+
+    /// Replaces an NPC's expressions.
+    pub async fn set_npc_expressions(
+        &self,
+        npc_id: i64,
+        expressions: Vec<NpcExpression>,
+    ) -> Result<Vec<NpcExpression>, ServiceError> {
+        self.call(
+            ops::NPC_EXPRESSIONS_SET,
+            &SetExpressions {
+                npc_id,
+                expressions,
+            },
+        )
+        .await
+    }
+
+    /// An NPC's weekly schedule.
+    pub async fn npc_schedules(&self, npc_id: i64) -> Result<Vec<NpcScheduleEntry>, ServiceError> {
+        self.call(ops::NPC_SCHEDULES_GET, &ById { id: npc_id })
+            .await
+    }
+
+    /// Replaces an NPC's weekly schedule.
+    pub async fn set_npc_schedules(
+        &self,
+        npc_id: i64,
+        schedules: Vec<NpcScheduleEntry>,
+    ) -> Result<Vec<NpcScheduleEntry>, ServiceError> {
+        self.call(ops::NPC_SCHEDULES_SET, &SetSchedules { npc_id, schedules })
+            .await
+    }
+
+    /// Which NPCs are where at a world time.
+    pub async fn npc_presence(
+        &self,
+        query: &PresenceQuery,
+    ) -> Result<Vec<NpcPresence>, ServiceError> {
+        self.call(ops::NPC_PRESENCE, query).await
+    }
+
+    /// Locations, by id.
+    pub async fn list_locations(&self) -> Result<Vec<LocationSummary>, ServiceError> {
+        self.call(ops::LOCATION_LIST, &()).await
+    }
+
+    /// One location with its hotspots.
+    pub async fn get_location(&self, id: i64) -> Result<Location, ServiceError> {
+        self.call(ops::LOCATION_GET, &ById { id }).await
+    }
+
+    /// Creates a location.
+    pub async fn create_location(&self, location: &NewLocation) -> Result<Location, ServiceError> {
+        self.call(ops::LOCATION_CREATE, location).await
+    }
+
+    /// Replaces a location's hotspots.
+    pub async fn set_hotspots(
+        &self,
+        location_id: i64,
+        hotspots: Vec<Hotspot>,
+    ) -> Result<Location, ServiceError> {
+        self.call(
+            ops::LOCATION_HOTSPOTS_SET,
+            &SetHotspots {
+                location_id,
+                hotspots,
+            },
+        )
+        .await
+    }
+
+    /// Runs a SELECT on the plugin's own tables; rows as JSON objects (column → value).
+    pub async fn db_query(
+        &self,
+        sql: &str,
+        params: Vec<Value>,
+    ) -> Result<Vec<Map<String, Value>>, ServiceError> {
+        self.call(
+            ops::DB_QUERY,
+            &Sql {
+                sql: sql.to_owned(),
+                params,
+            },
+        )
+        .await
+    }
+
+    /// Runs a statement on the plugin's own tables; the number of rows changed.
+    pub async fn db_execute(&self, sql: &str, params: Vec<Value>) -> Result<u64, ServiceError> {
+        let executed: Executed = self
+            .call(
+                ops::DB_EXECUTE,
+                &Sql {
+                    sql: sql.to_owned(),
+                    params,
+                },
+            )
+            .await?;
+        Ok(executed.rows_affected)
+    }
+}
+
+fn invalid(message: String) -> ServiceError {
+    ServiceError {
+        kind: ServiceErrorKind::Invalid,
+        message: message.into(),
+    }
+}
