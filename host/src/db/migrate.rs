@@ -16,7 +16,7 @@ pub const HOST_MIGRATIONS: &[(i64, &str, &str)] = &[(
 )];
 
 /// Arbitrary, fixed key of the PostgreSQL advisory lock held while migrating.
-const ADVISORY_LOCK_KEY: i64 = 0x7069_7873_696d_37; // "pixsim7"
+const ADVISORY_LOCK_KEY: i64 = 0x0070_6978_7369_6d37; // "pixsim7" in ASCII
 
 /// One migration to apply.
 #[derive(Debug, Clone)]

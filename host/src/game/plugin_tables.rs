@@ -77,7 +77,6 @@ pub async fn query(
     check_ownership(plugin_id, &sql.sql)?;
     let first_word = sql
         .sql
-        .trim_start()
         .split_whitespace()
         .next()
         .unwrap_or("")
