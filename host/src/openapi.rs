@@ -11,6 +11,7 @@ use crate::{
 /// Builds the document (once, at startup).
 pub fn openapi_document(registry: &PluginRegistry) -> Value {
     let mut paths: Map<String, Value> = Map::new();
+    let mut components: Map<String, Value> = Map::new();
     for (method, path, route) in HOST_ROUTES {
         let summary = match route {
             HostRoute::Health => "Liveness: 200 once the host is serving",
@@ -18,14 +19,8 @@ pub fn openapi_document(registry: &PluginRegistry) -> Value {
             HostRoute::ListPlugins => "Every plugin library found, with state and reason",
             HostRoute::GetPlugin => "One plugin, by id",
         };
-        add_operation(
-            &mut paths,
-            method.as_str(),
-            path,
-            summary,
-            &["host".to_owned()],
-            "host",
-        );
+        let operation = operation(method.as_str(), path, summary, &["host".to_owned()], "host");
+        insert(&mut paths, method.as_str(), path, operation);
     }
     for record in &registry.records {
         let Some(descriptor) = &record.descriptor else {
@@ -41,14 +36,18 @@ pub fn openapi_document(registry: &PluginRegistry) -> Value {
             manifest.tags.clone()
         };
         for (route, (method, path)) in descriptor.routes.iter().zip(record.full_routes()) {
-            add_operation(
-                &mut paths,
-                method.as_str(),
-                &path,
-                &route.summary,
-                &tags,
-                &manifest.id,
-            );
+            let mut operation =
+                operation(method.as_str(), &path, &route.summary, &tags, &manifest.id);
+            if let Some(schema) = &route.request_schema {
+                operation["requestBody"] = json!({
+                    "required": true,
+                    "content": {"application/json": {"schema": hoist_definitions(schema, &mut components)}},
+                });
+            }
+            if let Some(schema) = &route.response_schema {
+                operation["responses"]["200"]["content"] = json!({"application/json": {"schema": hoist_definitions(schema, &mut components)}});
+            }
+            insert(&mut paths, method.as_str(), &path, operation);
         }
     }
     json!({
@@ -59,24 +58,52 @@ pub fn openapi_document(registry: &PluginRegistry) -> Value {
             "description": "The PixSim7 game backend: every route below /api/v1 except /api/v1/plugins is served by a plugin library.",
         },
         "paths": paths,
+        "components": {"schemas": components},
     })
 }
 
-fn add_operation(
-    paths: &mut Map<String, Value>,
-    method: &str,
-    pattern: &str,
-    summary: &str,
-    tags: &[String],
-    owner: &str,
-) {
+/// Moves a schema's `$defs` into `components/schemas` (shared by all routes) and points its
+/// references there, so every `$ref` resolves within the OpenAPI document.
+fn hoist_definitions(schema: &Value, components: &mut Map<String, Value>) -> Value {
+    let mut schema = schema.clone();
+    if let Some(Value::Object(definitions)) = schema.as_object_mut().and_then(|o| o.remove("$defs"))
+    {
+        for (name, mut definition) in definitions {
+            rewrite_refs(&mut definition);
+            components.insert(name, definition);
+        }
+    }
+    rewrite_refs(&mut schema);
+    schema
+}
+
+fn rewrite_refs(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            for (key, child) in map.iter_mut() {
+                match (key.as_str(), child) {
+                    ("$ref", Value::String(reference)) => {
+                        if let Some(name) = reference.strip_prefix("#/$defs/") {
+                            *reference = format!("#/components/schemas/{name}");
+                        }
+                    }
+                    (_, child) => rewrite_refs(child),
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(rewrite_refs),
+        _ => {}
+    }
+}
+
+fn operation(method: &str, pattern: &str, summary: &str, tags: &[String], owner: &str) -> Value {
     let parameters: Vec<Value> = plugin_api::route::parameter_names(pattern)
         .into_iter()
         .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
         .collect();
     let path = pattern.replace("{*", "{");
     let operation_id = format!("{owner}:{} {path}", method.to_ascii_lowercase());
-    let operation = json!({
+    json!({
         "summary": summary,
         "tags": tags,
         "operationId": operation_id,
@@ -93,7 +120,12 @@ fn add_operation(
                 }}},
             },
         },
-    });
-    let entry = paths.entry(path).or_insert_with(|| json!({}));
+    })
+}
+
+fn insert(paths: &mut Map<String, Value>, method: &str, pattern: &str, operation: Value) {
+    let entry = paths
+        .entry(pattern.replace("{*", "{"))
+        .or_insert_with(|| json!({}));
     entry[method.to_ascii_lowercase()] = operation;
 }

@@ -49,12 +49,12 @@ pub use sdk::{
     response::{IntoResponse, Json, Response},
     testing::TestPlugin,
 };
-pub use serde_json::{json, Value};
+pub use serde_json::{json, Map, Value};
 
 /// Everything a plugin crate usually needs: `use plugin_api::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        export_plugin, json, log, ApiError, Host, IntoResponse, Json, LoadContext, Manifest,
+        export_plugin, json, log, ApiError, Host, IntoResponse, Json, LoadContext, Manifest, Map,
         Method, Migration, Plugin, PluginError, Request, Response, Routes, ServiceError, Value,
     };
     pub use schemars::JsonSchema;

@@ -1,0 +1,338 @@
+//! `game-dialogue`: `POST /api/v1/game/dialogue/next-line` builds the prompt for an NPC's
+//! next line from the NPC, the player's relationship with it, where it is and the world
+//! time, deterministically (no language model is called), and keeps a per-session history
+//! in its own table (`game_dialogue__lines`, created by its own migration).
+
+use plugin_api::{
+    game::{Npc, PresenceQuery, Session},
+    prelude::*,
+};
+
+/// The plugin.
+pub struct GameDialogue {
+    host: Host,
+}
+
+impl Plugin for GameDialogue {
+    fn manifest() -> Manifest {
+        Manifest::new("game-dialogue", "Game dialogue", env!("CARGO_PKG_VERSION"))
+            .description("Builds an NPC's next dialogue line prompt from the game state")
+            .tags(["game-dialogue"])
+            .depends_on("game-npcs ^1")
+            .depends_on("game-sessions ^1")
+            .permissions([
+                "npc:read",
+                "session:read",
+                "location:read",
+                "db:read",
+                "db:write",
+                "log:emit",
+            ])
+    }
+
+    fn routes(routes: &mut Routes<Self>) {
+        routes
+            .post(
+                "/game/dialogue/next-line",
+                "Build the prompt for an NPC's next line",
+                next_line,
+            )
+            .request::<NextLineRequest>()
+            .response::<NextLine>()
+            .get(
+                "/game/dialogue/sessions/{session_id}/history",
+                "The prompts built for a session, newest first",
+                history,
+            );
+    }
+
+    fn migrations() -> Vec<Migration> {
+        vec![Migration {
+            version: 1,
+            description: "dialogue lines".into(),
+            sql: include_str!("../migrations/0001_lines.sql").into(),
+        }]
+    }
+
+    async fn on_load(context: LoadContext) -> Result<Self, PluginError> {
+        Ok(GameDialogue {
+            host: context.host(),
+        })
+    }
+}
+
+/// The request body.
+#[derive(Deserialize, JsonSchema)]
+pub struct NextLineRequest {
+    npc_id: i64,
+    session_id: i64,
+    #[serde(default)]
+    player_input: Option<String>,
+}
+
+/// The answer: the prompt and the facts it was built from.
+#[derive(Serialize, JsonSchema)]
+pub struct NextLine {
+    npc_id: i64,
+    session_id: i64,
+    prompt: String,
+    context: PromptContext,
+}
+
+/// The facts a prompt is built from.
+#[derive(Serialize, JsonSchema, Debug, PartialEq)]
+pub struct PromptContext {
+    npc_name: String,
+    relationship_tier: String,
+    location: Option<String>,
+    day_of_week: String,
+    time_of_day: String,
+}
+
+async fn next_line(plugin: &GameDialogue, request: Request) -> Result<Json<NextLine>, ApiError> {
+    let raw: Value = request.json()?;
+    let missing = |field: &str| raw.get(field).is_none_or(Value::is_null);
+    if missing("npc_id") || missing("session_id") {
+        return Err(ApiError::bad_request("npc_id and session_id are required"));
+    }
+    let body: NextLineRequest = request.json()?;
+    let npc = plugin.host.get_npc(body.npc_id).await?;
+    let session = plugin.host.get_session(body.session_id).await?;
+    let location = where_is(plugin, &npc, &session).await?;
+    let context = prompt_context(&npc, &session, location);
+    let prompt = build_prompt(&npc, &session, &context, body.player_input.as_deref());
+    plugin
+        .host
+        .db_execute(
+            "INSERT INTO game_dialogue__lines (session_id, npc_id, player_input, prompt, created_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+            vec![
+                json!(session.id),
+                json!(npc.id),
+                json!(body.player_input),
+                json!(prompt),
+                json!(unix_now()),
+            ],
+        )
+        .await?;
+    Ok(Json(NextLine {
+        npc_id: npc.id,
+        session_id: session.id,
+        prompt,
+        context,
+    }))
+}
+
+async fn history(
+    plugin: &GameDialogue,
+    request: Request,
+) -> Result<Json<Vec<Map<String, Value>>>, ApiError> {
+    let session = plugin
+        .host
+        .get_session(request.param_as("session_id")?)
+        .await?;
+    let rows = plugin
+        .host
+        .db_query(
+            "SELECT npc_id, player_input, prompt, created_at FROM game_dialogue__lines \
+             WHERE session_id = $1 ORDER BY id DESC LIMIT 50",
+            vec![json!(session.id)],
+        )
+        .await?;
+    Ok(Json(rows))
+}
+
+/// The NPC's scheduled location at the session's world time, else its home.
+async fn where_is(
+    plugin: &GameDialogue,
+    npc: &Npc,
+    session: &Session,
+) -> Result<Option<String>, ApiError> {
+    let query = PresenceQuery {
+        world_time: session.world_time,
+        world_id: None,
+        location_id: None,
+    };
+    let scheduled = plugin
+        .host
+        .npc_presence(&query)
+        .await?
+        .into_iter()
+        .find(|p| p.npc_id == npc.id)
+        .map(|p| p.location_id);
+    let Some(location_id) = scheduled.or(npc.home_location_id) else {
+        return Ok(None);
+    };
+    Ok(Some(plugin.host.get_location(location_id).await?.name))
+}
+
+const DAYS: [&str; 7] = [
+    "Monday",
+    "Tuesday",
+    "Wednesday",
+    "Thursday",
+    "Friday",
+    "Saturday",
+    "Sunday",
+];
+
+fn prompt_context(npc: &Npc, session: &Session, location: Option<String>) -> PromptContext {
+    let seconds = session.world_time.max(0.0);
+    let day = ((seconds / 86_400.0).floor() as i64).rem_euclid(7) as usize;
+    let in_day = seconds.rem_euclid(86_400.0) as i64;
+    PromptContext {
+        npc_name: npc.name.clone(),
+        relationship_tier: tier(affinity(session, npc.id)).to_owned(),
+        location,
+        day_of_week: DAYS[day].to_owned(),
+        time_of_day: format!("{:02}:{:02}", in_day / 3600, (in_day % 3600) / 60),
+    }
+}
+
+fn relationship<'a>(session: &'a Session, npc_id: i64) -> Option<&'a Map<String, Value>> {
+    session
+        .relationships
+        .get(format!("npc:{npc_id}"))?
+        .as_object()
+}
+
+/// The relationship's affinity; an entry without one counts as 50 (neutral).
+fn affinity(session: &Session, npc_id: i64) -> f64 {
+    relationship(session, npc_id)
+        .and_then(|r| r.get("affinity"))
+        .and_then(Value::as_f64)
+        .unwrap_or(50.0)
+}
+
+/// Tiers by affinity: 80+ close, 60+ friendly, 40+ neutral, 20+ wary, below hostile.
+fn tier(affinity: f64) -> &'static str {
+    match affinity {
+        a if a >= 80.0 => "close",
+        a if a >= 60.0 => "friendly",
+        a if a >= 40.0 => "neutral",
+        a if a >= 20.0 => "wary",
+        _ => "hostile",
+    }
+}
+
+fn build_prompt(
+    npc: &Npc,
+    session: &Session,
+    context: &PromptContext,
+    player_input: Option<&str>,
+) -> String {
+    let traits = match npc.personality.as_object() {
+        Some(map) if !map.is_empty() => {
+            let mut pairs: Vec<String> = map
+                .iter()
+                .map(|(k, v)| format!("{k}: {}", plain(v)))
+                .collect();
+            pairs.sort();
+            pairs.join(", ")
+        }
+        _ => "not described".to_owned(),
+    };
+    let mut relation = format!("tier {}", context.relationship_tier);
+    if let Some(entry) = relationship(session, npc.id) {
+        for key in ["affinity", "trust", "chemistry", "tension"] {
+            if let Some(value) = entry.get(key) {
+                relation.push_str(&format!(", {key} {}", plain(value)));
+            }
+        }
+        if let Some(flags) = entry.get("flags").and_then(Value::as_object) {
+            let mut set: Vec<&str> = flags
+                .iter()
+                .filter(|(_, v)| **v == Value::Bool(true))
+                .map(|(k, _)| k.as_str())
+                .collect();
+            set.sort_unstable();
+            if !set.is_empty() {
+                relation.push_str(&format!("; remembers: {}", set.join(", ")));
+            }
+        }
+    }
+    let place = context.location.as_deref().unwrap_or("somewhere unknown");
+    let player = match player_input.map(str::trim).filter(|s| !s.is_empty()) {
+        Some(text) => format!("The player says: \"{text}\""),
+        None => "The player approaches without saying anything.".to_owned(),
+    };
+    format!(
+        "You are {name}, a character in PixSim7.\n\
+         Personality: {traits}.\n\
+         Relationship with the player: {relation}.\n\
+         Location: {place}.\n\
+         Time: {day} {time}.\n\
+         {player}\n\
+         Reply in character with one line of dialogue.",
+        name = npc.name,
+        day = context.day_of_week,
+        time = context.time_of_day,
+    )
+}
+
+fn plain(value: &Value) -> String {
+    match value {
+        Value::String(text) => text.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+export_plugin!(GameDialogue);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_prompt_is_built_from_npc_relationship_place_and_time() {
+        let npc = Npc {
+            id: 7,
+            name: "Mara".into(),
+            world_id: None,
+            home_location_id: None,
+            personality: json!({"temper": "calm", "likes": "books"}),
+        };
+        let session = Session {
+            id: 1,
+            user_id: None,
+            world_id: None,
+            scene_id: None,
+            current_node_id: None,
+            flags: json!({}),
+            relationships: json!({"npc:7": {"affinity": 65, "trust": 40, "flags": {"caught_pickpocketing": true}}}),
+            world_time: 86_400.0 + 14.0 * 3600.0 + 30.0 * 60.0,
+            version: 1,
+        };
+        let context = prompt_context(&npc, &session, Some("Library".into()));
+        assert_eq!(context.relationship_tier, "friendly");
+        assert_eq!(
+            (context.day_of_week.as_str(), context.time_of_day.as_str()),
+            ("Tuesday", "14:30")
+        );
+        let prompt = build_prompt(&npc, &session, &context, Some(" hello "));
+        assert_eq!(
+            prompt,
+            "You are Mara, a character in PixSim7.\n\
+             Personality: likes: books, temper: calm.\n\
+             Relationship with the player: tier friendly, affinity 65, trust 40; remembers: caught_pickpocketing.\n\
+             Location: Library.\n\
+             Time: Tuesday 14:30.\n\
+             The player says: \"hello\"\n\
+             Reply in character with one line of dialogue."
+        );
+        assert_eq!(tier(50.0), "neutral");
+        assert_eq!(tier(10.0), "hostile");
+    }
+
+    #[test]
+    fn the_manifest_is_valid() {
+        let descriptor = plugin_api::TestPlugin::<GameDialogue>::descriptor().unwrap();
+        assert_eq!(descriptor.migrations.len(), 1);
+    }
+}

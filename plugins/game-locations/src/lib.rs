@@ -1,0 +1,107 @@
+//! `game-locations`: locations and their hotspots (`/api/v1/game/locations`).
+
+use plugin_api::{
+    game::{Hotspot, Location, LocationSummary, NewLocation},
+    prelude::*,
+};
+
+/// The plugin: all state lives in the host's database.
+pub struct GameLocations {
+    host: Host,
+}
+
+impl Plugin for GameLocations {
+    fn manifest() -> Manifest {
+        Manifest::new(
+            "game-locations",
+            "Game locations",
+            env!("CARGO_PKG_VERSION"),
+        )
+        .description("Locations and their hotspots")
+        .tags(["game-locations"])
+        .permissions(["location:read", "location:write"])
+    }
+
+    fn routes(routes: &mut Routes<Self>) {
+        routes
+            .get("/game/locations", "List locations", list)
+            .response::<Vec<LocationSummary>>()
+            .post("/game/locations", "Create a location", create)
+            .request::<NewLocation>()
+            .response::<Location>()
+            .get(
+                "/game/locations/{location_id}",
+                "Get a location with its meta and hotspots",
+                get,
+            )
+            .response::<Location>()
+            .put(
+                "/game/locations/{location_id}/hotspots",
+                "Replace a location's hotspots",
+                set_hotspots,
+            )
+            .request::<HotspotsBody>()
+            .response::<Location>();
+    }
+
+    async fn on_load(context: LoadContext) -> Result<Self, PluginError> {
+        Ok(GameLocations {
+            host: context.host(),
+        })
+    }
+}
+
+async fn list(plugin: &GameLocations, _: Request) -> Result<Json<Vec<LocationSummary>>, ApiError> {
+    Ok(Json(plugin.host.list_locations().await?))
+}
+
+async fn create(plugin: &GameLocations, request: Request) -> Result<Json<Location>, ApiError> {
+    let body: NewLocation = request.json()?;
+    if body.name.trim().is_empty() {
+        return Err(ApiError::bad_request("name must not be empty"));
+    }
+    Ok(Json(plugin.host.create_location(&body).await?))
+}
+
+async fn get(plugin: &GameLocations, request: Request) -> Result<Json<Location>, ApiError> {
+    Ok(Json(
+        plugin
+            .host
+            .get_location(request.param_as("location_id")?)
+            .await?,
+    ))
+}
+
+/// `PUT /game/locations/{id}/hotspots`.
+#[derive(Deserialize, JsonSchema)]
+struct HotspotsBody {
+    hotspots: Vec<Hotspot>,
+}
+
+async fn set_hotspots(
+    plugin: &GameLocations,
+    request: Request,
+) -> Result<Json<Location>, ApiError> {
+    let location_id = request.param_as("location_id")?;
+    // The original answered 400 (not 422) when `hotspots` is not a list; keep that.
+    let raw: Value = request.json()?;
+    if !raw.get("hotspots").is_some_and(Value::is_array) {
+        return Err(ApiError::bad_request("hotspots must be a list"));
+    }
+    let body: HotspotsBody = request.json()?;
+    Ok(Json(
+        plugin.host.set_hotspots(location_id, body.hotspots).await?,
+    ))
+}
+
+export_plugin!(GameLocations);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_manifest_is_valid() {
+        plugin_api::TestPlugin::<GameLocations>::descriptor().unwrap();
+    }
+}

@@ -1,0 +1,167 @@
+//! `game-npcs`: non-player characters (`/api/v1/game/npcs`): their expressions, weekly
+//! schedules, and who is where at a given world time.
+
+use plugin_api::{
+    game::{NewNpc, Npc, NpcExpression, NpcPresence, NpcScheduleEntry, NpcSummary, PresenceQuery},
+    prelude::*,
+};
+
+/// The plugin: all state lives in the host's database.
+pub struct GameNpcs {
+    host: Host,
+}
+
+impl Plugin for GameNpcs {
+    fn manifest() -> Manifest {
+        Manifest::new("game-npcs", "Game NPCs", env!("CARGO_PKG_VERSION"))
+            .description("NPCs, their expressions, schedules and presence")
+            .tags(["game-npcs"])
+            .permissions(["npc:read", "npc:write"])
+    }
+
+    fn routes(routes: &mut Routes<Self>) {
+        routes
+            .get("/game/npcs", "List NPCs", list)
+            .response::<Vec<NpcSummary>>()
+            .post("/game/npcs", "Create an NPC", create)
+            .request::<NewNpc>()
+            .response::<Npc>()
+            .get(
+                "/game/npcs/presence",
+                "Which NPCs are where at ?world_time (seconds; day 0 is Monday), optionally &world_id and &location_id",
+                presence,
+            )
+            .response::<Vec<NpcPresence>>()
+            .get("/game/npcs/{npc_id}", "Get an NPC", get)
+            .response::<Npc>()
+            .get("/game/npcs/{npc_id}/expressions", "An NPC's expressions", expressions)
+            .response::<Vec<NpcExpression>>()
+            .put("/game/npcs/{npc_id}/expressions", "Replace an NPC's expressions", set_expressions)
+            .request::<ExpressionsBody>()
+            .response::<Vec<NpcExpression>>()
+            .get("/game/npcs/{npc_id}/schedules", "An NPC's weekly schedule", schedules)
+            .response::<Vec<NpcScheduleEntry>>()
+            .put("/game/npcs/{npc_id}/schedules", "Replace an NPC's weekly schedule", set_schedules)
+            .request::<SchedulesBody>()
+            .response::<Vec<NpcScheduleEntry>>();
+    }
+
+    async fn on_load(context: LoadContext) -> Result<Self, PluginError> {
+        Ok(GameNpcs {
+            host: context.host(),
+        })
+    }
+}
+
+async fn list(plugin: &GameNpcs, _: Request) -> Result<Json<Vec<NpcSummary>>, ApiError> {
+    Ok(Json(plugin.host.list_npcs().await?))
+}
+
+async fn create(plugin: &GameNpcs, request: Request) -> Result<Json<Npc>, ApiError> {
+    let body: NewNpc = request.json()?;
+    if body.name.trim().is_empty() {
+        return Err(ApiError::bad_request("name must not be empty"));
+    }
+    Ok(Json(plugin.host.create_npc(&body).await?))
+}
+
+async fn get(plugin: &GameNpcs, request: Request) -> Result<Json<Npc>, ApiError> {
+    Ok(Json(
+        plugin.host.get_npc(request.param_as("npc_id")?).await?,
+    ))
+}
+
+async fn presence(plugin: &GameNpcs, request: Request) -> Result<Json<Vec<NpcPresence>>, ApiError> {
+    let world_time = request.query_as::<f64>("world_time")?.ok_or_else(|| {
+        ApiError::validation(
+            "missing",
+            vec![json!("query"), json!("world_time")],
+            "Field required",
+        )
+    })?;
+    if world_time < 0.0 {
+        return Err(ApiError::bad_request("world_time must not be negative"));
+    }
+    let query = PresenceQuery {
+        world_time,
+        world_id: request.query_as("world_id")?,
+        location_id: request.query_as("location_id")?,
+    };
+    Ok(Json(plugin.host.npc_presence(&query).await?))
+}
+
+async fn expressions(
+    plugin: &GameNpcs,
+    request: Request,
+) -> Result<Json<Vec<NpcExpression>>, ApiError> {
+    Ok(Json(
+        plugin
+            .host
+            .npc_expressions(request.param_as("npc_id")?)
+            .await?,
+    ))
+}
+
+/// `PUT /game/npcs/{id}/expressions`.
+#[derive(Deserialize, JsonSchema)]
+struct ExpressionsBody {
+    expressions: Vec<NpcExpression>,
+}
+
+async fn set_expressions(
+    plugin: &GameNpcs,
+    request: Request,
+) -> Result<Json<Vec<NpcExpression>>, ApiError> {
+    let npc_id = request.param_as("npc_id")?;
+    let body: ExpressionsBody = request.json()?;
+    Ok(Json(
+        plugin
+            .host
+            .set_npc_expressions(npc_id, body.expressions)
+            .await?,
+    ))
+}
+
+async fn schedules(
+    plugin: &GameNpcs,
+    request: Request,
+) -> Result<Json<Vec<NpcScheduleEntry>>, ApiError> {
+    Ok(Json(
+        plugin
+            .host
+            .npc_schedules(request.param_as("npc_id")?)
+            .await?,
+    ))
+}
+
+/// `PUT /game/npcs/{id}/schedules`.
+#[derive(Deserialize, JsonSchema)]
+struct SchedulesBody {
+    schedules: Vec<NpcScheduleEntry>,
+}
+
+async fn set_schedules(
+    plugin: &GameNpcs,
+    request: Request,
+) -> Result<Json<Vec<NpcScheduleEntry>>, ApiError> {
+    let npc_id = request.param_as("npc_id")?;
+    let body: SchedulesBody = request.json()?;
+    Ok(Json(
+        plugin
+            .host
+            .set_npc_schedules(npc_id, body.schedules)
+            .await?,
+    ))
+}
+
+export_plugin!(GameNpcs);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_manifest_is_valid() {
+        plugin_api::TestPlugin::<GameNpcs>::descriptor().unwrap();
+    }
+}

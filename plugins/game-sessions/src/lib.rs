@@ -1,0 +1,109 @@
+//! `game-sessions`: players' game sessions (`/api/v1/game/sessions`): flags,
+//! relationships and world time, each replaced whole on `PATCH`, with optimistic
+//! concurrency through `version` / `expected_version`.
+
+use plugin_api::{
+    game::{NewSession, Session, SessionUpdate},
+    prelude::*,
+};
+
+/// The plugin: all state lives in the host's database.
+pub struct GameSessions {
+    host: Host,
+}
+
+impl Plugin for GameSessions {
+    fn manifest() -> Manifest {
+        Manifest::new("game-sessions", "Game sessions", env!("CARGO_PKG_VERSION"))
+            .description("Players' game sessions: flags, relationships and world time")
+            .tags(["game-sessions"])
+            .permissions(["session:read", "session:write"])
+    }
+
+    fn routes(routes: &mut Routes<Self>) {
+        routes
+            .post("/game/sessions", "Create a session", create)
+            .request::<CreateBody>()
+            .response::<Session>()
+            .get("/game/sessions/{session_id}", "Get a session", get)
+            .response::<Session>()
+            .patch(
+                "/game/sessions/{session_id}",
+                "Replace world_time, flags or relationships; expected_version guards against lost updates (409)",
+                patch,
+            )
+            .request::<PatchBody>()
+            .response::<Session>();
+    }
+
+    async fn on_load(context: LoadContext) -> Result<Self, PluginError> {
+        Ok(GameSessions {
+            host: context.host(),
+        })
+    }
+}
+
+/// `POST /game/sessions`.
+#[derive(Deserialize, JsonSchema)]
+struct CreateBody {
+    world_id: Option<i64>,
+    scene_id: Option<i64>,
+    flags: Option<Map<String, Value>>,
+    relationships: Option<Map<String, Value>>,
+}
+
+async fn create(plugin: &GameSessions, request: Request) -> Result<Json<Session>, ApiError> {
+    let body: CreateBody = request.json()?;
+    let new = NewSession {
+        world_id: body.world_id,
+        scene_id: body.scene_id,
+        flags: body.flags.map(Value::Object),
+        relationships: body.relationships.map(Value::Object),
+    };
+    Ok(Json(plugin.host.create_session(&new).await?))
+}
+
+async fn get(plugin: &GameSessions, request: Request) -> Result<Json<Session>, ApiError> {
+    Ok(Json(
+        plugin
+            .host
+            .get_session(request.param_as("session_id")?)
+            .await?,
+    ))
+}
+
+/// `PATCH /game/sessions/{id}`.
+#[derive(Deserialize, JsonSchema)]
+struct PatchBody {
+    world_time: Option<f64>,
+    flags: Option<Map<String, Value>>,
+    relationships: Option<Map<String, Value>>,
+    expected_version: Option<i64>,
+}
+
+async fn patch(plugin: &GameSessions, request: Request) -> Result<Json<Session>, ApiError> {
+    let session_id = request.param_as("session_id")?;
+    let body: PatchBody = request.json()?;
+    if body.world_time.is_some_and(|t| t < 0.0) {
+        return Err(ApiError::bad_request("world_time must not be negative"));
+    }
+    let update = SessionUpdate {
+        world_time: body.world_time,
+        flags: body.flags.map(Value::Object),
+        relationships: body.relationships.map(Value::Object),
+        expected_version: body.expected_version,
+    };
+    Ok(Json(plugin.host.update_session(session_id, &update).await?))
+}
+
+export_plugin!(GameSessions);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_manifest_is_valid() {
+        plugin_api::TestPlugin::<GameSessions>::descriptor().unwrap();
+    }
+}

@@ -1,0 +1,107 @@
+//! `game-worlds`: the game's worlds and their clocks (`/api/v1/game/worlds`).
+
+use plugin_api::{
+    game::{NewWorld, World, WorldSummary},
+    prelude::*,
+};
+
+/// The plugin: all state lives in the host's database.
+pub struct GameWorlds {
+    host: Host,
+}
+
+impl Plugin for GameWorlds {
+    fn manifest() -> Manifest {
+        Manifest::new("game-worlds", "Game worlds", env!("CARGO_PKG_VERSION"))
+            .description("Worlds and their world time")
+            .tags(["game-worlds"])
+            .permissions(["world:read", "world:write"])
+    }
+
+    fn routes(routes: &mut Routes<Self>) {
+        routes
+            .get("/game/worlds", "List worlds", list)
+            .response::<Vec<WorldSummary>>()
+            .post(
+                "/game/worlds",
+                "Create a world (world time starts at 0)",
+                create,
+            )
+            .request::<NewWorld>()
+            .response::<World>()
+            .get(
+                "/game/worlds/{world_id}",
+                "Get a world with its meta and world time",
+                get,
+            )
+            .response::<World>()
+            .post(
+                "/game/worlds/{world_id}/advance",
+                "Advance world time (negative counts as 0)",
+                advance,
+            )
+            .request::<AdvanceBody>()
+            .response::<World>();
+    }
+
+    async fn on_load(context: LoadContext) -> Result<Self, PluginError> {
+        Ok(GameWorlds {
+            host: context.host(),
+        })
+    }
+}
+
+async fn list(plugin: &GameWorlds, _: Request) -> Result<Json<Vec<WorldSummary>>, ApiError> {
+    Ok(Json(plugin.host.list_worlds().await?))
+}
+
+async fn create(plugin: &GameWorlds, request: Request) -> Result<Json<World>, ApiError> {
+    let body: NewWorld = request.json()?;
+    if body.name.trim().is_empty() {
+        return Err(ApiError::bad_request("name must not be empty"));
+    }
+    if body.meta.as_ref().is_some_and(|m| !m.is_object()) {
+        return Err(ApiError::validation(
+            "dict_type",
+            vec![json!("body"), json!("meta")],
+            "Input should be a valid dictionary",
+        ));
+    }
+    Ok(Json(plugin.host.create_world(&body).await?))
+}
+
+async fn get(plugin: &GameWorlds, request: Request) -> Result<Json<World>, ApiError> {
+    Ok(Json(
+        plugin.host.get_world(request.param_as("world_id")?).await?,
+    ))
+}
+
+/// `POST /game/worlds/{id}/advance`.
+#[derive(Deserialize, JsonSchema)]
+struct AdvanceBody {
+    /// Seconds to add; negative counts as 0.
+    delta_seconds: f64,
+}
+
+async fn advance(plugin: &GameWorlds, request: Request) -> Result<Json<World>, ApiError> {
+    let world_id = request.param_as("world_id")?;
+    let body: AdvanceBody = request.json()?;
+    Ok(Json(
+        plugin
+            .host
+            .advance_world(world_id, body.delta_seconds)
+            .await?,
+    ))
+}
+
+export_plugin!(GameWorlds);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_manifest_is_valid() {
+        plugin_api::TestPlugin::<GameWorlds>::descriptor().unwrap();
+    }
+}
