@@ -189,7 +189,7 @@ fn prompt_context(npc: &Npc, session: &Session, location: Option<String>) -> Pro
     }
 }
 
-fn relationship<'a>(session: &'a Session, npc_id: i64) -> Option<&'a Map<String, Value>> {
+fn relationship(session: &Session, npc_id: i64) -> Option<&Map<String, Value>> {
     session
         .relationships
         .get(format!("npc:{npc_id}"))?
