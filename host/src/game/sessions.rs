@@ -88,7 +88,7 @@ pub async fn update(
         "UPDATE game_sessions SET \
             flags = COALESCE($1, flags), \
             relationships = COALESCE($2, relationships), \
-            world_time = COALESCE($3, world_time), \
+            world_time = CASE WHEN $7 = 1 THEN $3 ELSE world_time END, \
             version = version + 1, \
             updated_at = $4 \
          WHERE id = $5 AND ($6 IS NULL OR version = $6) \
@@ -96,10 +96,13 @@ pub async fn update(
     ))
     .bind(flags)
     .bind(relationships)
-    .bind(update.world_time)
+    // Never bind a NULL float: sqlx 0.8's Any driver sends a NULL f64 as a float4 parameter,
+    // which poisons the cached statement on PostgreSQL; a flag says whether to use $3.
+    .bind(update.world_time.unwrap_or_default())
     .bind(unix_now())
     .bind(id)
     .bind(update.expected_version)
+    .bind(i64::from(update.world_time.is_some()))
     .fetch_optional(pool)
     .await
     .map_err(database_error)?;

@@ -1,10 +1,13 @@
 //! Integration tests: the real `pixsim7` binary over real plugin libraries built from the
 //! workspace (`cargo xtask test` builds them first). One test binary, one module per area.
 
+mod databases;
 mod harness;
 
 mod cli_plugins;
+mod game_flow;
 mod http_forwarding;
 mod lifecycle_hooks;
+mod migrations_cli;
 mod plugin_loading;
 mod startup_failures;
