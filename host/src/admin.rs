@@ -6,7 +6,10 @@ use std::collections::HashMap;
 use actix_web::web::Bytes;
 use serde_json::{json, Value};
 
-use crate::plugins::{PluginRecord, PluginRegistry};
+use crate::{
+    events::EventBus,
+    plugins::{PluginRecord, PluginRegistry},
+};
 
 /// The JSON object describing one library: manifest fields, state, reason, order, routes.
 pub fn plugin_json(record: &PluginRecord) -> Value {
@@ -24,6 +27,11 @@ pub fn plugin_json(record: &PluginRecord) -> Value {
         "tags": manifest.map_or(&[][..], |m| &m.tags),
         "dependencies": manifest.map_or(&[][..], |m| &m.dependencies),
         "permissions": manifest.map_or(&[][..], |m| &m.permissions),
+        "optional_permissions": manifest.map_or(&[][..], |m| &m.optional_permissions),
+        "granted_permissions": record.granted,
+        "denied_permissions": record.denied,
+        "subscriptions": manifest.map_or(&[][..], |m| &m.subscriptions),
+        "subscriptions_active": record.subscriptions_active(),
         "required": manifest.is_some_and(|m| m.required),
         "routes": record.full_routes().into_iter().map(|(method, path)| {
             json!({"method": method.as_str(), "path": path})
@@ -37,10 +45,10 @@ pub fn plugins_json(registry: &PluginRegistry) -> Value {
 }
 
 /// The admin API's answers, rendered once when serving starts (plugin states do not change
-/// while serving).
+/// while serving); only the event counters are read live.
 pub struct AdminSnapshot {
     list: Bytes,
-    by_id: HashMap<String, Bytes>,
+    by_id: HashMap<String, Value>,
 }
 
 impl AdminSnapshot {
@@ -53,8 +61,7 @@ impl AdminSnapshot {
                 let id = record.id()?.to_owned();
                 // A duplicate id is listed, but `/plugins/{id}` shows the one that owns it.
                 let owner = registry.find(&id)?;
-                std::ptr::eq(owner, record)
-                    .then(|| (id, Bytes::from(plugin_json(record).to_string())))
+                std::ptr::eq(owner, record).then(|| (id, plugin_json(record)))
             })
             .collect();
         AdminSnapshot {
@@ -68,8 +75,11 @@ impl AdminSnapshot {
         self.list.clone()
     }
 
-    /// `GET /api/v1/plugins/{id}`.
-    pub fn get(&self, id: &str) -> Option<Bytes> {
-        self.by_id.get(id).cloned()
+    /// `GET /api/v1/plugins/{id}`, with the plugin's event counters per topic
+    /// (`emitted`, `delivered`, `failed`, `dropped`) as of now.
+    pub fn get(&self, id: &str, events: &EventBus) -> Option<Bytes> {
+        let mut plugin = self.by_id.get(id)?.clone();
+        plugin["events"] = json!(events.counters(id));
+        Some(Bytes::from(plugin.to_string()))
     }
 }

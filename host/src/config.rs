@@ -42,6 +42,11 @@ pub struct Config {
     pub hook_timeout: Duration,
     /// Per-plugin tables, by plugin id.
     pub plugins: BTreeMap<String, PluginConfig>,
+    /// Permissions no plugin gets (`[permissions] deny`).
+    pub denied_permissions: Vec<String>,
+    /// Events a subscriber may have waiting before new ones are dropped (`[events]
+    /// queue_capacity`).
+    pub event_queue_capacity: usize,
 }
 
 /// One `[plugins.<id>]` table.
@@ -49,6 +54,8 @@ pub struct Config {
 pub struct PluginConfig {
     /// The operator's `enabled` override, when given.
     pub enabled: Option<bool>,
+    /// Permissions this plugin does not get (`deny = [...]`).
+    pub deny: Vec<String>,
     /// Everything else in the table, handed to the plugin's `on_load` as a JSON object.
     pub settings: serde_json::Map<String, serde_json::Value>,
 }
@@ -85,7 +92,29 @@ struct FileConfig {
     hook_timeout_secs: Option<u64>,
     #[serde(default)]
     plugins: BTreeMap<String, toml::Table>,
+    #[serde(default)]
+    permissions: PermissionsTable,
+    #[serde(default)]
+    events: EventsTable,
 }
+
+/// `[permissions]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PermissionsTable {
+    #[serde(default)]
+    deny: Vec<String>,
+}
+
+/// `[events]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsTable {
+    queue_capacity: Option<usize>,
+}
+
+/// Default `[events] queue_capacity`.
+pub const DEFAULT_EVENT_QUEUE_CAPACITY: usize = 1024;
 
 impl Config {
     /// Resolves the configuration: defaults < file < environment < flags.
@@ -123,6 +152,14 @@ impl Config {
             .into_iter()
             .map(|(id, table)| plugin_config(&id, table).map(|config| (id, config)))
             .collect::<anyhow::Result<_>>()?;
+        check_permission_names("[permissions] deny", &file.permissions.deny)?;
+        let event_queue_capacity = file
+            .events
+            .queue_capacity
+            .unwrap_or(DEFAULT_EVENT_QUEUE_CAPACITY);
+        if event_queue_capacity == 0 {
+            bail!("[events] queue_capacity must be at least 1");
+        }
         Ok(Config {
             bind,
             plugin_dir,
@@ -136,6 +173,8 @@ impl Config {
             shutdown_timeout: Duration::from_secs(file.shutdown_timeout_secs.unwrap_or(30)),
             hook_timeout: Duration::from_secs(file.hook_timeout_secs.unwrap_or(30)),
             plugins,
+            denied_permissions: file.permissions.deny,
+            event_queue_capacity,
         })
     }
 
@@ -151,6 +190,19 @@ fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
     toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
 }
 
+/// Rejects unknown permission names in the operator's policy, suggesting the closest one.
+fn check_permission_names(place: &str, names: &[String]) -> anyhow::Result<()> {
+    for name in names {
+        if !plugin_api::permissions::is_known(name) {
+            let hint = plugin_api::permissions::closest(name)
+                .map(|known| format!(" (did you mean {known:?}?)"))
+                .unwrap_or_default();
+            bail!("{place}: unknown permission {name:?}{hint}");
+        }
+    }
+    Ok(())
+}
+
 fn plugin_config(id: &str, mut table: toml::Table) -> anyhow::Result<PluginConfig> {
     let enabled = match table.remove("enabled") {
         None => None,
@@ -160,11 +212,22 @@ fn plugin_config(id: &str, mut table: toml::Table) -> anyhow::Result<PluginConfi
             other.type_str()
         ),
     };
+    let deny = match table.remove("deny") {
+        None => Vec::new(),
+        Some(value) => value.try_into::<Vec<String>>().map_err(|_| {
+            anyhow::anyhow!("[plugins.{id}] deny must be a list of permission names")
+        })?,
+    };
+    check_permission_names(&format!("[plugins.{id}] deny"), &deny)?;
     let settings = match serde_json::to_value(table)? {
         serde_json::Value::Object(map) => map,
         _ => unreachable!("a TOML table serializes to a JSON object"),
     };
-    Ok(PluginConfig { enabled, settings })
+    Ok(PluginConfig {
+        enabled,
+        deny,
+        settings,
+    })
 }
 
 #[cfg(test)]
@@ -235,6 +298,17 @@ mod tests {
         .unwrap_err();
         assert!(
             format!("{error:#}").contains("unknown field `bnd`"),
+            "{error:#}"
+        );
+
+        let (_dir, path) = write("[permissions]\ndeny = [\"db:wirte\"]\n");
+        let error = Config::resolve(Overrides {
+            config_file: Some(path),
+            ..Overrides::default()
+        })
+        .unwrap_err();
+        assert!(
+            format!("{error:#}").contains("did you mean \"db:write\""),
             "{error:#}"
         );
 

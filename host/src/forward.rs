@@ -5,7 +5,10 @@
 //! received the request; no thread hop, no blocking pool. Nothing a plugin returns or does
 //! (panic, bad status, bad header) can make this path fail other than with a 500.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{
+    atomic::{AtomicU64, Ordering},
+    Arc,
+};
 
 use abi_stable::std_types::{RResult, RString, RVec, Tuple2};
 use actix_web::{
@@ -17,14 +20,16 @@ use actix_web::{
     HttpRequest, HttpResponse,
 };
 use plugin_api::{
-    abi::{FaultKind, FfiRequest, FfiResponse, PluginModule_Ref},
+    abi::{FaultKind, FfiRequest, FfiResponse, PluginModule_Ref, RequestContextHandle},
     sdk::{panic::CatchPanic, request::percent_decode},
     Method,
 };
 
 use crate::{
     admin::AdminSnapshot,
+    events::EventBus,
     http_error,
+    request_context::{new_request_context, RequestState},
     routing::{HostRoute, Lookup, RouteTable, Target},
 };
 
@@ -43,6 +48,8 @@ pub struct ServingState {
     pub openapi: Bytes,
     /// Largest request body accepted.
     pub body_limit: usize,
+    /// Where events emitted during successful requests go.
+    pub events: Arc<EventBus>,
 }
 
 /// An enabled plugin as the request path sees it.
@@ -78,19 +85,18 @@ pub async fn dispatch(
                     Tuple2(RString::from(name), RString::from(percent_decode(value)))
                 })
                 .collect();
-            let method = method.expect("a matched route has a known method");
-            let served = &state.plugins[plugin];
-            forward_request(
-                served,
+            let (request_state, context) = new_request_context(&request_id);
+            let call = PluginCall {
+                plugin: &state.plugins[plugin],
                 route,
-                method,
+                method: method.expect("a matched route has a known method"),
                 path_params,
-                &request,
-                payload,
-                &request_id,
-                state.body_limit,
-            )
-            .await
+                context,
+            };
+            let response =
+                forward_request(call, &request, payload, &request_id, state.body_limit).await;
+            release_events(&state.events, &request_state, response.status());
+            response
         }
     };
     if let Ok(value) = HeaderValue::from_str(&request_id) {
@@ -101,18 +107,50 @@ pub async fn dispatch(
     response
 }
 
-/// Calls the plugin's handler for route `route` and converts its answer.
-#[allow(clippy::too_many_arguments)]
-async fn forward_request(
-    plugin: &ServedPlugin,
+/// Publishes the events a request emitted if it succeeded (status below 400); discards them
+/// if it failed, so no subscriber hears of a change that was refused.
+fn release_events(events: &EventBus, request: &RequestState, status: StatusCode) {
+    let pending = request.take_events();
+    if pending.is_empty() {
+        return;
+    }
+    if status.as_u16() < 400 {
+        for event in pending {
+            events.publish(&event.emitter, &event.topic, &event.payload);
+        }
+    } else {
+        tracing::debug!(
+            request_id = %request.request_id,
+            count = pending.len(),
+            "discarded the events of a failed request ({status})"
+        );
+    }
+}
+
+/// A matched plugin route, ready to be called.
+struct PluginCall<'a> {
+    plugin: &'a ServedPlugin,
     route: u32,
     method: Method,
     path_params: RVec<Tuple2<RString, RString>>,
+    context: RequestContextHandle,
+}
+
+/// Calls the plugin's handler for the matched route and converts its answer.
+async fn forward_request(
+    call: PluginCall<'_>,
     request: &HttpRequest,
     payload: web::Payload,
     request_id: &str,
     body_limit: usize,
 ) -> HttpResponse {
+    let PluginCall {
+        plugin,
+        route,
+        method,
+        path_params,
+        context,
+    } = call;
     let body = match read_body(request, payload, body_limit).await {
         Ok(body) => body,
         Err(response) => return response,
@@ -134,6 +172,7 @@ async fn forward_request(
             .collect(),
         body: RVec::from(body),
         request_id: RString::from(request_id),
+        context,
     };
     // The SDK catches panics inside the plugin; CatchPanic is the backstop for a plugin
     // future that panics past it ("FFI future panicked").
@@ -237,7 +276,7 @@ fn serve_host_route(route: HostRoute, id: Option<&str>, state: &ServingState) ->
         HostRoute::ListPlugins => json(state.admin.list()),
         HostRoute::GetPlugin => {
             let id = percent_decode(id.unwrap_or_default());
-            match state.admin.get(&id) {
+            match state.admin.get(&id, &state.events) {
                 Some(body) => json(body),
                 None => http_error::detail_response(
                     StatusCode::NOT_FOUND,

@@ -12,12 +12,14 @@
 pub mod admin;
 pub mod config;
 pub mod db;
+pub mod events;
 pub mod forward;
 pub mod game;
 pub mod http_error;
 pub mod openapi;
 pub mod plugins;
 pub mod report;
+pub mod request_context;
 pub mod routing;
 pub mod startup;
 pub mod telemetry;

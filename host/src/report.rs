@@ -87,6 +87,29 @@ pub fn text_report(registry: &PluginRegistry) -> String {
             "  permissions:  {}",
             list(manifest.permissions.clone())
         );
+        if !manifest.optional_permissions.is_empty() {
+            let _ = writeln!(
+                out,
+                "  optional:     {}",
+                list(manifest.optional_permissions.clone())
+            );
+        }
+        let _ = writeln!(out, "  granted:      {}", list(record.granted.clone()));
+        if !record.denied.is_empty() {
+            let _ = writeln!(out, "  denied:       {}", list(record.denied.clone()));
+        }
+        if !manifest.subscriptions.is_empty() {
+            let active = if record.subscriptions_active() {
+                ""
+            } else {
+                " (inactive: lacks event:subscribe)"
+            };
+            let _ = writeln!(
+                out,
+                "  subscribes:   {}{active}",
+                list(manifest.subscriptions.clone())
+            );
+        }
         if manifest.required {
             let _ = writeln!(out, "  required:     yes (its failure stops startup)");
         }

@@ -1,15 +1,17 @@
 //! The serving pipeline: discover → on_load → bind → on_enable → serve → (signal) drain →
 //! on_disable. Also `build_app`, the actix application tests and the binary share.
 
-use std::net::TcpListener;
+use std::{net::TcpListener, sync::Arc};
 
 use actix_web::{web, App, HttpServer};
 use anyhow::{bail, Context};
+use serde_json::json;
 
 use crate::{
     admin::AdminSnapshot,
     config::Config,
     db::{migrate::migrate_host, redact, Database},
+    events::{EventBus, HOST_EMITTER},
     forward::{dispatch, ServedPlugin, ServingState},
     openapi::openapi_document,
     plugins::{lifecycle, PluginRegistry, PluginState},
@@ -22,21 +24,23 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     abort_on_fatal_failure(&registry, &config)?;
 
     let database = open_database(&config).await?;
+    let events = EventBus::new(config.event_queue_capacity, config.hook_timeout);
     lifecycle::migrate_plugins(&mut registry, &database).await;
-    lifecycle::load_plugins(&mut registry, &config, &database).await;
+    lifecycle::subscribe_plugins(&registry, &events);
+    lifecycle::load_plugins(&mut registry, &config, &database, &events).await;
     abort_on_fatal_failure(&registry, &config)?;
 
     let listener =
         TcpListener::bind(config.bind).with_context(|| format!("cannot bind {}", config.bind))?;
     let address = listener.local_addr()?;
 
-    lifecycle::enable_plugins(&mut registry, &config).await;
+    lifecycle::enable_plugins(&mut registry, &config, &events).await;
     if let Err(error) = abort_on_fatal_failure(&registry, &config) {
-        lifecycle::disable_plugins(&mut registry, &config).await;
+        lifecycle::disable_plugins(&mut registry, &config, &events).await;
         return Err(error);
     }
 
-    let state = web::Data::new(serving_state(&registry, &config)?);
+    let state = web::Data::new(serving_state(&registry, &config, events.clone())?);
     let server = HttpServer::new(move || build_app(state.clone()))
         .workers(config.workers)
         .shutdown_timeout(config.shutdown_timeout.as_secs())
@@ -57,11 +61,21 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .iter()
         .filter(|r| r.state == PluginState::Enabled)
         .count();
+    let serving: Vec<&str> = registry
+        .load_order
+        .iter()
+        .map(|&i| &registry.records[i])
+        .filter(|r| r.state == PluginState::Enabled)
+        .map(|r| r.label())
+        .collect();
+    events.publish(HOST_EMITTER, "app:startup", &json!({ "plugins": serving }));
+    // Events queued during startup (plugin:loaded, plugin:enabled, app:startup) flow now.
+    events.start_delivery();
     tracing::info!(%address, plugins = enabled, "Serving on http://{address}");
     server.await.context("server error")?;
 
     tracing::info!("Stopped accepting; in-flight requests finished");
-    lifecycle::disable_plugins(&mut registry, &config).await;
+    lifecycle::disable_plugins(&mut registry, &config, &events).await;
     database.close().await;
     tracing::info!("Shutdown complete");
     Ok(())
@@ -139,7 +153,11 @@ pub fn build_app(
 
 /// The state the request path reads: routes of the enabled plugins, the admin snapshot and
 /// the OpenAPI document, all built once here.
-pub fn serving_state(registry: &PluginRegistry, config: &Config) -> anyhow::Result<ServingState> {
+pub fn serving_state(
+    registry: &PluginRegistry,
+    config: &Config,
+    events: Arc<EventBus>,
+) -> anyhow::Result<ServingState> {
     let mut routes = RouteTable::with_host_routes();
     let mut plugins = Vec::new();
     for &index in &registry.load_order {
@@ -162,6 +180,7 @@ pub fn serving_state(registry: &PluginRegistry, config: &Config) -> anyhow::Resu
         admin: AdminSnapshot::new(registry),
         openapi: openapi_document(registry).to_string().into(),
         body_limit: config.body_limit,
+        events,
     })
 }
 

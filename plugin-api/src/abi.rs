@@ -17,7 +17,7 @@ use abi_stable::{
     library::RootModule,
     package_version_strings, sabi_trait,
     sabi_types::VersionStrings,
-    std_types::{RArc, RResult, RStr, RString, RVec, Tuple2},
+    std_types::{RArc, ROption, RResult, RStr, RString, RVec, Tuple2},
     StableAbi,
 };
 use async_ffi::FfiFuture;
@@ -45,11 +45,14 @@ pub struct PluginModule {
     /// Called in reverse load order at shutdown, after in-flight requests have finished.
     pub on_disable: extern "C" fn() -> FfiFuture<RResult<(), PluginFault>>,
     /// Serves one request for the route at `route_index` in the descriptor's route table.
-    #[sabi(last_prefix_field)]
     pub handle: extern "C" fn(
         route_index: u32,
         request: FfiRequest,
     ) -> FfiFuture<RResult<FfiResponse, PluginFault>>,
+    /// Receives one event the plugin subscribed to: its topic and its JSON payload.
+    #[sabi(last_prefix_field)]
+    pub on_event:
+        extern "C" fn(topic: RString, payload: RVec<u8>) -> FfiFuture<RResult<(), PluginFault>>,
 }
 
 impl RootModule for PluginModule_Ref {
@@ -101,7 +104,7 @@ pub enum FfiMethod {
 
 /// One request, owned by the plugin for the duration of the call.
 #[repr(C)]
-#[derive(StableAbi, Debug)]
+#[derive(StableAbi)]
 pub struct FfiRequest {
     /// The request method.
     pub method: FfiMethod,
@@ -117,6 +120,9 @@ pub struct FfiRequest {
     pub body: RVec<u8>,
     /// The id the host assigned to this request (also in the `x-request-id` response header).
     pub request_id: RString,
+    /// The host's handle on this request; the SDK passes it back with every host service
+    /// call made while handling it (events emitted then wait for the response).
+    pub context: RequestContextHandle,
 }
 
 /// A plugin's answer to one request.
@@ -190,7 +196,10 @@ pub struct FfiLoadContext {
 /// The host services trait object as it crosses the boundary.
 pub type HostServicesHandle = HostServices_TO<RArc<()>>;
 
-pub use host_services::{HostServices, HostServices_TO};
+/// The per-request context object as it crosses the boundary.
+pub type RequestContextHandle = RequestContext_TO<RArc<()>>;
+
+pub use host_services::{HostServices, HostServices_TO, RequestContext, RequestContext_TO};
 
 mod host_services {
     // `#[sabi_trait]` expands to impls inside a generated module, which trips this lint;
@@ -208,8 +217,23 @@ mod host_services {
         fn log(&self, level: LogLevel, target: RStr<'_>, message: RStr<'_>);
 
         /// Calls a host service operation (see `crate::game::ops`) with a JSON payload,
-        /// answering JSON. The host checks the operation's permission first.
+        /// answering JSON. The host checks the operation's permission first. `context` is the
+        /// request being handled, if any.
         #[sabi(last_prefix_field)]
-        fn call(&self, operation: RStr<'_>, payload: RVec<u8>) -> FfiFuture<ServiceResult>;
+        fn call(
+            &self,
+            context: ROption<RequestContextHandle>,
+            operation: RStr<'_>,
+            payload: RVec<u8>,
+        ) -> FfiFuture<ServiceResult>;
+    }
+
+    /// The host's record of one request in flight. Opaque to plugins; the SDK hands it back
+    /// to the host with the service calls made while handling that request.
+    #[sabi_trait]
+    pub trait RequestContext: Clone + Send + Sync + 'static {
+        /// The request's id.
+        #[sabi(last_prefix_field)]
+        fn request_id(&self) -> RString;
     }
 }

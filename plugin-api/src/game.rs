@@ -249,6 +249,22 @@ pub struct Hotspot {
     pub meta: Option<Value>,
 }
 
+/// The relationship tier for an affinity (0-100; an entry without one counts as
+/// [`DEFAULT_AFFINITY`]): 80+ `close`, 60+ `friendly`, 40+ `neutral`, 20+ `wary`, below
+/// that `hostile`.
+pub fn relationship_tier(affinity: f64) -> &'static str {
+    match affinity {
+        a if a >= 80.0 => "close",
+        a if a >= 60.0 => "friendly",
+        a if a >= 40.0 => "neutral",
+        a if a >= 20.0 => "wary",
+        _ => "hostile",
+    }
+}
+
+/// The affinity of a relationship entry that has none.
+pub const DEFAULT_AFFINITY: f64 = 50.0;
+
 /// A host service operation: its name on the wire and the permission it needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Operation {
@@ -295,6 +311,7 @@ operations! {
     LOCATION_HOTSPOTS_SET = "location.hotspots.set" requires "location:write";
     DB_QUERY = "db.query" requires "db:read";
     DB_EXECUTE = "db.execute" requires "db:write";
+    EVENT_EMIT = "event.emit" requires "event:emit";
 }
 
 /// The operation with this name.
@@ -369,6 +386,15 @@ pub mod calls {
         /// Parameters: JSON null, booleans, integers, floats or strings.
         #[serde(default)]
         pub params: Vec<Value>,
+    }
+
+    /// `event.emit`: a topic like `stealth:pickpocket` and a JSON payload.
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    pub struct Emit {
+        /// The topic (`namespace:name`; `app:*` and `plugin:*` are the host's).
+        pub topic: String,
+        /// The payload.
+        pub payload: Value,
     }
 
     /// The answer to `db.execute`.

@@ -32,6 +32,7 @@
 //! incompatible one (for 0.x, another minor version).
 
 pub mod abi;
+pub mod events;
 pub mod game;
 pub mod manifest;
 pub mod permissions;
@@ -44,7 +45,7 @@ pub use route::{Method, Migration, PluginDescriptor, RouteSpec};
 pub use sdk::{
     error::{ApiError, PluginError},
     host::{Host, ServiceError},
-    plugin::{Handler, LoadContext, Plugin, Routes},
+    plugin::{Event, Handler, LoadContext, Plugin, Routes},
     request::Request,
     response::{IntoResponse, Json, Response},
     testing::TestPlugin,
@@ -54,8 +55,9 @@ pub use serde_json::{json, Map, Value};
 /// Everything a plugin crate usually needs: `use plugin_api::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        export_plugin, json, log, ApiError, Host, IntoResponse, Json, LoadContext, Manifest, Map,
-        Method, Migration, Plugin, PluginError, Request, Response, Routes, ServiceError, Value,
+        export_plugin, json, log, ApiError, Event, Host, IntoResponse, Json, LoadContext, Manifest,
+        Map, Method, Migration, Plugin, PluginError, Request, Response, Routes, ServiceError,
+        Value,
     };
     pub use schemars::JsonSchema;
     pub use serde::{Deserialize, Serialize};

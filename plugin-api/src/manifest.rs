@@ -40,9 +40,18 @@ pub struct Manifest {
     /// `false` ships the plugin switched off; the operator's config can also disable it.
     #[serde(default = "default_true")]
     pub enabled: bool,
-    /// Host services the plugin needs, e.g. `session:write`.
+    /// Host services the plugin needs, e.g. `session:write`. If the operator denies one, the
+    /// plugin does not load (unless it is also in `optional_permissions`).
     #[serde(default)]
     pub permissions: Vec<String>,
+    /// Permissions the plugin can do without: if the operator denies one, the plugin loads
+    /// anyway and the calls that need it fail.
+    #[serde(default)]
+    pub optional_permissions: Vec<String>,
+    /// Event topics (or `namespace:*` patterns) the plugin receives in `on_event`; needs
+    /// `event:subscribe`.
+    #[serde(default)]
+    pub subscriptions: Vec<String>,
     /// When `true`, a failure of this plugin stops the host at startup.
     #[serde(default)]
     pub required: bool,
@@ -106,6 +115,8 @@ impl Manifest {
             dependencies: Vec::new(),
             enabled: true,
             permissions: Vec::new(),
+            optional_permissions: Vec::new(),
+            subscriptions: Vec::new(),
             required: false,
         }
     }
@@ -138,6 +149,40 @@ impl Manifest {
     pub fn permissions<I: IntoIterator<Item = S>, S: Into<String>>(mut self, p: I) -> Manifest {
         self.permissions = p.into_iter().map(Into::into).collect();
         self
+    }
+
+    /// Sets the permissions the plugin can do without (see the field).
+    pub fn optional_permissions<I: IntoIterator<Item = S>, S: Into<String>>(
+        mut self,
+        p: I,
+    ) -> Manifest {
+        self.optional_permissions = p.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets the event topics or `namespace:*` patterns the plugin receives.
+    pub fn subscribes<I: IntoIterator<Item = S>, S: Into<String>>(mut self, topics: I) -> Manifest {
+        self.subscriptions = topics.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Every permission the plugin asks for: required and optional.
+    pub fn requested_permissions(&self) -> impl Iterator<Item = &str> {
+        let mut all: Vec<&str> = self
+            .permissions
+            .iter()
+            .chain(&self.optional_permissions)
+            .map(String::as_str)
+            .collect();
+        all.sort_unstable();
+        all.dedup();
+        all.into_iter()
+    }
+
+    /// Whether the plugin cannot load without `permission`.
+    pub fn requires_permission(&self, permission: &str) -> bool {
+        self.permissions.iter().any(|p| p == permission)
+            && !self.optional_permissions.iter().any(|p| p == permission)
     }
 
     /// Marks the plugin as required: its failure stops the host at startup.
@@ -191,7 +236,12 @@ impl Manifest {
                 problems.push(format!("dependency {:?} is listed twice", dependency.id));
             }
         }
-        for permission in &self.permissions {
+        for subscription in &self.subscriptions {
+            if let Err(problem) = crate::events::validate_subscription(subscription) {
+                problems.push(problem);
+            }
+        }
+        for permission in self.permissions.iter().chain(&self.optional_permissions) {
             if permission.trim().is_empty() || permission.chars().any(char::is_whitespace) {
                 problems.push(format!(
                     "permission {permission:?} must be a non-empty name without spaces, like session:read"

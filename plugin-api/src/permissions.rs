@@ -26,6 +26,11 @@ pub const KNOWN_PERMISSIONS: &[(&str, &str)] = &[
     ),
     ("db:write", "run any statement on the plugin's own tables"),
     ("log:emit", "write log lines into the host's log"),
+    ("event:emit", "emit events to other plugins"),
+    (
+        "event:subscribe",
+        "receive the events named in the manifest's subscriptions",
+    ),
 ];
 
 /// Whether `name` is a known permission.

@@ -2,7 +2,7 @@
 //! `on_enable` once it is bound, `on_disable` in reverse at shutdown. Each hook runs under a
 //! timeout and a panic backstop; a failure fails that plugin and skips its dependents.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use abi_stable::std_types::{RResult, RString};
 use async_ffi::FfiFuture;
@@ -13,14 +13,17 @@ use plugin_api::{
 
 use super::{
     registry::{PluginRegistry, PluginState},
-    services::{max_plugin_log_level, PluginServices},
+    services::{max_plugin_log_level, PluginServices, AUDIT_TARGET},
 };
+use serde_json::json;
+
 use crate::{
     config::Config,
     db::{
         migrate::{migrate, PendingMigration},
         Database,
     },
+    events::{EventBus, HOST_EMITTER},
 };
 
 /// Applies every pending plugin's own migrations (in load order), failing a plugin whose
@@ -57,8 +60,44 @@ pub async fn migrate_plugins(registry: &mut PluginRegistry, database: &Database)
     }
 }
 
-/// Calls `on_load` on every pending plugin, in load order.
-pub async fn load_plugins(registry: &mut PluginRegistry, config: &Config, database: &Database) {
+/// Gives every pending plugin whose subscriptions are in force a queue on the bus, before
+/// any hook runs, so it sees the lifecycle events of the plugins loaded before it. A plugin
+/// with subscriptions but without `event:subscribe` gets none, and the audit log says so.
+pub fn subscribe_plugins(registry: &PluginRegistry, events: &EventBus) {
+    for &index in &registry.load_order {
+        let record = &registry.records[index];
+        let (Some(descriptor), Some(library)) = (&record.descriptor, record.library) else {
+            continue;
+        };
+        let manifest = &descriptor.manifest;
+        if manifest.subscriptions.is_empty() {
+            continue;
+        }
+        if record.subscriptions_active() {
+            events.subscribe(&manifest.id, &manifest.subscriptions, library.module);
+        } else {
+            tracing::warn!(
+                target: AUDIT_TARGET,
+                plugin = %manifest.id,
+                permission = "event:subscribe",
+                operation = "subscribe",
+                outcome = "denied",
+                "plugin {} subscribes to [{}] but lacks permission event:subscribe; it receives no events",
+                manifest.id,
+                manifest.subscriptions.join(", ")
+            );
+        }
+    }
+}
+
+/// Calls `on_load` on every pending plugin, in load order, and announces each success as
+/// `plugin:loaded`.
+pub async fn load_plugins(
+    registry: &mut PluginRegistry,
+    config: &Config,
+    database: &Database,
+    events: &Arc<EventBus>,
+) {
     let mut loaded = 0;
     for index in registry.load_order.clone() {
         if registry.records[index].state != PluginState::Pending {
@@ -81,37 +120,57 @@ pub async fn load_plugins(registry: &mut PluginRegistry, config: &Config, databa
             max_log_level: max_plugin_log_level(),
             services: PluginServices::handle_for(
                 &manifest.id,
-                &manifest.permissions,
-                Some(database.clone()),
+                &record.granted,
+                database.clone(),
+                events.clone(),
             ),
         };
-        let (name, version) = (manifest.name.clone(), manifest.version.clone());
+        let (id, name, version) = (
+            manifest.id.clone(),
+            manifest.name.clone(),
+            manifest.version.clone(),
+        );
         match run_hook((module.on_load())(context), config.hook_timeout).await {
             Ok(()) => {
                 registry.records[index].state = PluginState::Loaded;
                 loaded += 1;
-                tracing::info!(
-                    plugin = registry.records[index].label(),
-                    "Loaded plugin: {name} v{version}"
+                tracing::info!(plugin = %id, "Loaded plugin: {name} v{version}");
+                events.publish(
+                    HOST_EMITTER,
+                    "plugin:loaded",
+                    &json!({"plugin_id": id, "name": name, "version": version}),
                 );
             }
-            Err(reason) => registry.set_outcome(
-                index,
-                PluginState::Failed,
-                format!("on_load failed: {reason}"),
-            ),
+            Err(reason) => {
+                events.unsubscribe(&id);
+                registry.set_outcome(
+                    index,
+                    PluginState::Failed,
+                    format!("on_load failed: {reason}"),
+                );
+            }
+        }
+    }
+    // Plugins skipped or failed above must not keep a queue.
+    for &index in &registry.load_order {
+        let record = &registry.records[index];
+        if !record.state.is_available() {
+            events.unsubscribe(record.label());
         }
     }
     tracing::info!(count = loaded, "Loaded {loaded} plugins");
 }
 
-/// Calls `on_enable` on every loaded plugin, in load order.
-pub async fn enable_plugins(registry: &mut PluginRegistry, config: &Config) {
+/// Calls `on_enable` on every loaded plugin, in load order, announcing each as
+/// `plugin:enabled`.
+pub async fn enable_plugins(registry: &mut PluginRegistry, config: &Config, events: &EventBus) {
     for index in registry.load_order.clone() {
         if registry.records[index].state != PluginState::Loaded {
             continue;
         }
+        let id = registry.records[index].label().to_owned();
         if let Some(reason) = registry.unmet_dependency(index) {
+            events.unsubscribe(&id);
             registry.set_outcome(index, PluginState::Skipped, reason);
             continue;
         }
@@ -121,47 +180,52 @@ pub async fn enable_plugins(registry: &mut PluginRegistry, config: &Config) {
             .module;
         match run_hook((module.on_enable())(), config.hook_timeout).await {
             Ok(()) => {
-                let record = &mut registry.records[index];
-                record.state = PluginState::Enabled;
-                tracing::info!(plugin = record.label(), "Enabled plugin {}", record.label());
+                registry.records[index].state = PluginState::Enabled;
+                tracing::info!(plugin = %id, "Enabled plugin {id}");
+                events.publish(HOST_EMITTER, "plugin:enabled", &json!({"plugin_id": id}));
             }
-            Err(reason) => registry.set_outcome(
-                index,
-                PluginState::Failed,
-                format!("on_enable failed: {reason}"),
-            ),
+            Err(reason) => {
+                events.unsubscribe(&id);
+                registry.set_outcome(
+                    index,
+                    PluginState::Failed,
+                    format!("on_enable failed: {reason}"),
+                );
+            }
         }
     }
 }
 
-/// Calls `on_disable` on every enabled plugin, in reverse load order. Failures are logged;
+/// Shuts the plugins down: announces `app:shutdown` and waits until every event published so
+/// far is delivered, then calls `on_disable` in reverse load order, each followed by
+/// `plugin:disabled` (delivered to the plugins still enabled). Failures are logged;
 /// shutdown goes on.
-pub async fn disable_plugins(registry: &mut PluginRegistry, config: &Config) {
+pub async fn disable_plugins(registry: &mut PluginRegistry, config: &Config, events: &EventBus) {
+    events.publish(HOST_EMITTER, "app:shutdown", &json!({}));
+    events.flush().await;
     for index in registry.load_order.clone().into_iter().rev() {
         let record = &mut registry.records[index];
         if record.state != PluginState::Enabled {
             continue;
         }
+        let id = record.label().to_owned();
         let module = record.library.expect("enabled has a library").module;
         match run_hook((module.on_disable())(), config.hook_timeout).await {
-            Ok(()) => tracing::info!(
-                plugin = record.label(),
-                "Disabled plugin {}",
-                record.label()
-            ),
-            Err(reason) => tracing::warn!(
-                plugin = record.label(),
-                "on_disable of plugin {} failed: {reason}",
-                record.label()
-            ),
+            Ok(()) => tracing::info!(plugin = %id, "Disabled plugin {id}"),
+            Err(reason) => {
+                tracing::warn!(plugin = %id, "on_disable of plugin {id} failed: {reason}")
+            }
         }
         record.state = PluginState::Disabled;
         record.reason = Some("the host shut down".to_owned());
+        events.unsubscribe(&id);
+        events.publish(HOST_EMITTER, "plugin:disabled", &json!({"plugin_id": id}));
+        events.flush().await;
     }
 }
 
 /// Awaits one hook under a timeout, turning every way it can fail into a reason.
-async fn run_hook(
+pub async fn run_hook(
     hook: FfiFuture<RResult<(), PluginFault>>,
     timeout: Duration,
 ) -> Result<(), String> {

@@ -86,6 +86,10 @@ pub struct PluginRecord {
     pub reason: Option<String>,
     /// Position in the load order (1 = first), for plugins that are (or would be) loaded.
     pub order: Option<usize>,
+    /// Permissions the plugin holds: what it asked for, less what the operator denied.
+    pub granted: Vec<String>,
+    /// Permissions it asked for that the operator denied.
+    pub denied: Vec<String>,
 }
 
 impl PluginRecord {
@@ -97,6 +101,15 @@ impl PluginRecord {
     /// The id when known, else the file name: how log lines name this plugin.
     pub fn label(&self) -> &str {
         self.id().unwrap_or(&self.file)
+    }
+
+    /// Whether the plugin's subscriptions are in force (it has some and holds
+    /// `event:subscribe`).
+    pub fn subscriptions_active(&self) -> bool {
+        self.descriptor
+            .as_ref()
+            .is_some_and(|d| !d.manifest.subscriptions.is_empty())
+            && self.granted.iter().any(|p| p == "event:subscribe")
     }
 
     /// The full paths of the plugin's routes, in route-table order.
@@ -146,6 +159,7 @@ impl PluginRegistry {
             registry.load_file(path);
         }
         registry.apply_enabled_flags(config);
+        registry.apply_permission_policy(config);
         registry.resolve_order();
         registry.check_routes();
         let order: Vec<&str> = registry
@@ -171,6 +185,8 @@ impl PluginRegistry {
             state: PluginState::Pending,
             reason: None,
             order: None,
+            granted: Vec::new(),
+            denied: Vec::new(),
         });
         let (library, descriptor) = match load_plugin_library(path) {
             Ok(loaded) => loaded,
@@ -194,6 +210,47 @@ impl PluginRegistry {
         self.by_id.insert(id, index);
         if let Err(errors) = validation {
             self.set_outcome(index, PluginState::Failed, errors.to_string());
+        }
+    }
+
+    /// Grants each plugin what it asked for less what the operator denies (`[permissions]
+    /// deny` for all, `[plugins.<id>] deny` for one). A denied permission the plugin needs
+    /// (not listed as optional) fails it.
+    fn apply_permission_policy(&mut self, config: &Config) {
+        for index in 0..self.records.len() {
+            let record = &mut self.records[index];
+            let Some(descriptor) = &record.descriptor else {
+                continue;
+            };
+            let manifest = &descriptor.manifest;
+            let plugin_deny = config.plugin(&manifest.id).deny;
+            let denied_by = |permission: &str| {
+                if plugin_deny.iter().any(|p| p == permission) {
+                    Some(format!("[plugins.{}] deny", manifest.id))
+                } else if config.denied_permissions.iter().any(|p| p == permission) {
+                    Some("[permissions] deny".to_owned())
+                } else {
+                    None
+                }
+            };
+            let mut fatal = None;
+            for permission in manifest.requested_permissions() {
+                match denied_by(permission) {
+                    None => record.granted.push(permission.to_owned()),
+                    Some(source) => {
+                        record.denied.push(permission.to_owned());
+                        if fatal.is_none() && manifest.requires_permission(permission) {
+                            fatal = Some(format!(
+                                "permission {permission} is denied by the operator ({source}), and the plugin \
+                                 needs it (it would load without it if its manifest listed it under optional_permissions)"
+                            ));
+                        }
+                    }
+                }
+            }
+            if let (Some(reason), PluginState::Pending) = (fatal, record.state) {
+                self.set_outcome(index, PluginState::Failed, reason);
+            }
         }
     }
 

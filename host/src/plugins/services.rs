@@ -1,6 +1,7 @@
 //! The host services handed to each plugin at `on_load`: one object per plugin, bound to its
 //! id and its granted permissions by the host, so a plugin can only act (and log) under its
-//! own name and within its grant. Denials are refused before anything runs, and logged.
+//! own name and within its grant. Denials are refused before anything runs; denials and every
+//! privileged action are written to the audit log.
 
 use std::{
     collections::BTreeSet,
@@ -12,25 +13,33 @@ use std::{
 
 use abi_stable::{
     sabi_trait::TD_Opaque,
-    std_types::{RArc, RResult, RStr, RVec},
+    std_types::{RArc, ROption, RResult, RStr, RVec},
 };
 use async_ffi::{FfiFuture, FutureExt};
 use plugin_api::{
     abi::{
-        HostServices, HostServicesHandle, HostServices_TO, LogLevel, ServiceErrorKind,
-        ServiceResult,
+        HostServices, HostServicesHandle, HostServices_TO, LogLevel, RequestContextHandle,
+        ServiceError, ServiceErrorKind, ServiceResult,
     },
-    game::operation,
+    game::{calls::Emit, operation, ops},
 };
 use tracing::level_filters::LevelFilter;
 
-use crate::{db::Database, game};
+use crate::{
+    db::Database,
+    events::EventBus,
+    game,
+    request_context::{request_state, PendingEvent, RequestState},
+};
 
 /// The tracing target of every log line a plugin writes.
 pub const PLUGIN_LOG_TARGET: &str = "pixsim7::plugin";
 
 /// The tracing target of permission decisions, so operators can route them.
 pub const AUDIT_TARGET: &str = "pixsim7::audit";
+
+/// Permissions whose every use is written to the audit log, not only denials.
+const PRIVILEGED: &[&str] = &["session:write", "db:write", "event:emit"];
 
 /// Services bound to one plugin.
 #[derive(Clone)]
@@ -41,23 +50,26 @@ pub struct PluginServices {
 struct Bound {
     plugin_id: String,
     granted: BTreeSet<String>,
-    database: Option<Database>,
+    database: Database,
+    events: Arc<EventBus>,
     warned_about_logging: AtomicBool,
 }
 
 impl PluginServices {
     /// The services object for plugin `plugin_id` holding `granted` permissions, ready to
-    /// cross the boundary. `database` is `None` only where no plugin code runs against it.
+    /// cross the boundary.
     pub fn handle_for(
         plugin_id: &str,
         granted: &[String],
-        database: Option<Database>,
+        database: Database,
+        events: Arc<EventBus>,
     ) -> HostServicesHandle {
         let services = PluginServices {
             inner: Arc::new(Bound {
                 plugin_id: plugin_id.to_owned(),
                 granted: granted.iter().cloned().collect(),
                 database,
+                events,
                 warned_about_logging: AtomicBool::new(false),
             }),
         };
@@ -72,10 +84,12 @@ impl Bound {
 
     async fn dispatch(
         &self,
+        request: Option<Arc<RequestState>>,
         name: &str,
         payload: &[u8],
-    ) -> Result<Vec<u8>, plugin_api::abi::ServiceError> {
+    ) -> Result<Vec<u8>, ServiceError> {
         let plugin = self.plugin_id.as_str();
+        let request_id = request.as_ref().map(|r| r.request_id.as_str());
         let Some(op) = operation(name) else {
             return Err(game::service_error(
                 ServiceErrorKind::Invalid,
@@ -89,6 +103,7 @@ impl Bound {
                 permission = op.permission,
                 operation = op.name,
                 outcome = "denied",
+                request_id,
                 "plugin {plugin} was refused {}: it lacks permission {}",
                 op.name,
                 op.permission
@@ -101,13 +116,55 @@ impl Bound {
                 ),
             ));
         }
-        let Some(database) = &self.database else {
-            return Err(game::service_error(
-                ServiceErrorKind::Unavailable,
-                "no database in this mode",
-            ));
+        let result = if op == ops::EVENT_EMIT {
+            self.emit(request.as_deref(), payload)
+        } else {
+            game::execute(&self.database, plugin, op, payload).await
         };
-        game::execute(database, plugin, op, payload).await
+        if PRIVILEGED.contains(&op.permission) {
+            let outcome = if result.is_ok() { "allowed" } else { "failed" };
+            tracing::info!(
+                target: AUDIT_TARGET,
+                plugin,
+                permission = op.permission,
+                operation = op.name,
+                outcome,
+                request_id,
+                "plugin {plugin} used {} ({outcome})",
+                op.name
+            );
+        }
+        result
+    }
+
+    /// `event.emit`: held by the request when there is one (published if it succeeds),
+    /// published at once otherwise.
+    fn emit(
+        &self,
+        request: Option<&RequestState>,
+        payload: &[u8],
+    ) -> Result<Vec<u8>, ServiceError> {
+        let invalid = |message: String| game::service_error(ServiceErrorKind::Invalid, message);
+        let emit: Emit = serde_json::from_slice(payload)
+            .map_err(|e| invalid(format!("invalid payload: {e}")))?;
+        plugin_api::events::validate_topic(&emit.topic).map_err(invalid)?;
+        if plugin_api::events::is_host_topic(&emit.topic) {
+            return Err(invalid(format!(
+                "topic {} is reserved for the host",
+                emit.topic
+            )));
+        }
+        match request {
+            Some(request) => request.hold_event(PendingEvent {
+                emitter: self.plugin_id.clone(),
+                topic: emit.topic,
+                payload: emit.payload,
+            }),
+            None => self
+                .events
+                .publish(&self.plugin_id, &emit.topic, &emit.payload),
+        }
+        Ok(b"null".to_vec())
     }
 }
 
@@ -152,11 +209,17 @@ impl HostServices for PluginServices {
         }
     }
 
-    fn call(&self, operation: RStr<'_>, payload: RVec<u8>) -> FfiFuture<ServiceResult> {
+    fn call(
+        &self,
+        context: ROption<RequestContextHandle>,
+        operation: RStr<'_>,
+        payload: RVec<u8>,
+    ) -> FfiFuture<ServiceResult> {
         let name = operation.as_str().to_owned();
         let inner = self.inner.clone();
+        let request = context.as_ref().into_option().and_then(request_state);
         async move {
-            match inner.dispatch(&name, &payload).await {
+            match inner.dispatch(request, &name, &payload).await {
                 Ok(bytes) => RResult::ROk(RVec::from(bytes)),
                 Err(error) => RResult::RErr(error),
             }

@@ -125,6 +125,12 @@ impl From<String> for PluginError {
     }
 }
 
+impl From<ApiError> for PluginError {
+    fn from(error: ApiError) -> PluginError {
+        PluginError(error.to_string())
+    }
+}
+
 impl From<&str> for PluginError {
     fn from(message: &str) -> PluginError {
         PluginError(message.to_owned())

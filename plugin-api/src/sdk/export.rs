@@ -8,7 +8,7 @@ use std::{any::Any, future::Future, sync::OnceLock};
 
 use abi_stable::{
     prefix_type::PrefixTypeTrait,
-    std_types::{RResult, RString},
+    std_types::{RResult, RString, RVec},
 };
 use async_ffi::{FfiFuture, FutureExt};
 
@@ -17,7 +17,7 @@ use super::{
     host::Host,
     logging,
     panic::{catch_panic, install_recording_hook, CatchPanic},
-    plugin::{FfiHandleResult, LoadContext, Plugin, RouteEntry, Routes},
+    plugin::{Event, FfiHandleResult, LoadContext, Plugin, RouteEntry, Routes},
     request::Request,
 };
 use crate::{
@@ -71,6 +71,10 @@ impl<P: Plugin> Runtime<P> {
 
     pub(crate) async fn disable(&'static self) -> Result<(), PluginError> {
         self.loaded("on_disable")?.on_disable().await
+    }
+
+    pub(crate) async fn event(&'static self, event: Event) -> Result<(), PluginError> {
+        self.loaded("on_event")?.on_event(event).await
     }
 
     pub(crate) fn handle(
@@ -174,6 +178,22 @@ extern "C" fn on_disable<P: Plugin>() -> FfiFuture<RResult<(), PluginFault>> {
     guarded(async { runtime::<P>().disable().await })
 }
 
+extern "C" fn on_event<P: Plugin>(
+    topic: RString,
+    payload: RVec<u8>,
+) -> FfiFuture<RResult<(), PluginFault>> {
+    guarded(async move {
+        let payload = serde_json::from_slice(&payload)
+            .map_err(|error| PluginError::new(format!("event payload is not JSON: {error}")))?;
+        runtime::<P>()
+            .event(Event {
+                topic: topic.into_string(),
+                payload,
+            })
+            .await
+    })
+}
+
 extern "C" fn handle<P: Plugin>(
     route_index: u32,
     request: FfiRequest,
@@ -195,6 +215,7 @@ pub fn root_module<P: Plugin>() -> PluginModule_Ref {
         on_enable: on_enable::<P>,
         on_disable: on_disable::<P>,
         handle: handle::<P>,
+        on_event: on_event::<P>,
     }
     .leak_into_prefix()
 }

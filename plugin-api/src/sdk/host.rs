@@ -2,18 +2,24 @@
 //! Each needs the permission named in `crate::game::ops`; without it the host refuses with
 //! [`ServiceError`] `PermissionDenied` (and logs the denial).
 
-use std::fmt;
+use std::{
+    cell::RefCell,
+    fmt,
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll},
+};
 
-use abi_stable::std_types::{RResult, RStr, RVec};
+use abi_stable::std_types::{ROption, RResult, RStr, RVec};
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::{Map, Value};
 
 use super::error::ApiError;
 use crate::{
-    abi::{HostServicesHandle, LogLevel, ServiceErrorKind},
+    abi::{HostServicesHandle, LogLevel, RequestContextHandle, ServiceErrorKind},
     game::{
         calls::{
-            AdvanceWorld, ById, Executed, SetExpressions, SetHotspots, SetSchedules, Sql,
+            AdvanceWorld, ById, Emit, Executed, SetExpressions, SetHotspots, SetSchedules, Sql,
             UpdateSession,
         },
         ops, Hotspot, Location, LocationSummary, NewLocation, NewNpc, NewSession, NewWorld, Npc,
@@ -74,9 +80,14 @@ impl Host {
         payload: &impl Serialize,
     ) -> Result<T, ServiceError> {
         let payload = serde_json::to_vec(payload).map_err(|e| invalid(format!("payload: {e}")))?;
+        let context = CURRENT_REQUEST.with(|current| current.borrow().clone());
         let answer = self
             .services
-            .call(RStr::from_str(operation.name), RVec::from(payload))
+            .call(
+                ROption::from(context),
+                RStr::from_str(operation.name),
+                RVec::from(payload),
+            )
             .await;
         match answer {
             RResult::ROk(bytes) => serde_json::from_slice(&bytes).map_err(|e| ServiceError {
@@ -84,6 +95,31 @@ impl Host {
                 message: format!("unreadable answer to {}: {e}", operation.name).into(),
             }),
             RResult::RErr(error) => Err(error),
+        }
+    }
+
+    /// Emits an event (needs `event:emit`). Emitted while handling a request, it is
+    /// delivered only if that request succeeds, after its response; otherwise at once.
+    pub async fn emit(&self, topic: &str, payload: &impl Serialize) -> Result<(), ServiceError> {
+        let payload =
+            serde_json::to_value(payload).map_err(|e| invalid(format!("event payload: {e}")))?;
+        let () = self
+            .call(
+                ops::EVENT_EMIT,
+                &Emit {
+                    topic: topic.to_owned(),
+                    payload,
+                },
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Emits an event the plugin's own work does not depend on: a refusal (say, the operator
+    /// denied `event:emit`) is logged as a warning instead of failing the caller.
+    pub async fn announce(&self, topic: &str, payload: &impl Serialize) {
+        if let Err(error) = self.emit(topic, payload).await {
+            log::warn!("event {topic} was not emitted: {error}");
         }
     }
 
@@ -278,6 +314,59 @@ impl Host {
             )
             .await?;
         Ok(executed.rows_affected)
+    }
+}
+
+thread_local! {
+    /// The request whose handler is being polled on this thread, if any.
+    static CURRENT_REQUEST: RefCell<Option<RequestContextHandle>> = const { RefCell::new(None) };
+}
+
+/// Runs a handler's future with its request as the current one, so every host service call
+/// made while handling it carries the request's context (its id for the audit log, and the
+/// buffer that holds its events until the response).
+pub(crate) struct RequestScope<F> {
+    context: Option<RequestContextHandle>,
+    inner: F,
+}
+
+impl<F> RequestScope<F> {
+    pub(crate) fn new(context: RequestContextHandle, inner: F) -> RequestScope<F> {
+        RequestScope {
+            context: Some(context),
+            inner,
+        }
+    }
+}
+
+impl<F: Future> Future for RequestScope<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        // SAFETY: `inner` is structurally pinned and never moved; `context` is not pinned.
+        let this = unsafe { self.get_unchecked_mut() };
+        // SAFETY: see above.
+        let inner = unsafe { Pin::new_unchecked(&mut this.inner) };
+        // The context is current for this poll only; the guard puts it back (and restores
+        // whatever was current before) even if the poll panics.
+        let outer = CURRENT_REQUEST.with(|current| current.replace(this.context.take()));
+        let _restore = Restore {
+            slot: &mut this.context,
+            outer: Some(outer),
+        };
+        inner.poll(cx)
+    }
+}
+
+struct Restore<'a> {
+    slot: &'a mut Option<RequestContextHandle>,
+    outer: Option<Option<RequestContextHandle>>,
+}
+
+impl Drop for Restore<'_> {
+    fn drop(&mut self) {
+        let outer = self.outer.take().flatten();
+        *self.slot = CURRENT_REQUEST.with(|current| current.replace(outer));
     }
 }
 

@@ -9,7 +9,11 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::{
-    error::PluginError, host::Host, panic::CatchPanic, request::Request, response::IntoResponse,
+    error::PluginError,
+    host::{Host, RequestScope},
+    panic::CatchPanic,
+    request::Request,
+    response::IntoResponse,
 };
 use crate::{
     abi::{FaultKind, FfiResponse, PluginFault},
@@ -48,6 +52,37 @@ pub trait Plugin: Sized + Send + Sync + 'static {
     fn on_disable(&self) -> impl Future<Output = Result<(), PluginError>> + Send {
         async { Ok(()) }
     }
+
+    /// Receives an event matching the manifest's `subscriptions` (needs `event:subscribe`).
+    /// Events arrive one at a time, in emission order; an error or panic is logged by the
+    /// host and the next event still comes.
+    fn on_event(&self, event: Event) -> impl Future<Output = Result<(), PluginError>> + Send {
+        let _ = event;
+        async { Ok(()) }
+    }
+}
+
+/// An event delivered to [`Plugin::on_event`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// The topic, e.g. `stealth:pickpocket`.
+    pub topic: String,
+    /// The JSON payload.
+    pub payload: Value,
+}
+
+impl Event {
+    /// The payload deserialized into `T`; a mismatch is an error naming the topic and field.
+    pub fn payload_as<T: DeserializeOwned>(&self) -> Result<T, PluginError> {
+        serde_path_to_error::deserialize(&self.payload).map_err(|error| {
+            let path = error.path().to_string();
+            PluginError::new(format!(
+                "unexpected {} payload at {path}: {}",
+                self.topic,
+                error.into_inner()
+            ))
+        })
+    }
 }
 
 /// The result type crossing the boundary for one request.
@@ -69,8 +104,10 @@ where
     fn call(&'static self, plugin: &'static P, request: Request) -> FfiFuture<FfiHandleResult> {
         // The handler is called inside the guarded future, so a panic while creating its
         // future is caught as well as one while polling it.
-        let guarded =
-            CatchPanic::new(async move { self(plugin, request).await.into_response().into_ffi() });
+        let context = request.context();
+        let guarded = CatchPanic::new(RequestScope::new(context, async move {
+            self(plugin, request).await.into_response().into_ffi()
+        }));
         async move {
             match guarded.await {
                 Ok(response) => RResult::ROk(response),

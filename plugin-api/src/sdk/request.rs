@@ -7,10 +7,9 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use super::error::ApiError;
-use crate::abi::{FfiMethod, FfiRequest};
+use crate::abi::{FfiMethod, FfiRequest, RequestContextHandle};
 
 /// One HTTP request, as forwarded by the host.
-#[derive(Debug)]
 pub struct Request {
     inner: FfiRequest,
 }
@@ -18,6 +17,11 @@ pub struct Request {
 impl Request {
     pub(crate) fn from_ffi(inner: FfiRequest) -> Request {
         Request { inner }
+    }
+
+    /// The host's handle on this request, for the service calls made while handling it.
+    pub(crate) fn context(&self) -> RequestContextHandle {
+        self.inner.context.clone()
     }
 
     /// The method.

@@ -17,7 +17,7 @@ use std::{
 
 use abi_stable::{
     sabi_trait::TD_Opaque,
-    std_types::{RArc, RResult, RStr, RString, RVec, Tuple2},
+    std_types::{RArc, ROption, RResult, RStr, RString, RVec, Tuple2},
 };
 use async_ffi::{FfiFuture, FutureExt};
 use serde_json::Value;
@@ -31,8 +31,8 @@ use super::{
 };
 use crate::{
     abi::{
-        FfiRequest, HostServices, HostServices_TO, LogLevel, ServiceError, ServiceErrorKind,
-        ServiceResult,
+        FfiRequest, HostServices, HostServices_TO, LogLevel, RequestContext, RequestContextHandle,
+        RequestContext_TO, ServiceError, ServiceErrorKind, ServiceResult,
     },
     route::{Method, PluginDescriptor},
 };
@@ -92,6 +92,7 @@ impl<P: Plugin> TestPlugin<P> {
             headers: RVec::new(),
             body: RVec::from(body.to_vec()),
             request_id: RString::from("test"),
+            context: RequestContext_TO::from_ptr(RArc::new(TestRequest), TD_Opaque),
         };
         match block_on(self.runtime.handle(index as u32, request)) {
             RResult::ROk(response) => Response {
@@ -143,6 +144,16 @@ fn match_pattern(pattern: &str, path: &str) -> Option<Vec<(String, String)>> {
     actual.next().is_none().then_some(params)
 }
 
+/// The request context of in-process tests.
+#[derive(Clone)]
+struct TestRequest;
+
+impl RequestContext for TestRequest {
+    fn request_id(&self) -> RString {
+        RString::from("test")
+    }
+}
+
 /// Host services for in-process tests: log lines go to stderr (captured by the test
 /// harness unless `--nocapture`).
 #[derive(Clone)]
@@ -153,7 +164,12 @@ impl HostServices for StderrServices {
         eprintln!("[{level:?} {target}] {message}");
     }
 
-    fn call(&self, operation: RStr<'_>, _payload: RVec<u8>) -> FfiFuture<ServiceResult> {
+    fn call(
+        &self,
+        _context: ROption<RequestContextHandle>,
+        operation: RStr<'_>,
+        _payload: RVec<u8>,
+    ) -> FfiFuture<ServiceResult> {
         let message = format!(
             "{operation}: TestPlugin has no game database; test plugins that use host services \
              through the host's integration tests"

@@ -4,7 +4,7 @@
 //! in its own table (`game_dialogue__lines`, created by its own migration).
 
 use plugin_api::{
-    game::{Npc, PresenceQuery, Session},
+    game::{relationship_tier, Npc, PresenceQuery, Session, DEFAULT_AFFINITY},
     prelude::*,
 };
 
@@ -182,7 +182,7 @@ fn prompt_context(npc: &Npc, session: &Session, location: Option<String>) -> Pro
     let in_day = seconds.rem_euclid(86_400.0) as i64;
     PromptContext {
         npc_name: npc.name.clone(),
-        relationship_tier: tier(affinity(session, npc.id)).to_owned(),
+        relationship_tier: relationship_tier(affinity(session, npc.id)).to_owned(),
         location,
         day_of_week: DAYS[day].to_owned(),
         time_of_day: format!("{:02}:{:02}", in_day / 3600, (in_day % 3600) / 60),
@@ -196,23 +196,12 @@ fn relationship(session: &Session, npc_id: i64) -> Option<&Map<String, Value>> {
         .as_object()
 }
 
-/// The relationship's affinity; an entry without one counts as 50 (neutral).
+/// The relationship's affinity; an entry without one counts as the default (neutral).
 fn affinity(session: &Session, npc_id: i64) -> f64 {
     relationship(session, npc_id)
         .and_then(|r| r.get("affinity"))
         .and_then(Value::as_f64)
-        .unwrap_or(50.0)
-}
-
-/// Tiers by affinity: 80+ close, 60+ friendly, 40+ neutral, 20+ wary, below hostile.
-fn tier(affinity: f64) -> &'static str {
-    match affinity {
-        a if a >= 80.0 => "close",
-        a if a >= 60.0 => "friendly",
-        a if a >= 40.0 => "neutral",
-        a if a >= 20.0 => "wary",
-        _ => "hostile",
-    }
+        .unwrap_or(DEFAULT_AFFINITY)
 }
 
 fn build_prompt(
@@ -326,8 +315,8 @@ mod tests {
              The player says: \"hello\"\n\
              Reply in character with one line of dialogue."
         );
-        assert_eq!(tier(50.0), "neutral");
-        assert_eq!(tier(10.0), "hostile");
+        assert_eq!(relationship_tier(50.0), "neutral");
+        assert_eq!(relationship_tier(10.0), "hostile");
     }
 
     #[test]

@@ -19,7 +19,8 @@ impl Plugin for GameLocations {
         )
         .description("Locations and their hotspots")
         .tags(["game-locations"])
-        .permissions(["location:read", "location:write"])
+        .permissions(["location:read", "location:write", "event:emit"])
+        .optional_permissions(["event:emit"])
     }
 
     fn routes(routes: &mut Routes<Self>) {
@@ -60,7 +61,10 @@ async fn create(plugin: &GameLocations, request: Request) -> Result<Json<Locatio
     if body.name.trim().is_empty() {
         return Err(ApiError::bad_request("name must not be empty"));
     }
-    Ok(Json(plugin.host.create_location(&body).await?))
+    let location = plugin.host.create_location(&body).await?;
+    let changed = json!({"location_id": location.id, "change": "created"});
+    plugin.host.announce("location:changed", &changed).await;
+    Ok(Json(location))
 }
 
 async fn get(plugin: &GameLocations, request: Request) -> Result<Json<Location>, ApiError> {
@@ -89,9 +93,10 @@ async fn set_hotspots(
         return Err(ApiError::bad_request("hotspots must be a list"));
     }
     let body: HotspotsBody = request.json()?;
-    Ok(Json(
-        plugin.host.set_hotspots(location_id, body.hotspots).await?,
-    ))
+    let location = plugin.host.set_hotspots(location_id, body.hotspots).await?;
+    let changed = json!({"location_id": location.id, "change": "hotspots"});
+    plugin.host.announce("location:changed", &changed).await;
+    Ok(Json(location))
 }
 
 export_plugin!(GameLocations);

@@ -16,7 +16,8 @@ impl Plugin for GameNpcs {
         Manifest::new("game-npcs", "Game NPCs", env!("CARGO_PKG_VERSION"))
             .description("NPCs, their expressions, schedules and presence")
             .tags(["game-npcs"])
-            .permissions(["npc:read", "npc:write"])
+            .permissions(["npc:read", "npc:write", "event:emit"])
+            .optional_permissions(["event:emit"])
     }
 
     fn routes(routes: &mut Routes<Self>) {
@@ -62,7 +63,10 @@ async fn create(plugin: &GameNpcs, request: Request) -> Result<Json<Npc>, ApiErr
     if body.name.trim().is_empty() {
         return Err(ApiError::bad_request("name must not be empty"));
     }
-    Ok(Json(plugin.host.create_npc(&body).await?))
+    let npc = plugin.host.create_npc(&body).await?;
+    let spawned = json!({"npc_id": npc.id, "name": npc.name, "world_id": npc.world_id});
+    plugin.host.announce("npc:spawned", &spawned).await;
+    Ok(Json(npc))
 }
 
 async fn get(plugin: &GameNpcs, request: Request) -> Result<Json<Npc>, ApiError> {

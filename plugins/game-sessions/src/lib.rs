@@ -17,7 +17,8 @@ impl Plugin for GameSessions {
         Manifest::new("game-sessions", "Game sessions", env!("CARGO_PKG_VERSION"))
             .description("Players' game sessions: flags, relationships and world time")
             .tags(["game-sessions"])
-            .permissions(["session:read", "session:write"])
+            .permissions(["session:read", "session:write", "event:emit"])
+            .optional_permissions(["event:emit"])
     }
 
     fn routes(routes: &mut Routes<Self>) {
@@ -60,7 +61,10 @@ async fn create(plugin: &GameSessions, request: Request) -> Result<Json<Session>
         flags: body.flags.map(Value::Object),
         relationships: body.relationships.map(Value::Object),
     };
-    Ok(Json(plugin.host.create_session(&new).await?))
+    let session = plugin.host.create_session(&new).await?;
+    let created = json!({"session_id": session.id, "world_id": session.world_id, "scene_id": session.scene_id});
+    plugin.host.announce("session:created", &created).await;
+    Ok(Json(session))
 }
 
 async fn get(plugin: &GameSessions, request: Request) -> Result<Json<Session>, ApiError> {
@@ -93,7 +97,18 @@ async fn patch(plugin: &GameSessions, request: Request) -> Result<Json<Session>,
         relationships: body.relationships.map(Value::Object),
         expected_version: body.expected_version,
     };
-    Ok(Json(plugin.host.update_session(session_id, &update).await?))
+    let changed: Vec<&str> = [
+        ("world_time", update.world_time.is_some()),
+        ("flags", update.flags.is_some()),
+        ("relationships", update.relationships.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(field, given)| given.then_some(field))
+    .collect();
+    let session = plugin.host.update_session(session_id, &update).await?;
+    let updated = json!({"session_id": session.id, "version": session.version, "changed": changed});
+    plugin.host.announce("session:updated", &updated).await;
+    Ok(Json(session))
 }
 
 export_plugin!(GameSessions);

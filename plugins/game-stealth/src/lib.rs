@@ -33,7 +33,8 @@ impl Plugin for GameStealth {
             .tags(["game-stealth"])
             .depends_on("game-sessions ^1")
             .depends_on("game-npcs ^1")
-            .permissions(["session:read", "session:write", "log:emit"])
+            .permissions(["session:read", "session:write", "log:emit", "event:emit"])
+            .optional_permissions(["event:emit"])
     }
 
     fn routes(routes: &mut Routes<Self>) {
@@ -136,6 +137,18 @@ async fn pickpocket(
         })
         .await?;
     plugin.attempts.fetch_add(1, Ordering::Relaxed);
+    let (session_id, npc_id) = (session.id, body.npc_id);
+    let attempt = json!({
+        "session_id": session_id, "npc_id": npc_id, "slot_id": body.slot_id,
+        "success": success, "detected": detected,
+    });
+    plugin.host.announce("stealth:pickpocket", &attempt).await;
+    let interaction =
+        json!({"interaction": "pickpocket", "session_id": session_id, "npc_id": npc_id});
+    plugin
+        .host
+        .announce("interaction:executed", &interaction)
+        .await;
     Ok(Json(PickpocketResponse {
         success,
         detected,
