@@ -22,6 +22,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::plugins::lifecycle::run_hook;
 
+/// The tracing target of per-event delivery lines (debug level).
+pub const EVENTS_TARGET: &str = "pixsim7::events";
+
 /// The name counters use for events the host itself emits.
 pub const HOST_EMITTER: &str = "host";
 
@@ -174,7 +177,10 @@ impl EventBus {
             let hook =
                 (module.on_event())(RString::from(topic), RVec::from(envelope.payload.clone()));
             match run_hook(hook, self.hook_timeout).await {
-                Ok(()) => self.count(&plugin_id, topic, |c| c.delivered += 1),
+                Ok(()) => {
+                    self.count(&plugin_id, topic, |c| c.delivered += 1);
+                    tracing::debug!(target: EVENTS_TARGET, plugin = %plugin_id, topic, "delivered {topic} to plugin {plugin_id}");
+                }
                 Err(reason) => {
                     self.count(&plugin_id, topic, |c| c.failed += 1);
                     tracing::error!(

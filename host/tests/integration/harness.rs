@@ -173,26 +173,35 @@ impl Logs {
         self.0 .0.lock().unwrap().lines.clone()
     }
 
-    /// Blocks until a line satisfies `matches`; `None` if the host's stderr closed first.
-    fn wait_for(&self, matches: &dyn Fn(&LogLine) -> bool) -> Option<LogLine> {
+    /// Blocks until the lines so far satisfy `done`; `false` if the host's stderr closed
+    /// first.
+    fn wait_until(&self, done: &dyn Fn(&[LogLine]) -> bool) -> bool {
         let (state, changed) = &*self.0;
         let deadline = Instant::now() + PATIENCE;
         let mut guard = state.lock().unwrap();
         loop {
-            if let Some(line) = guard.lines.iter().find(|l| matches(l)) {
-                return Some(line.clone());
+            if done(&guard.lines) {
+                return true;
             }
             if guard.closed {
-                return None;
+                return false;
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 let lines = dump(&guard.lines);
                 drop(guard);
-                panic!("gave up waiting for a log line; logs:\n{lines}");
+                panic!("gave up waiting for log lines; logs:\n{lines}");
             }
             guard = changed.wait_timeout(guard, left).unwrap().0;
         }
+    }
+
+    /// Blocks until a line satisfies `matches`; `None` if the host's stderr closed first.
+    fn wait_for(&self, matches: &dyn Fn(&LogLine) -> bool) -> Option<LogLine> {
+        if !self.wait_until(&|lines| lines.iter().any(matches)) {
+            return None;
+        }
+        self.snapshot().into_iter().find(|l| matches(l))
     }
 }
 
@@ -419,6 +428,23 @@ impl RunningHost {
         let reply = self.get(&format!("/api/v1/plugins/{id}"));
         assert_eq!(reply.status, 200, "{}", reply.body);
         reply.json()
+    }
+
+    /// Waits until `count` log lines contain `text`; returns them, in order.
+    #[track_caller]
+    pub fn wait_for_logs(&self, text: &str, count: usize) -> Vec<LogLine> {
+        let enough = |lines: &[LogLine]| {
+            lines.iter().filter(|l| l.message().contains(text)).count() >= count
+        };
+        assert!(
+            self.logs.wait_until(&enough),
+            "the host exited before logging {text:?} {count} times"
+        );
+        self.logs
+            .snapshot()
+            .into_iter()
+            .filter(|l| l.message().contains(text))
+            .collect()
     }
 
     /// Waits for a log line containing `text`.

@@ -5,6 +5,7 @@ mod databases;
 mod harness;
 
 mod cli_plugins;
+mod events_and_permissions;
 mod game_flow;
 mod http_forwarding;
 mod lifecycle_hooks;

@@ -1,0 +1,387 @@
+//! Events and the operator's permission policy: plugins react to each other without knowing
+//! each other; delivery is ordered, after success only, isolated from failing subscribers,
+//! bounded; subscribing and emitting need their permissions; the operator can narrow any
+//! plugin's grant.
+
+use serde_json::{json, Value};
+
+use crate::{
+    databases::test_databases,
+    harness::{pixsim7, PluginDir, RunningHost},
+};
+
+const GAME_PLUGINS: &[&str] = &[
+    "game_dialogue",
+    "game_locations",
+    "game_npcs",
+    "game_relationships",
+    "game_sessions",
+    "game_stealth",
+    "game_worlds",
+];
+
+#[track_caller]
+fn ok(host: &RunningHost, method: &str, path: &str, body: Value) -> Value {
+    let reply = host.request(
+        method,
+        path,
+        &[("content-type", "application/json")],
+        body.to_string().as_bytes(),
+    );
+    assert_eq!(reply.status, 200, "{method} {path}: {}", reply.body);
+    reply.json()
+}
+
+fn pickpocket(session_id: i64, npc_id: i64, detection: f64) -> Value {
+    json!({"npc_id": npc_id, "slot_id": "purse", "base_success_chance": 0.0,
+           "detection_chance": detection, "session_id": session_id})
+}
+
+fn emit(host: &RunningHost, topic: &str, count: u32, status: u16) -> Value {
+    let reply = host.post_json(
+        "/api/v1/fixture-events/emit",
+        &json!({"topic": topic, "count": count, "status": status}),
+    );
+    assert_eq!(reply.status, status, "{}", reply.body);
+    reply.json()
+}
+
+/// Waits until `plugin` logged `count` events on `topic`; their payloads, in order.
+fn received(host: &RunningHost, plugin: &str, topic: &str, count: usize) -> Vec<Value> {
+    let prefix = format!("{plugin} got {topic} ");
+    host.wait_for_logs(&prefix, count)
+        .iter()
+        .filter_map(|l| l.message().strip_prefix(&prefix))
+        .map(|payload| serde_json::from_str(payload).unwrap())
+        .collect()
+}
+
+#[test]
+fn a_detected_pickpocket_lowers_affinity_through_the_relationships_plugin() {
+    for database in test_databases() {
+        let dir = PluginDir::with(GAME_PLUGINS);
+        let host = pixsim7(&dir)
+            .env("PIXSIM7_DATABASE_URL", &database.url)
+            .env("PIXSIM7_LOG", "info,pixsim7::events=debug")
+            .start();
+        let sid = ok(&host, "POST", "/api/v1/game/sessions", json!({}))["id"]
+            .as_i64()
+            .unwrap();
+        let npc = ok(&host, "POST", "/api/v1/game/npcs", json!({"name": "Mara"}))["id"]
+            .as_i64()
+            .unwrap();
+
+        ok(
+            &host,
+            "POST",
+            "/api/v1/game/stealth/pickpocket",
+            pickpocket(sid, npc, 1.0),
+        );
+        host.wait_for_log(&format!(
+            "lowered affinity of npc:{npc} in session {sid} from 50 to 40"
+        ));
+        let view = ok(
+            &host,
+            "GET",
+            &format!("/api/v1/game/relationships/{sid}"),
+            json!(null),
+        );
+        let entry = &view["relationships"][format!("npc:{npc}")];
+        assert_eq!(
+            (entry["affinity"].clone(), entry["tier"].clone()),
+            (json!(40), json!("neutral")),
+            "{}",
+            database.kind
+        );
+        assert_eq!(
+            entry["flags"],
+            json!({"caught_pickpocketing": true}),
+            "stealth's own change is kept"
+        );
+
+        ok(
+            &host,
+            "POST",
+            "/api/v1/game/stealth/pickpocket",
+            pickpocket(sid, npc, 0.0),
+        );
+        host.wait_for_log(&format!(
+            "in session {sid}: not detected; affinity of npc:{npc} unchanged"
+        ));
+        let session = ok(
+            &host,
+            "GET",
+            &format!("/api/v1/game/sessions/{sid}"),
+            json!(null),
+        );
+        assert_eq!(
+            session["relationships"][format!("npc:{npc}")]["affinity"],
+            40
+        );
+        assert_eq!(
+            session["flags"]["stealth"]["pickpocket_attempts"]
+                .as_array()
+                .unwrap()
+                .len(),
+            2
+        );
+
+        host.wait_for_logs(
+            "delivered stealth:pickpocket to plugin game-relationships",
+            2,
+        );
+        let stealth = host.plugin("game-stealth");
+        assert_eq!(stealth["events"]["stealth:pickpocket"]["emitted"], 2);
+        let relationships = host.plugin("game-relationships");
+        assert_eq!(
+            relationships["events"]["stealth:pickpocket"]["delivered"],
+            2
+        );
+        assert_eq!(
+            relationships["subscriptions"],
+            json!(["stealth:pickpocket"])
+        );
+        assert!(host.stop().status.success());
+    }
+
+    // Without the relationships library, pickpocketing works and affinity is untouched.
+    let database = test_databases().remove(0);
+    let dir = PluginDir::with(GAME_PLUGINS);
+    dir.remove("game_relationships");
+    let host = pixsim7(&dir)
+        .env("PIXSIM7_DATABASE_URL", &database.url)
+        .start();
+    let sid = ok(&host, "POST", "/api/v1/game/sessions", json!({}))["id"]
+        .as_i64()
+        .unwrap();
+    let result = ok(
+        &host,
+        "POST",
+        "/api/v1/game/stealth/pickpocket",
+        pickpocket(sid, 3, 1.0),
+    );
+    assert_eq!(result["detected"], true);
+    let session = ok(
+        &host,
+        "GET",
+        &format!("/api/v1/game/sessions/{sid}"),
+        json!(null),
+    );
+    assert_eq!(
+        session["relationships"],
+        json!({"npc:3": {"flags": {"caught_pickpocketing": true}}})
+    );
+    assert_eq!(
+        host.get(&format!("/api/v1/game/relationships/{sid}"))
+            .status,
+        404
+    );
+}
+
+#[test]
+fn events_arrive_in_emission_order_and_never_from_failed_requests() {
+    let dir = PluginDir::with(&["fixture_events", "fixture_events_listener"]);
+    let host = pixsim7(&dir).start();
+    assert_eq!(emit(&host, "test:order", 20, 200)["emitted"], 20);
+    let seqs: Vec<Value> = received(&host, "fixture-events-listener", "test:order", 20)
+        .iter()
+        .map(|p| p["seq"].clone())
+        .collect();
+    assert_eq!(seqs, (0..20).map(|i| json!(i)).collect::<Vec<_>>());
+
+    // A request that fails (400) or panics (500) after emitting: its events are discarded.
+    emit(&host, "test:refused", 1, 400);
+    let panicked = host.post_json(
+        "/api/v1/fixture-events/emit",
+        &json!({"topic": "test:panicked", "count": 1, "panic": true}),
+    );
+    assert_eq!(panicked.status, 500);
+    emit(&host, "test:after", 1, 200);
+    received(&host, "fixture-events-listener", "test:after", 1);
+    let exited = host.stop();
+    for topic in ["test:refused", "test:panicked"] {
+        assert!(
+            !exited
+                .logs
+                .iter()
+                .any(|l| l.message().contains(&format!("got {topic}"))),
+            "{topic} was delivered although its request failed"
+        );
+    }
+}
+
+#[test]
+fn a_panicking_subscriber_harms_neither_the_emitter_nor_the_others() {
+    let dir = PluginDir::with(&["fixture_events", "fixture_events_listener"]);
+    let config = dir.config_file("[plugins.fixture-events]\npanic_on = \"test:boom\"\n");
+    let host = pixsim7(&dir).env("PIXSIM7_CONFIG", &config).start();
+    assert_eq!(
+        emit(&host, "test:boom", 5, 200)["emitted"],
+        5,
+        "the emitter is unaffected"
+    );
+    assert_eq!(
+        received(&host, "fixture-events-listener", "test:boom", 5).len(),
+        5
+    );
+    let failures = host.wait_for_logs("plugin fixture-events failed to handle event test:boom", 5);
+    assert_eq!(failures[0].level(), "ERROR");
+    assert_eq!(
+        failures[0].field("plugin").as_deref(),
+        Some("fixture-events")
+    );
+    assert_eq!(failures[0].field("topic").as_deref(), Some("test:boom"));
+    assert!(failures[0]
+        .message()
+        .contains("panicked: fixture-events cannot stand test:boom"));
+    let counters = &host.plugin("fixture-events")["events"]["test:boom"];
+    assert_eq!(
+        *counters,
+        json!({"emitted": 5, "delivered": 0, "failed": 5, "dropped": 0})
+    );
+    // And the panicking subscriber still gets (and survives) later events.
+    emit(&host, "test:fine", 1, 200);
+    received(&host, "fixture-events", "test:fine", 1);
+    // The listener logs an event before its delivery is counted; once it has logged the
+    // next one, the five before are counted.
+    received(&host, "fixture-events-listener", "test:fine", 1);
+    let listener = &host.plugin("fixture-events-listener")["events"]["test:boom"];
+    assert_eq!(listener["delivered"], 5);
+}
+
+#[test]
+fn lifecycle_events_reach_subscribers_and_pending_events_are_delivered_before_on_disable() {
+    let dir = PluginDir::with(&["dice_game", "fixture_events", "fixture_events_listener"]);
+    let host = pixsim7(&dir).start();
+    let loaded: Vec<Value> = received(&host, "fixture-events", "plugin:loaded", 3)
+        .iter()
+        .map(|p| p["plugin_id"].clone())
+        .collect();
+    assert_eq!(
+        loaded,
+        [
+            json!("dice-game"),
+            json!("fixture-events"),
+            json!("fixture-events-listener")
+        ]
+    );
+    assert_eq!(
+        received(&host, "fixture-events", "plugin:enabled", 3).len(),
+        3
+    );
+    let startup = received(&host, "fixture-events", "app:startup", 1);
+    assert_eq!(
+        startup[0]["plugins"],
+        json!(["dice-game", "fixture-events", "fixture-events-listener"])
+    );
+    let exited = host.stop();
+    let position = |text: &str| {
+        exited
+            .logs
+            .iter()
+            .position(|l| l.message().contains(text))
+            .unwrap_or_else(|| panic!("no {text:?}"))
+    };
+    assert!(position("fixture-events got app:shutdown") < position("fixture-events on_disable"));
+    // The listener (later in load order) is disabled first; the events plugin hears of it.
+    assert!(
+        position(r#"fixture-events got plugin:disabled {"plugin_id":"fixture-events-listener"}"#)
+            < position("fixture-events on_disable")
+    );
+}
+
+#[test]
+fn a_full_queue_drops_events_and_says_so() {
+    let dir = PluginDir::with(&["fixture_events", "fixture_events_listener"]);
+    let config = dir.config_file(
+        "[events]\nqueue_capacity = 2\n\n[plugins.fixture-events-listener]\ndelay_ms = 300\n",
+    );
+    let host = pixsim7(&dir).env("PIXSIM7_CONFIG", &config).start();
+    assert_eq!(
+        emit(&host, "test:flood", 10, 200)["emitted"],
+        10,
+        "emitting never blocks"
+    );
+    let warning = host.wait_for_log("event queue of plugin fixture-events-listener is full");
+    assert_eq!(warning.level(), "WARN");
+    let counters = &host.plugin("fixture-events-listener")["events"]["test:flood"];
+    let dropped = counters["dropped"].as_u64().unwrap();
+    assert!(dropped >= 1, "{counters}");
+    assert!(
+        dropped <= 8,
+        "a queue of 2 plus the one being handled: {counters}"
+    );
+}
+
+#[test]
+fn subscribing_and_emitting_need_their_permissions() {
+    let dir = PluginDir::with(&["fixture_events", "fixture_events_listener"]);
+    let config = dir.config_file(
+        "[plugins.fixture-events]\ndeny = [\"event:emit\"]\n\n[plugins.fixture-events-listener]\ndeny = [\"event:subscribe\"]\n",
+    );
+    let host = pixsim7(&dir).env("PIXSIM7_CONFIG", &config).start();
+    let refused = emit(&host, "test:x", 1, 200);
+    assert_eq!(refused["emitted"], 0);
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .contains("lacks permission event:emit"),
+        "{refused}"
+    );
+    let denial = host.wait_for_log("plugin fixture-events was refused event.emit");
+    assert_eq!(denial.0["target"], "pixsim7::audit");
+    assert_eq!(denial.field("outcome").as_deref(), Some("denied"));
+    assert!(denial.field("request_id").is_some(), "{denial:?}");
+    let unsubscribed = host.wait_for_log("plugin fixture-events-listener subscribes to [test:*] but lacks permission event:subscribe");
+    assert_eq!(unsubscribed.0["target"], "pixsim7::audit");
+
+    let listener = host.plugin("fixture-events-listener");
+    assert_eq!(listener["state"], "enabled");
+    assert_eq!(listener["denied_permissions"], json!(["event:subscribe"]));
+    assert_eq!(listener["granted_permissions"], json!(["log:emit"]));
+    assert_eq!(listener["subscriptions_active"], false);
+}
+
+#[test]
+fn the_operator_can_deny_a_permission_a_plugin_needs_and_it_does_not_load() {
+    let dir = PluginDir::with(&["game_sessions", "game_npcs", "game_dialogue"]);
+    let config = dir.config_file("[permissions]\ndeny = [\"db:write\"]\n");
+    let host = pixsim7(&dir).env("PIXSIM7_CONFIG", &config).start();
+    let dialogue = host.plugin("game-dialogue");
+    assert_eq!(dialogue["state"], "failed");
+    assert!(
+        dialogue["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("permission db:write is denied by the operator ([permissions] deny)"),
+        "{dialogue}"
+    );
+    assert_eq!(host.plugin("game-sessions")["state"], "enabled");
+
+    let exited = pixsim7(&dir)
+        .env("PIXSIM7_CONFIG", &config)
+        .run_to_exit(&["plugins"]);
+    assert!(
+        exited.stdout.contains("denied:       db:write"),
+        "{}",
+        exited.stdout
+    );
+}
+
+#[test]
+fn privileged_actions_are_audited_with_the_request_id() {
+    let dir = PluginDir::with(&["game_sessions"]);
+    let host = pixsim7(&dir).start();
+    let reply = host.request(
+        "POST",
+        "/api/v1/game/sessions",
+        &[("x-request-id", "audit-me")],
+        b"{}",
+    );
+    assert_eq!(reply.status, 200);
+    let line = host.wait_for_log("plugin game-sessions used session.create (allowed)");
+    assert_eq!(line.0["target"], "pixsim7::audit");
+    assert_eq!(line.field("request_id").as_deref(), Some("audit-me"));
+    assert_eq!(line.field("permission").as_deref(), Some("session:write"));
+}
