@@ -385,3 +385,139 @@ fn privileged_actions_are_audited_with_the_request_id() {
     assert_eq!(line.field("request_id").as_deref(), Some("audit-me"));
     assert_eq!(line.field("permission").as_deref(), Some("session:write"));
 }
+
+/// A realistic payload for each guarded operation, so a broken check would change data.
+fn payload_for(operation: &str, session_id: i64) -> Value {
+    match operation {
+        "world.get" | "npc.get" | "location.get" | "npc.expressions.get" | "npc.schedules.get" => {
+            json!({"id": 1})
+        }
+        "session.get" => json!({"id": session_id}),
+        "world.create" | "npc.create" | "location.create" => json!({"name": "Intruder"}),
+        "world.advance" => json!({"id": 1, "delta_seconds": 999}),
+        "session.create" => json!({}),
+        "session.update" => json!({"id": session_id, "update": {"flags": {"hacked": true}}}),
+        "npc.expressions.set" => json!({"npc_id": 1, "expressions": []}),
+        "npc.schedules.set" => json!({"npc_id": 1, "schedules": []}),
+        "npc.presence" => json!({"world_time": 0}),
+        "location.hotspots.set" => json!({"location_id": 1, "hotspots": []}),
+        "db.query" => json!({"sql": "SELECT 1 AS one", "params": []}),
+        "db.execute" => {
+            json!({"sql": "CREATE TABLE fixture_no_permissions__t (x BIGINT)", "params": []})
+        }
+        "event.emit" => json!({"topic": "test:intrusion", "payload": {}}),
+        _ => json!(null),
+    }
+}
+
+#[test]
+fn every_guarded_service_refuses_a_plugin_without_its_permission() {
+    for database in test_databases() {
+        let dir = PluginDir::with(&[
+            "game_sessions",
+            "game_worlds",
+            "game_npcs",
+            "game_locations",
+            "fixture_no_permissions",
+            "fixture_events_listener",
+        ]);
+        let host = pixsim7(&dir)
+            .env("PIXSIM7_DATABASE_URL", &database.url)
+            .start();
+        ok(
+            &host,
+            "POST",
+            "/api/v1/game/worlds",
+            json!({"name": "Home"}),
+        );
+        ok(&host, "POST", "/api/v1/game/npcs", json!({"name": "Mara"}));
+        ok(
+            &host,
+            "POST",
+            "/api/v1/game/locations",
+            json!({"name": "Square"}),
+        );
+        let session = ok(
+            &host,
+            "POST",
+            "/api/v1/game/sessions",
+            json!({"flags": {"gold": 1}}),
+        );
+        let sid = session["id"].as_i64().unwrap();
+        let before = (
+            ok(&host, "GET", "/api/v1/game/worlds/1", json!(null)),
+            ok(&host, "GET", "/api/v1/game/npcs", json!(null)),
+            ok(&host, "GET", "/api/v1/game/locations/1", json!(null)),
+        );
+
+        let operations: Vec<&str> = plugin_api::game::ops::ALL
+            .iter()
+            .map(|op| op.name)
+            .collect();
+        assert!(operations.len() >= 20, "{operations:?}");
+        for (index, op) in plugin_api::game::ops::ALL.iter().enumerate() {
+            let request_id = format!("matrix-{index}");
+            let reply = host.request(
+                "POST",
+                "/api/v1/fixture-no-permissions/call",
+                &[("x-request-id", request_id.as_str())],
+                json!({"operation": op.name, "payload": payload_for(op.name, sid)})
+                    .to_string()
+                    .as_bytes(),
+            );
+            assert_eq!(reply.status, 200, "{}", reply.body);
+            let answer = reply.json();
+            assert_eq!(
+                answer["kind"], "PermissionDenied",
+                "{} on {}: {answer}",
+                op.name, database.kind
+            );
+            assert!(answer["message"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("lacks permission {}", op.permission)));
+            let line = host.wait_for_log(&format!(
+                "plugin fixture-no-permissions was refused {}:",
+                op.name
+            ));
+            assert_eq!(line.0["target"], "pixsim7::audit");
+            assert_eq!(line.field("permission").as_deref(), Some(op.permission));
+            assert_eq!(line.field("outcome").as_deref(), Some("denied"));
+            assert_eq!(
+                line.field("request_id").as_deref(),
+                Some(request_id.as_str())
+            );
+        }
+
+        let after = (
+            ok(&host, "GET", "/api/v1/game/worlds/1", json!(null)),
+            ok(&host, "GET", "/api/v1/game/npcs", json!(null)),
+            ok(&host, "GET", "/api/v1/game/locations/1", json!(null)),
+        );
+        assert_eq!(before, after, "nothing changed on {}", database.kind);
+        assert_eq!(
+            ok(
+                &host,
+                "GET",
+                &format!("/api/v1/game/sessions/{sid}"),
+                json!(null)
+            ),
+            session
+        );
+        assert_eq!(
+            ok(&host, "GET", "/api/v1/game/worlds", json!(null))
+                .as_array()
+                .unwrap()
+                .len(),
+            1
+        );
+        let exited = host.stop();
+        assert!(
+            !exited
+                .logs
+                .iter()
+                .any(|l| l.message().contains("test:intrusion")),
+            "the refused event was not delivered"
+        );
+    }
+}

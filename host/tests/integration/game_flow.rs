@@ -143,64 +143,65 @@ fn the_reference_pickpocket_flow_persists_across_restarts() {
 
 #[test]
 fn pickpocket_validation_follows_the_reference_order() {
-    let database = test_databases().remove(0);
-    let dir = PluginDir::with(GAME_PLUGINS);
-    let host = start(&dir, &database);
-    let sid = ok(&host, "POST", "/api/v1/game/sessions", json!({}))["id"]
-        .as_i64()
-        .unwrap();
-    let post = |body: Value| host.post_json("/api/v1/game/stealth/pickpocket", &body);
+    for database in test_databases() {
+        let dir = PluginDir::with(GAME_PLUGINS);
+        let host = start(&dir, &database);
+        let sid = ok(&host, "POST", "/api/v1/game/sessions", json!({}))["id"]
+            .as_i64()
+            .unwrap();
+        let post = |body: Value| host.post_json("/api/v1/game/stealth/pickpocket", &body);
 
-    let missing = post(
-        json!({"npc_id": 1, "slot_id": "x", "base_success_chance": 0.5, "detection_chance": 0.5}),
-    );
-    assert_eq!(missing.status, 422);
-    assert_eq!(
-        missing.json()["detail"][0],
-        json!({"type": "missing", "loc": ["body", "session_id"], "msg": "Field required"})
-    );
-    let wrong_type = post(
-        json!({"npc_id": "seven", "slot_id": "x", "base_success_chance": 0.5, "detection_chance": 0.5, "session_id": sid}),
-    );
-    assert_eq!(wrong_type.status, 422);
-    assert_eq!(
-        wrong_type.json()["detail"][0]["loc"],
-        json!(["body", "npc_id"])
-    );
-    let both_bad = post(pickpocket(999_999, 1, 1.5, -1.0));
-    assert_eq!(
-        (both_bad.status, both_bad.json()),
-        (
-            400,
-            json!({"detail": "base_success_chance must be between 0 and 1"})
-        )
-    );
-    let detection_bad = post(pickpocket(999_999, 1, 0.5, 1.01));
-    assert_eq!(
-        (detection_bad.status, detection_bad.json()),
-        (
-            400,
-            json!({"detail": "detection_chance must be between 0 and 1"})
-        )
-    );
-    let no_session = post(pickpocket(999_999, 1, 0.5, 0.5));
-    assert_eq!(
-        (no_session.status, no_session.json()),
-        (404, json!({"detail": "GameSession 999999 not found"}))
-    );
-    let malformed = host.request("POST", "/api/v1/game/stealth/pickpocket", &[], b"{not json");
-    assert_eq!(malformed.status, 422);
-    let unchanged = ok(
-        &host,
-        "GET",
-        &format!("/api/v1/game/sessions/{sid}"),
-        json!(null),
-    );
-    assert_eq!(
-        (unchanged["version"].clone(), unchanged["flags"].clone()),
-        (json!(1), json!({})),
-        "bad input changes nothing"
-    );
+        let missing = post(
+            json!({"npc_id": 1, "slot_id": "x", "base_success_chance": 0.5, "detection_chance": 0.5}),
+        );
+        assert_eq!(missing.status, 422);
+        assert_eq!(
+            missing.json()["detail"][0],
+            json!({"type": "missing", "loc": ["body", "session_id"], "msg": "Field required"})
+        );
+        let wrong_type = post(
+            json!({"npc_id": "seven", "slot_id": "x", "base_success_chance": 0.5, "detection_chance": 0.5, "session_id": sid}),
+        );
+        assert_eq!(wrong_type.status, 422);
+        assert_eq!(
+            wrong_type.json()["detail"][0]["loc"],
+            json!(["body", "npc_id"])
+        );
+        let both_bad = post(pickpocket(999_999, 1, 1.5, -1.0));
+        assert_eq!(
+            (both_bad.status, both_bad.json()),
+            (
+                400,
+                json!({"detail": "base_success_chance must be between 0 and 1"})
+            )
+        );
+        let detection_bad = post(pickpocket(999_999, 1, 0.5, 1.01));
+        assert_eq!(
+            (detection_bad.status, detection_bad.json()),
+            (
+                400,
+                json!({"detail": "detection_chance must be between 0 and 1"})
+            )
+        );
+        let no_session = post(pickpocket(999_999, 1, 0.5, 0.5));
+        assert_eq!(
+            (no_session.status, no_session.json()),
+            (404, json!({"detail": "GameSession 999999 not found"}))
+        );
+        let malformed = host.request("POST", "/api/v1/game/stealth/pickpocket", &[], b"{not json");
+        assert_eq!(malformed.status, 422);
+        let unchanged = ok(
+            &host,
+            "GET",
+            &format!("/api/v1/game/sessions/{sid}"),
+            json!(null),
+        );
+        assert_eq!(
+            (unchanged["version"].clone(), unchanged["flags"].clone()),
+            (json!(1), json!({})),
+            "bad input changes nothing"
+        );
+    }
 }
 
 #[test]
@@ -250,290 +251,292 @@ fn fifty_concurrent_pickpockets_on_one_session_record_fifty_attempts() {
 
 #[test]
 fn session_patch_replaces_fields_whole_and_guards_versions() {
-    let database = test_databases().pop().unwrap();
-    let dir = PluginDir::with(GAME_PLUGINS);
-    let host = start(&dir, &database);
-    let session = ok(
-        &host,
-        "POST",
-        "/api/v1/game/sessions",
-        json!({"flags": {"a": 1, "b": 2}, "scene_id": 3}),
-    );
-    let path = format!("/api/v1/game/sessions/{}", session["id"]);
-    let patched = ok(
-        &host,
-        "PATCH",
-        &path,
-        json!({"flags": {"c": 3}, "world_time": 120.5, "expected_version": 1}),
-    );
-    assert_eq!(
-        (
-            patched["flags"].clone(),
-            patched["world_time"].clone(),
-            patched["version"].clone()
-        ),
-        (json!({"c": 3}), json!(120.5), json!(2))
-    );
-    assert_eq!(patched["scene_id"], 3);
-    let stale = host.request(
-        "PATCH",
-        &path,
-        &[],
-        json!({"flags": {}, "expected_version": 1})
-            .to_string()
-            .as_bytes(),
-    );
-    assert_eq!(stale.status, 409, "{}", stale.body);
-    assert!(stale.json()["detail"]
-        .as_str()
-        .unwrap()
-        .contains("version 2"));
-    let not_object = host.request("PATCH", &path, &[], br#"{"flags": [1]}"#);
-    assert_eq!(not_object.status, 422);
-    assert_eq!(host.get("/api/v1/game/sessions/424242").status, 404);
-    assert_eq!(host.get("/api/v1/game/sessions/abc").status, 422);
-    assert_eq!(
-        ok(&host, "GET", &path, json!(null))["version"],
-        2,
-        "failed patches changed nothing"
-    );
+    for database in test_databases() {
+        let dir = PluginDir::with(GAME_PLUGINS);
+        let host = start(&dir, &database);
+        let session = ok(
+            &host,
+            "POST",
+            "/api/v1/game/sessions",
+            json!({"flags": {"a": 1, "b": 2}, "scene_id": 3}),
+        );
+        let path = format!("/api/v1/game/sessions/{}", session["id"]);
+        let patched = ok(
+            &host,
+            "PATCH",
+            &path,
+            json!({"flags": {"c": 3}, "world_time": 120.5, "expected_version": 1}),
+        );
+        assert_eq!(
+            (
+                patched["flags"].clone(),
+                patched["world_time"].clone(),
+                patched["version"].clone()
+            ),
+            (json!({"c": 3}), json!(120.5), json!(2))
+        );
+        assert_eq!(patched["scene_id"], 3);
+        let stale = host.request(
+            "PATCH",
+            &path,
+            &[],
+            json!({"flags": {}, "expected_version": 1})
+                .to_string()
+                .as_bytes(),
+        );
+        assert_eq!(stale.status, 409, "{}", stale.body);
+        assert!(stale.json()["detail"]
+            .as_str()
+            .unwrap()
+            .contains("version 2"));
+        let not_object = host.request("PATCH", &path, &[], br#"{"flags": [1]}"#);
+        assert_eq!(not_object.status, 422);
+        assert_eq!(host.get("/api/v1/game/sessions/424242").status, 404);
+        assert_eq!(host.get("/api/v1/game/sessions/abc").status, 422);
+        assert_eq!(
+            ok(&host, "GET", &path, json!(null))["version"],
+            2,
+            "failed patches changed nothing"
+        );
+    }
 }
 
 #[test]
 fn worlds_locations_npcs_and_presence() {
-    let database = test_databases().pop().unwrap();
-    let dir = PluginDir::with(GAME_PLUGINS);
-    let host = start(&dir, &database);
-    let world = ok(
-        &host,
-        "POST",
-        "/api/v1/game/worlds",
-        json!({"name": "Vale", "meta": {"season": "spring"}}),
-    );
-    let wid = world["id"].as_i64().unwrap();
-    assert_eq!(world["world_time"], 0.0);
-    let advanced = ok(
-        &host,
-        "POST",
-        &format!("/api/v1/game/worlds/{wid}/advance"),
-        json!({"delta_seconds": 3600}),
-    );
-    assert_eq!(advanced["world_time"], 3600.0);
-    let unchanged = ok(
-        &host,
-        "POST",
-        &format!("/api/v1/game/worlds/{wid}/advance"),
-        json!({"delta_seconds": -50}),
-    );
-    assert_eq!(unchanged["world_time"], 3600.0, "negative counts as 0");
-    assert_eq!(
-        ok(
+    for database in test_databases() {
+        let dir = PluginDir::with(GAME_PLUGINS);
+        let host = start(&dir, &database);
+        let world = ok(
             &host,
-            "GET",
-            &format!("/api/v1/game/worlds/{wid}"),
-            json!(null)
-        )["meta"],
-        json!({"season": "spring"})
-    );
+            "POST",
+            "/api/v1/game/worlds",
+            json!({"name": "Vale", "meta": {"season": "spring"}}),
+        );
+        let wid = world["id"].as_i64().unwrap();
+        assert_eq!(world["world_time"], 0.0);
+        let advanced = ok(
+            &host,
+            "POST",
+            &format!("/api/v1/game/worlds/{wid}/advance"),
+            json!({"delta_seconds": 3600}),
+        );
+        assert_eq!(advanced["world_time"], 3600.0);
+        let unchanged = ok(
+            &host,
+            "POST",
+            &format!("/api/v1/game/worlds/{wid}/advance"),
+            json!({"delta_seconds": -50}),
+        );
+        assert_eq!(unchanged["world_time"], 3600.0, "negative counts as 0");
+        assert_eq!(
+            ok(
+                &host,
+                "GET",
+                &format!("/api/v1/game/worlds/{wid}"),
+                json!(null)
+            )["meta"],
+            json!({"season": "spring"})
+        );
 
-    let library = ok(
-        &host,
-        "POST",
-        "/api/v1/game/locations",
-        json!({"name": "Library", "asset_id": 9, "default_spawn": "door"}),
-    );
-    let lid = library["id"].as_i64().unwrap();
-    let hotspots =
-        json!({"hotspots": [{"object_name": "desk", "hotspot_id": "h1", "linked_scene_id": 4}]});
-    let with_hotspots = ok(
-        &host,
-        "PUT",
-        &format!("/api/v1/game/locations/{lid}/hotspots"),
-        hotspots,
-    );
-    assert_eq!(with_hotspots["hotspots"][0]["object_name"], "desk");
-    let not_list = host.request(
-        "PUT",
-        &format!("/api/v1/game/locations/{lid}/hotspots"),
-        &[],
-        br#"{"hotspots": "desk"}"#,
-    );
-    assert_eq!(
-        (not_list.status, not_list.json()),
-        (400, json!({"detail": "hotspots must be a list"}))
-    );
-    assert_eq!(
-        ok(&host, "GET", "/api/v1/game/locations", json!(null)),
-        json!([{"id": lid, "name": "Library", "asset_id": 9, "default_spawn": "door"}])
-    );
+        let library = ok(
+            &host,
+            "POST",
+            "/api/v1/game/locations",
+            json!({"name": "Library", "asset_id": 9, "default_spawn": "door"}),
+        );
+        let lid = library["id"].as_i64().unwrap();
+        let hotspots = json!({"hotspots": [{"object_name": "desk", "hotspot_id": "h1", "linked_scene_id": 4}]});
+        let with_hotspots = ok(
+            &host,
+            "PUT",
+            &format!("/api/v1/game/locations/{lid}/hotspots"),
+            hotspots,
+        );
+        assert_eq!(with_hotspots["hotspots"][0]["object_name"], "desk");
+        let not_list = host.request(
+            "PUT",
+            &format!("/api/v1/game/locations/{lid}/hotspots"),
+            &[],
+            br#"{"hotspots": "desk"}"#,
+        );
+        assert_eq!(
+            (not_list.status, not_list.json()),
+            (400, json!({"detail": "hotspots must be a list"}))
+        );
+        assert_eq!(
+            ok(&host, "GET", "/api/v1/game/locations", json!(null)),
+            json!([{"id": lid, "name": "Library", "asset_id": 9, "default_spawn": "door"}])
+        );
 
-    let npc = ok(
-        &host,
-        "POST",
-        "/api/v1/game/npcs",
-        json!({"name": "Mara", "world_id": wid}),
-    );
-    let nid = npc["id"].as_i64().unwrap();
-    // Tuesday 09:00-17:00 in the library.
-    let schedule = json!({"schedules": [{"day_of_week": 1, "start_time": 32400, "end_time": 61200, "location_id": lid}]});
-    ok(
-        &host,
-        "PUT",
-        &format!("/api/v1/game/npcs/{nid}/schedules"),
-        schedule,
-    );
-    let tuesday_noon = 86_400 + 12 * 3600;
-    let present = ok(
-        &host,
-        "GET",
-        &format!("/api/v1/game/npcs/presence?world_time={tuesday_noon}&world_id={wid}"),
-        json!(null),
-    );
-    assert_eq!(
-        present,
-        json!([{"npc_id": nid, "location_id": lid, "state": "scheduled"}])
-    );
-    let at_five = 86_400 + 17 * 3600;
-    assert_eq!(
+        let npc = ok(
+            &host,
+            "POST",
+            "/api/v1/game/npcs",
+            json!({"name": "Mara", "world_id": wid}),
+        );
+        let nid = npc["id"].as_i64().unwrap();
+        // Tuesday 09:00-17:00 in the library.
+        let schedule = json!({"schedules": [{"day_of_week": 1, "start_time": 32400, "end_time": 61200, "location_id": lid}]});
         ok(
             &host,
-            "GET",
-            &format!("/api/v1/game/npcs/presence?world_time={at_five}"),
-            json!(null)
-        ),
-        json!([]),
-        "end is exclusive"
-    );
-    let next_week = tuesday_noon + 7 * 86_400;
-    assert_eq!(
-        ok(
+            "PUT",
+            &format!("/api/v1/game/npcs/{nid}/schedules"),
+            schedule,
+        );
+        let tuesday_noon = 86_400 + 12 * 3600;
+        let present = ok(
             &host,
             "GET",
-            &format!("/api/v1/game/npcs/presence?world_time={next_week}&location_id={lid}"),
-            json!(null)
-        )
-        .as_array()
-        .unwrap()
-        .len(),
-        1
-    );
-    let bad_day = host.request("PUT", &format!("/api/v1/game/npcs/{nid}/schedules"), &[], json!({"schedules": [{"day_of_week": 9, "start_time": 0, "end_time": 1, "location_id": lid}]}).to_string().as_bytes());
-    assert_eq!(bad_day.status, 400);
+            &format!("/api/v1/game/npcs/presence?world_time={tuesday_noon}&world_id={wid}"),
+            json!(null),
+        );
+        assert_eq!(
+            present,
+            json!([{"npc_id": nid, "location_id": lid, "state": "scheduled"}])
+        );
+        let at_five = 86_400 + 17 * 3600;
+        assert_eq!(
+            ok(
+                &host,
+                "GET",
+                &format!("/api/v1/game/npcs/presence?world_time={at_five}"),
+                json!(null)
+            ),
+            json!([]),
+            "end is exclusive"
+        );
+        let next_week = tuesday_noon + 7 * 86_400;
+        assert_eq!(
+            ok(
+                &host,
+                "GET",
+                &format!("/api/v1/game/npcs/presence?world_time={next_week}&location_id={lid}"),
+                json!(null)
+            )
+            .as_array()
+            .unwrap()
+            .len(),
+            1
+        );
+        let bad_day = host.request("PUT", &format!("/api/v1/game/npcs/{nid}/schedules"), &[], json!({"schedules": [{"day_of_week": 9, "start_time": 0, "end_time": 1, "location_id": lid}]}).to_string().as_bytes());
+        assert_eq!(bad_day.status, 400);
 
-    let expressions =
-        json!({"expressions": [{"state": "happy", "asset_id": 12, "crop": {"x": 1}}]});
-    ok(
-        &host,
-        "PUT",
-        &format!("/api/v1/game/npcs/{nid}/expressions"),
-        expressions,
-    );
-    assert_eq!(
+        let expressions =
+            json!({"expressions": [{"state": "happy", "asset_id": 12, "crop": {"x": 1}}]});
         ok(
             &host,
-            "GET",
+            "PUT",
             &format!("/api/v1/game/npcs/{nid}/expressions"),
-            json!(null)
-        )[0]["crop"],
-        json!({"x": 1})
-    );
-    assert_eq!(
-        ok(&host, "GET", "/api/v1/game/npcs", json!(null)),
-        json!([{"id": nid, "name": "Mara"}])
-    );
-    assert_eq!(host.get("/api/v1/game/npcs/777").status, 404);
+            expressions,
+        );
+        assert_eq!(
+            ok(
+                &host,
+                "GET",
+                &format!("/api/v1/game/npcs/{nid}/expressions"),
+                json!(null)
+            )[0]["crop"],
+            json!({"x": 1})
+        );
+        assert_eq!(
+            ok(&host, "GET", "/api/v1/game/npcs", json!(null)),
+            json!([{"id": nid, "name": "Mara"}])
+        );
+        assert_eq!(host.get("/api/v1/game/npcs/777").status, 404);
+    }
 }
 
 #[test]
 fn dialogue_builds_the_prompt_from_the_game_state() {
-    let database = test_databases().pop().unwrap();
-    let dir = PluginDir::with(GAME_PLUGINS);
-    let host = start(&dir, &database);
-    let lid = ok(
-        &host,
-        "POST",
-        "/api/v1/game/locations",
-        json!({"name": "Library"}),
-    )["id"]
-        .as_i64()
-        .unwrap();
-    let nid = ok(
-        &host,
-        "POST",
-        "/api/v1/game/npcs",
-        json!({"name": "Mara", "home_location_id": lid, "personality": {"temper": "calm"}}),
-    )["id"]
-        .as_i64()
-        .unwrap();
-    let sid = ok(
-        &host,
-        "POST",
-        "/api/v1/game/sessions",
-        json!({"relationships": {format!("npc:{nid}"): {"affinity": 85}}}),
-    )["id"]
-        .as_i64()
-        .unwrap();
+    for database in test_databases() {
+        let dir = PluginDir::with(GAME_PLUGINS);
+        let host = start(&dir, &database);
+        let lid = ok(
+            &host,
+            "POST",
+            "/api/v1/game/locations",
+            json!({"name": "Library"}),
+        )["id"]
+            .as_i64()
+            .unwrap();
+        let nid = ok(
+            &host,
+            "POST",
+            "/api/v1/game/npcs",
+            json!({"name": "Mara", "home_location_id": lid, "personality": {"temper": "calm"}}),
+        )["id"]
+            .as_i64()
+            .unwrap();
+        let sid = ok(
+            &host,
+            "POST",
+            "/api/v1/game/sessions",
+            json!({"relationships": {format!("npc:{nid}"): {"affinity": 85}}}),
+        )["id"]
+            .as_i64()
+            .unwrap();
 
-    let line = ok(
-        &host,
-        "POST",
-        "/api/v1/game/dialogue/next-line",
-        json!({"npc_id": nid, "session_id": sid, "player_input": "Hello"}),
-    );
-    let prompt = line["prompt"].as_str().unwrap();
-    for fragment in [
-        "You are Mara",
-        "temper: calm",
-        "tier close, affinity 85",
-        "Location: Library.",
-        "Time: Monday 00:00.",
-        "The player says: \"Hello\"",
-    ] {
-        assert!(
-            prompt.contains(fragment),
-            "{fragment:?} missing from {prompt:?}"
+        let line = ok(
+            &host,
+            "POST",
+            "/api/v1/game/dialogue/next-line",
+            json!({"npc_id": nid, "session_id": sid, "player_input": "Hello"}),
+        );
+        let prompt = line["prompt"].as_str().unwrap();
+        for fragment in [
+            "You are Mara",
+            "temper: calm",
+            "tier close, affinity 85",
+            "Location: Library.",
+            "Time: Monday 00:00.",
+            "The player says: \"Hello\"",
+        ] {
+            assert!(
+                prompt.contains(fragment),
+                "{fragment:?} missing from {prompt:?}"
+            );
+        }
+        let same = ok(
+            &host,
+            "POST",
+            "/api/v1/game/dialogue/next-line",
+            json!({"npc_id": nid, "session_id": sid, "player_input": "Hello"}),
+        );
+        assert_eq!(same["prompt"], line["prompt"], "deterministic");
+        let history = ok(
+            &host,
+            "GET",
+            &format!("/api/v1/game/dialogue/sessions/{sid}/history"),
+            json!(null),
+        );
+        assert_eq!(
+            history.as_array().unwrap().len(),
+            2,
+            "kept in the plugin's own table"
+        );
+
+        let without = host.post_json("/api/v1/game/dialogue/next-line", &json!({"npc_id": nid}));
+        assert_eq!(
+            (without.status, without.json()),
+            (400, json!({"detail": "npc_id and session_id are required"}))
+        );
+        let no_npc = host.post_json(
+            "/api/v1/game/dialogue/next-line",
+            &json!({"npc_id": 999, "session_id": sid}),
+        );
+        assert_eq!(
+            (no_npc.status, no_npc.json()),
+            (404, json!({"detail": "GameNPC 999 not found"}))
+        );
+        let no_session = host.post_json(
+            "/api/v1/game/dialogue/next-line",
+            &json!({"npc_id": nid, "session_id": 999}),
+        );
+        assert_eq!(
+            (no_session.status, no_session.json()),
+            (404, json!({"detail": "GameSession 999 not found"}))
         );
     }
-    let same = ok(
-        &host,
-        "POST",
-        "/api/v1/game/dialogue/next-line",
-        json!({"npc_id": nid, "session_id": sid, "player_input": "Hello"}),
-    );
-    assert_eq!(same["prompt"], line["prompt"], "deterministic");
-    let history = ok(
-        &host,
-        "GET",
-        &format!("/api/v1/game/dialogue/sessions/{sid}/history"),
-        json!(null),
-    );
-    assert_eq!(
-        history.as_array().unwrap().len(),
-        2,
-        "kept in the plugin's own table"
-    );
-
-    let without = host.post_json("/api/v1/game/dialogue/next-line", &json!({"npc_id": nid}));
-    assert_eq!(
-        (without.status, without.json()),
-        (400, json!({"detail": "npc_id and session_id are required"}))
-    );
-    let no_npc = host.post_json(
-        "/api/v1/game/dialogue/next-line",
-        &json!({"npc_id": 999, "session_id": sid}),
-    );
-    assert_eq!(
-        (no_npc.status, no_npc.json()),
-        (404, json!({"detail": "GameNPC 999 not found"}))
-    );
-    let no_session = host.post_json(
-        "/api/v1/game/dialogue/next-line",
-        &json!({"npc_id": nid, "session_id": 999}),
-    );
-    assert_eq!(
-        (no_session.status, no_session.json()),
-        (404, json!({"detail": "GameSession 999 not found"}))
-    );
 }
 
 #[test]
