@@ -25,7 +25,6 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 
     let database = open_database(&config).await?;
     let events = EventBus::new(config.event_queue_capacity, config.hook_timeout);
-    lifecycle::migrate_plugins(&mut registry, &database).await;
     lifecycle::subscribe_plugins(&registry, &events);
     lifecycle::load_plugins(&mut registry, &config, &database, &events).await;
     abort_on_fatal_failure(&registry, &config)?;
@@ -85,7 +84,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 pub async fn migrate(config: Config) -> anyhow::Result<()> {
     let mut registry = PluginRegistry::discover(&config)?;
     let database = open_database(&config).await?;
-    lifecycle::migrate_plugins(&mut registry, &database).await;
+    lifecycle::migrate_plugins(&mut registry, &database, config.hook_timeout).await;
     database.close().await;
     match registry.fatal_failure(true) {
         Some(reason) => bail!("migrations incomplete: {reason}"),

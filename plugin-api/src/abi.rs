@@ -157,10 +157,14 @@ pub enum ServiceErrorKind {
     NotFound,
     /// The record changed since it was read (stale `expected_version`), or a uniqueness rule.
     Conflict,
-    /// The request itself is wrong (unknown operation, bad payload, bad SQL).
+    /// The values are not acceptable (an empty name, a negative world time): usually the
+    /// client's input, passed on.
     Invalid,
     /// The host could not do it (database down, internal error).
     Unavailable,
+    /// The call itself is the plugin's mistake (unknown operation, malformed payload, an
+    /// SQL error in its own statement, a reserved topic): a bug to fix, not the client's.
+    BadCall,
 }
 
 /// Severity of a log line a plugin emits through the host.

@@ -52,7 +52,7 @@ pub async fn get(pool: &AnyPool, id: i64) -> Result<Location, ServiceError> {
             name: row.try_get("name")?,
             asset_id: row.try_get("asset_id")?,
             default_spawn: row.try_get("default_spawn")?,
-            meta: json_column(&row.try_get::<String, _>("meta")?),
+            meta: json_column(&row.try_get::<String, _>("meta")?)?,
             hotspots: hotspots
                 .iter()
                 .map(|h| {
@@ -60,7 +60,7 @@ pub async fn get(pool: &AnyPool, id: i64) -> Result<Location, ServiceError> {
                         object_name: h.try_get("object_name")?,
                         hotspot_id: h.try_get("hotspot_id")?,
                         linked_scene_id: h.try_get("linked_scene_id")?,
-                        meta: optional_json_column(h.try_get("meta")?),
+                        meta: optional_json_column(h.try_get("meta")?)?,
                     })
                 })
                 .collect::<Result<_, sqlx::Error>>()?,

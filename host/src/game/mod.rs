@@ -8,6 +8,8 @@
 mod locations;
 mod npcs;
 mod plugin_tables;
+
+pub use plugin_tables::check_ownership;
 mod sessions;
 mod worlds;
 
@@ -86,7 +88,7 @@ pub async fn execute(
             answer(plugin_tables::execute(pool, plugin_id, &parse(payload)?).await)
         }
         other => Err(service_error(
-            ServiceErrorKind::Invalid,
+            ServiceErrorKind::BadCall,
             format!("unknown operation {other:?}"),
         )),
     }
@@ -95,7 +97,7 @@ pub async fn execute(
 fn parse<T: DeserializeOwned>(payload: &[u8]) -> Result<T, ServiceError> {
     serde_json::from_slice(payload).map_err(|error| {
         service_error(
-            ServiceErrorKind::Invalid,
+            ServiceErrorKind::BadCall,
             format!("invalid payload: {error}"),
         )
     })
@@ -136,9 +138,10 @@ fn database_error(error: sqlx::Error) -> ServiceError {
     )
 }
 
-/// A JSON column's text as a value (`{}` when unreadable, which only hand edits cause).
-fn json_column(text: &str) -> Value {
-    serde_json::from_str(text).unwrap_or_else(|_| Value::Object(Default::default()))
+/// A JSON column's text as a value. Text that is not JSON (only a hand edit can cause it)
+/// is an error, never silently `{}`, so a later write cannot replace the data.
+fn json_column(text: &str) -> Result<Value, sqlx::Error> {
+    serde_json::from_str(text).map_err(|error| sqlx::Error::Decode(Box::new(error)))
 }
 
 /// `value` as JSON text, requiring an object (flags, relationships, meta, personality).
@@ -152,8 +155,8 @@ fn object_text(field: &str, value: Option<&Value>) -> Result<String, ServiceErro
     }
 }
 
-fn optional_json_column(text: Option<String>) -> Option<Value> {
-    text.map(|t| json_column(&t))
+fn optional_json_column(text: Option<String>) -> Result<Option<Value>, sqlx::Error> {
+    text.map(|t| json_column(&t)).transpose()
 }
 
 fn require_name(name: &str) -> Result<(), ServiceError> {

@@ -19,7 +19,7 @@ fn npc(row: &AnyRow) -> Result<Npc, sqlx::Error> {
         name: row.try_get("name")?,
         world_id: row.try_get("world_id")?,
         home_location_id: row.try_get("home_location_id")?,
-        personality: json_column(&row.try_get::<String, _>("personality")?),
+        personality: json_column(&row.try_get::<String, _>("personality")?)?,
     })
 }
 
@@ -88,8 +88,8 @@ pub async fn expressions(pool: &AnyPool, npc_id: i64) -> Result<Vec<NpcExpressio
             Ok(NpcExpression {
                 state: row.try_get("state")?,
                 asset_id: row.try_get("asset_id")?,
-                crop: optional_json_column(row.try_get("crop")?),
-                meta: optional_json_column(row.try_get("meta")?),
+                crop: optional_json_column(row.try_get("crop")?)?,
+                meta: optional_json_column(row.try_get("meta")?)?,
             })
         })
         .collect::<Result<_, sqlx::Error>>()

@@ -14,7 +14,7 @@ use sqlx::{
     Any, AnyPool, Column, Row, ValueRef,
 };
 
-use super::{database_error, invalid, service_error};
+use super::{database_error, service_error};
 
 /// The table-name prefix a plugin owns.
 pub fn table_prefix(plugin_id: &str) -> String {
@@ -22,28 +22,79 @@ pub fn table_prefix(plugin_id: &str) -> String {
 }
 
 /// Refuses statements that name tables the plugin does not own.
-fn check_ownership(plugin_id: &str, sql: &str) -> Result<(), ServiceError> {
+pub fn check_ownership(plugin_id: &str, sql: &str) -> Result<(), ServiceError> {
     let own = table_prefix(plugin_id);
-    let foreign = sql
-        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .map(str::to_ascii_lowercase)
-        .find(|word| {
-            !word.starts_with(&own)
-                && (word.starts_with("game_")
-                    || word.starts_with("pixsim7_")
-                    || word.starts_with("sqlite_")
-                    || word.starts_with("pg_")
-                    || word.contains("__"))
-        });
+    let foreign = words(sql).find(|word| {
+        !word.starts_with(&own)
+            && (word.starts_with("game_")
+                || word.starts_with("pixsim7_")
+                || word.starts_with("sqlite_")
+                || word.starts_with("pg_")
+                || word.contains("__"))
+    });
     match foreign {
         Some(table) => Err(service_error(
             ServiceErrorKind::PermissionDenied,
             format!(
-                "plugin {plugin_id} may only use its own tables ({own}*) through db:read/db:write, but the statement names {table}"
+                "plugin {plugin_id} may only use its own tables ({own}*), but the statement names {table}"
             ),
         )),
         None => Ok(()),
     }
+}
+
+fn words(sql: &str) -> impl Iterator<Item = String> + '_ {
+    sql.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| !w.is_empty())
+        .map(str::to_ascii_lowercase)
+}
+
+/// Statements that would change the connection rather than the plugin's data: a raw
+/// transaction left open would poison the pooled connection for everyone.
+const CONNECTION_STATEMENTS: &[&str] = &[
+    "begin",
+    "commit",
+    "rollback",
+    "savepoint",
+    "release",
+    "end",
+    "pragma",
+    "attach",
+    "detach",
+    "vacuum",
+    "set",
+    "reset",
+    "listen",
+    "notify",
+    "lock",
+    "copy",
+    "grant",
+    "revoke",
+];
+
+/// One statement on the plugin's own tables; `read_only` requires a plain SELECT.
+fn check_statement(plugin_id: &str, sql: &str, read_only: bool) -> Result<(), ServiceError> {
+    let body = sql.trim().trim_end_matches(';');
+    if body.contains(';') {
+        return Err(bad_call("one statement per call: the SQL contains ';'"));
+    }
+    let first = words(body).next().unwrap_or_default();
+    if CONNECTION_STATEMENTS.contains(&first.as_str()) {
+        return Err(bad_call(format!(
+            "{} statements are not allowed through db.execute; each call runs in its own transaction",
+            first.to_ascii_uppercase()
+        )));
+    }
+    if read_only && first != "select" {
+        return Err(bad_call(
+            "db.query runs only SELECT statements; use db.execute (db:write) to change data",
+        ));
+    }
+    check_ownership(plugin_id, body)
+}
+
+fn bad_call(message: impl Into<String>) -> ServiceError {
+    service_error(ServiceErrorKind::BadCall, message)
 }
 
 fn bind_all<'q>(
@@ -60,7 +111,7 @@ fn bind_all<'q>(
             },
             Value::String(s) => query.bind(s.as_str()),
             other => {
-                return Err(invalid(format!(
+                return Err(bad_call(format!(
                     "SQL parameters must be null, booleans, numbers or strings, not {other}"
                 )))
             }
@@ -74,18 +125,7 @@ pub async fn query(
     plugin_id: &str,
     sql: &Sql,
 ) -> Result<Vec<Map<String, Value>>, ServiceError> {
-    check_ownership(plugin_id, &sql.sql)?;
-    let first_word = sql
-        .sql
-        .split_whitespace()
-        .next()
-        .unwrap_or("")
-        .to_ascii_uppercase();
-    if first_word != "SELECT" && first_word != "WITH" {
-        return Err(invalid(
-            "db.query runs only SELECT statements; use db.execute (db:write) to change data",
-        ));
-    }
+    check_statement(plugin_id, &sql.sql, true)?;
     let rows = bind_all(sqlx::query(&sql.sql), &sql.params)?
         .fetch_all(pool)
         .await
@@ -94,7 +134,7 @@ pub async fn query(
 }
 
 pub async fn execute(pool: &AnyPool, plugin_id: &str, sql: &Sql) -> Result<Executed, ServiceError> {
-    check_ownership(plugin_id, &sql.sql)?;
+    check_statement(plugin_id, &sql.sql, false)?;
     let result = bind_all(sqlx::query(&sql.sql), &sql.params)?
         .execute(pool)
         .await
@@ -104,11 +144,11 @@ pub async fn execute(pool: &AnyPool, plugin_id: &str, sql: &Sql) -> Result<Execu
     })
 }
 
-/// Errors in the plugin's own SQL are the plugin's to fix: reported as invalid, with the
-/// database's message.
+/// Errors in the plugin's own SQL are the plugin's to fix: a bad call, with the database's
+/// message (which goes to the log, not to the client).
 fn sql_error(error: sqlx::Error) -> ServiceError {
     match error {
-        sqlx::Error::Database(db) => invalid(format!("SQL error: {}", db.message())),
+        sqlx::Error::Database(db) => bad_call(format!("SQL error: {}", db.message())),
         other => database_error(other),
     }
 }
@@ -153,6 +193,24 @@ fn row_to_json(row: &AnyRow) -> Map<String, Value> {
 #[cfg(test)]
 mod tests {
     use super::check_ownership;
+
+    #[test]
+    fn one_plain_statement_per_call() {
+        use super::check_statement;
+        check_statement("a", "SELECT x FROM a__t;", true).unwrap();
+        check_statement("a", "INSERT INTO a__t (x) VALUES ($1)", false).unwrap();
+        for (sql, read_only, fragment) in [
+            ("SELECT 1; DELETE FROM a__t", true, "one statement"),
+            ("WITH x AS (SELECT 1) DELETE FROM a__t", true, "only SELECT"),
+            ("DELETE FROM a__t", true, "only SELECT"),
+            ("BEGIN", false, "BEGIN statements are not allowed"),
+            ("pragma foreign_keys = off", false, "PRAGMA"),
+            ("ATTACH 'x.db' AS y", false, "ATTACH"),
+        ] {
+            let error = check_statement("a", sql, read_only).unwrap_err();
+            assert!(error.message.contains(fragment), "{sql}: {}", error.message);
+        }
+    }
 
     #[test]
     fn only_own_tables_are_allowed() {

@@ -20,8 +20,8 @@ fn session(row: &AnyRow) -> Result<Session, sqlx::Error> {
         world_id: row.try_get("world_id")?,
         scene_id: row.try_get("scene_id")?,
         current_node_id: row.try_get("current_node_id")?,
-        flags: json_column(&row.try_get::<String, _>("flags")?),
-        relationships: json_column(&row.try_get::<String, _>("relationships")?),
+        flags: json_column(&row.try_get::<String, _>("flags")?)?,
+        relationships: json_column(&row.try_get::<String, _>("relationships")?)?,
         world_time: row.try_get("world_time")?,
         version: row.try_get("version")?,
     })
@@ -80,8 +80,11 @@ pub async fn update(
         .map(|r| object_text("relationships", Some(r)))
         .transpose()?;
     if let Some(world_time) = update.world_time {
-        if !world_time.is_finite() || world_time < 0.0 {
-            return Err(super::invalid("world_time must be a non-negative number"));
+        if !world_time.is_finite() || !(0.0..=super::worlds::MAX_WORLD_TIME).contains(&world_time) {
+            return Err(super::invalid(format!(
+                "world_time must be between 0 and {} seconds",
+                super::worlds::MAX_WORLD_TIME
+            )));
         }
     }
     let row = sqlx::query(&format!(

@@ -3,7 +3,11 @@
 use plugin_api::game::{NewWorld, World, WorldSummary};
 use sqlx::{any::AnyRow, AnyPool, Row};
 
-use super::{database_error, json_column, not_found, object_text, require_name};
+use super::{database_error, invalid, json_column, not_found, object_text, require_name};
+
+/// The latest world time there can be, in seconds (about 31.7 million years): far beyond
+/// any game, and far below where adding seconds to a float stops working.
+pub const MAX_WORLD_TIME: f64 = 1.0e15;
 use crate::db::unix_now;
 use plugin_api::abi::ServiceError;
 
@@ -11,7 +15,7 @@ fn world(row: &AnyRow) -> Result<World, sqlx::Error> {
     Ok(World {
         id: row.try_get("id")?,
         name: row.try_get("name")?,
-        meta: json_column(&row.try_get::<String, _>("meta")?),
+        meta: json_column(&row.try_get::<String, _>("meta")?)?,
         world_time: row.try_get("world_time")?,
     })
 }
@@ -59,21 +63,31 @@ pub async fn create(pool: &AnyPool, new: &NewWorld) -> Result<World, ServiceErro
     world(&row).map_err(database_error)
 }
 
+/// Advances the clock; the new time must stay at most [`MAX_WORLD_TIME`], checked in the
+/// same statement, so an absurd delta changes nothing.
 pub async fn advance(pool: &AnyPool, id: i64, delta_seconds: f64) -> Result<World, ServiceError> {
-    let delta = if delta_seconds.is_finite() {
-        delta_seconds.max(0.0)
-    } else {
-        0.0
-    };
+    if !delta_seconds.is_finite() {
+        return Err(invalid("delta_seconds must be a finite number"));
+    }
+    let delta = delta_seconds.max(0.0);
     let row = sqlx::query(
-        "UPDATE game_worlds SET world_time = world_time + $1 WHERE id = $2 \
+        "UPDATE game_worlds SET world_time = world_time + $1 WHERE id = $2 AND world_time + $1 <= $3 \
          RETURNING id, name, meta, world_time",
     )
     .bind(delta)
     .bind(id)
+    .bind(MAX_WORLD_TIME)
     .fetch_optional(pool)
     .await
-    .map_err(database_error)?
-    .ok_or_else(|| not_found("GameWorld", id))?;
-    world(&row).map_err(database_error)
+    .map_err(database_error)?;
+    match row {
+        Some(row) => world(&row).map_err(database_error),
+        None => {
+            let current = get(pool, id).await?;
+            Err(invalid(format!(
+                "advancing world {id} by {delta} s would take its time ({}) past the maximum of {MAX_WORLD_TIME} s",
+                current.world_time
+            )))
+        }
+    }
 }

@@ -24,11 +24,16 @@ use crate::{
         Database,
     },
     events::{EventBus, HOST_EMITTER},
+    game::check_ownership,
 };
 
-/// Applies every pending plugin's own migrations (in load order), failing a plugin whose
-/// migration fails.
-pub async fn migrate_plugins(registry: &mut PluginRegistry, database: &Database) {
+/// `pixsim7 migrate`: applies the own migrations of every plugin that would load, in load
+/// order, failing a plugin whose migration fails.
+pub async fn migrate_plugins(
+    registry: &mut PluginRegistry,
+    database: &Database,
+    timeout: Duration,
+) {
     for index in registry.load_order.clone() {
         if !registry.records[index].state.is_available() {
             continue;
@@ -37,26 +42,49 @@ pub async fn migrate_plugins(registry: &mut PluginRegistry, database: &Database)
             registry.set_outcome(index, PluginState::Skipped, reason);
             continue;
         }
-        let descriptor = registry.records[index]
-            .descriptor
-            .as_ref()
-            .expect("pending has a manifest");
-        if descriptor.migrations.is_empty() {
-            continue;
+        if let Err(reason) = migrate_plugin(registry, index, database, timeout).await {
+            registry.set_outcome(index, PluginState::Failed, reason);
         }
-        let migrations: Vec<PendingMigration<'_>> = descriptor
-            .migrations
-            .iter()
-            .map(|m| PendingMigration {
-                version: m.version,
-                description: &m.description,
-                sql: &m.sql,
-            })
-            .collect();
-        let id = descriptor.manifest.id.clone();
-        if let Err(error) = migrate(database, &id, &migrations).await {
-            registry.set_outcome(index, PluginState::Failed, format!("{error:#}"));
-        }
+    }
+}
+
+/// Applies one plugin's own migrations, which may only touch its own tables, under the hook
+/// timeout.
+async fn migrate_plugin(
+    registry: &PluginRegistry,
+    index: usize,
+    database: &Database,
+    timeout: Duration,
+) -> Result<(), String> {
+    let descriptor = registry.records[index]
+        .descriptor
+        .as_ref()
+        .expect("pending has a manifest");
+    let id = &descriptor.manifest.id;
+    let mut migrations = Vec::with_capacity(descriptor.migrations.len());
+    for migration in &descriptor.migrations {
+        check_ownership(id, &migration.sql).map_err(|error| {
+            format!(
+                "migration {} ({}) refused: {}",
+                migration.version, migration.description, error.message
+            )
+        })?;
+        migrations.push(PendingMigration {
+            version: migration.version,
+            description: &migration.description,
+            sql: &migration.sql,
+        });
+    }
+    if migrations.is_empty() {
+        return Ok(());
+    }
+    match tokio::time::timeout(timeout, migrate(database, id, &migrations)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(error)) => Err(format!("{error:#}")),
+        Err(_) => Err(format!(
+            "migrations did not finish within {} s",
+            timeout.as_secs()
+        )),
     }
 }
 
@@ -125,6 +153,12 @@ pub async fn load_plugins(
                 events.clone(),
             ),
         };
+        // The plugin's own tables, just before its on_load.
+        if let Err(reason) = migrate_plugin(registry, index, database, config.hook_timeout).await {
+            events.unsubscribe(&manifest.id);
+            registry.set_outcome(index, PluginState::Failed, reason);
+            continue;
+        }
         let (id, name, version) = (
             manifest.id.clone(),
             manifest.name.clone(),

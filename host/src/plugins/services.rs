@@ -92,7 +92,7 @@ impl Bound {
         let request_id = request.as_ref().map(|r| r.request_id.as_str());
         let Some(op) = operation(name) else {
             return Err(game::service_error(
-                ServiceErrorKind::Invalid,
+                ServiceErrorKind::BadCall,
                 format!("unknown host service operation {name:?}"),
             ));
         };
@@ -144,7 +144,7 @@ impl Bound {
         request: Option<&RequestState>,
         payload: &[u8],
     ) -> Result<Vec<u8>, ServiceError> {
-        let invalid = |message: String| game::service_error(ServiceErrorKind::Invalid, message);
+        let invalid = |message: String| game::service_error(ServiceErrorKind::BadCall, message);
         let emit: Emit = serde_json::from_slice(payload)
             .map_err(|e| invalid(format!("invalid payload: {e}")))?;
         plugin_api::events::validate_topic(&emit.topic).map_err(invalid)?;

@@ -328,6 +328,17 @@ fn worlds_locations_npcs_and_presence() {
             json!({"delta_seconds": -50}),
         );
         assert_eq!(unchanged["world_time"], 3600.0, "negative counts as 0");
+        let absurd = host.request(
+            "POST",
+            &format!("/api/v1/game/worlds/{wid}/advance"),
+            &[],
+            br#"{"delta_seconds": 1.7e308}"#,
+        );
+        assert_eq!(absurd.status, 400, "{}", absurd.body);
+        assert!(absurd.json()["detail"]
+            .as_str()
+            .unwrap()
+            .contains("past the maximum"));
         assert_eq!(
             ok(
                 &host,

@@ -39,16 +39,17 @@ impl fmt::Display for ServiceError {
 impl std::error::Error for ServiceError {}
 
 impl From<ServiceError> for ApiError {
-    /// Not found → 404, conflict → 409, invalid → 400; a refused permission or an
-    /// unavailable host is the server's problem, not the client's → 500 (and a log line).
+    /// Not found → 404, conflict → 409, invalid → 400; a refused permission, a bad call or
+    /// an unavailable host is the server's problem, not the client's → 500 (the cause goes
+    /// to the log, not to the client).
     fn from(error: ServiceError) -> ApiError {
         match error.kind {
             ServiceErrorKind::NotFound => ApiError::not_found(error.message.as_str()),
             ServiceErrorKind::Conflict => ApiError::conflict(error.message.as_str()),
             ServiceErrorKind::Invalid => ApiError::bad_request(error.message.as_str()),
-            ServiceErrorKind::PermissionDenied | ServiceErrorKind::Unavailable => {
-                ApiError::internal(&error.message)
-            }
+            ServiceErrorKind::PermissionDenied
+            | ServiceErrorKind::Unavailable
+            | ServiceErrorKind::BadCall => ApiError::internal(&error.message),
         }
     }
 }
@@ -372,7 +373,7 @@ impl Drop for Restore<'_> {
 
 fn invalid(message: String) -> ServiceError {
     ServiceError {
-        kind: ServiceErrorKind::Invalid,
+        kind: ServiceErrorKind::BadCall,
         message: message.into(),
     }
 }

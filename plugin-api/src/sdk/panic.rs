@@ -97,6 +97,14 @@ impl<F: Future> Future for CatchPanic<F> {
     }
 }
 
+impl<F> Drop for CatchPanic<F> {
+    fn drop(&mut self) {
+        // The host drops a plugin's future early when a client goes away; a destructor that
+        // panics then must not unwind across the FFI boundary (async-ffi would abort).
+        let _ = catch_unwind(AssertUnwindSafe(|| self.inner = None));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,5 +120,24 @@ mod tests {
         }));
         assert_eq!(result.unwrap_err(), "boom 7");
         assert_eq!(block_on(CatchPanic::new(async { 5 })), Ok(5));
+    }
+
+    #[test]
+    fn a_destructor_that_panics_is_contained() {
+        struct PanicsOnDrop;
+        impl Drop for PanicsOnDrop {
+            fn drop(&mut self) {
+                panic!("destructor panic");
+            }
+        }
+        let guarded = CatchPanic::new(async {
+            let _held = PanicsOnDrop;
+            std::future::pending::<()>().await;
+        });
+        let mut guarded = Box::pin(guarded);
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        assert!(guarded.as_mut().poll(&mut cx).is_pending());
+        drop(guarded); // would unwind out of here without the Drop impl
     }
 }

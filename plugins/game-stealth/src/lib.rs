@@ -119,21 +119,24 @@ async fn pickpocket(
             "detection_chance must be between 0 and 1",
         ));
     }
-    // Roll once, before any retry of the save: a lost race must not re-roll the dice.
-    let (r1, r2) = {
-        let mut rng = plugin
-            .rng
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        (rng.f64(), rng.f64())
-    };
-    let success = r1 < body.base_success_chance;
-    let detected = r2 < body.detection_chance;
-    let (session, ()) = plugin
+    // Roll once, and only once the session is known to exist (a 404 must not consume rolls
+    // of a seeded RNG); a retry of the save after a lost race reuses the same rolls.
+    let mut rolls = None;
+    let (session, (success, detected)) = plugin
         .host
         .modify_session(body.session_id, |session| {
-            apply_attempt(session, &body, success, detected);
-            Ok(())
+            let (success, detected) = *rolls.get_or_insert_with(|| {
+                let mut rng = plugin
+                    .rng
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                (
+                    rng.f64() < body.base_success_chance,
+                    rng.f64() < body.detection_chance,
+                )
+            });
+            apply_attempt(session, &body, success, detected).map_err(ApiError::conflict)?;
+            Ok((success, detected))
         })
         .await?;
     plugin.attempts.fetch_add(1, Ordering::Relaxed);
@@ -170,25 +173,35 @@ fn message(npc_id: i64, success: bool, detected: bool) -> String {
 }
 
 /// The state change of one attempt, applied to the session as read.
-fn apply_attempt(session: &mut Session, body: &PickpocketRequest, success: bool, detected: bool) {
+/// The state change of one attempt, applied to the session as read. Containers are
+/// created when missing; a value of the wrong shape where one is needed is an error, never
+/// overwritten (the session is then not saved).
+fn apply_attempt(
+    session: &mut Session,
+    body: &PickpocketRequest,
+    success: bool,
+    detected: bool,
+) -> Result<(), String> {
     let npc_id = body.npc_id;
-    let stealth = object_at(&mut session.flags, "stealth");
+    let stealth = object_in(&mut session.flags, "stealth", "flags")?;
     let attempts = stealth
         .entry("pickpocket_attempts")
         .or_insert_with(|| Value::Array(Vec::new()));
-    if !attempts.is_array() {
-        *attempts = Value::Array(Vec::new());
-    }
-    if let Value::Array(list) = attempts {
-        list.push(json!({"npc_id": npc_id, "slot_id": body.slot_id, "success": success, "detected": detected}));
-    }
+    let Value::Array(list) = attempts else {
+        return Err(format!(
+            "flags.stealth.pickpocket_attempts is {attempts}, not a list; fix the session before pickpocketing"
+        ));
+    };
+    list.push(json!({"npc_id": npc_id, "slot_id": body.slot_id, "success": success, "detected": detected}));
     if success {
         stealth.insert(format!("stole_from_npc_{npc_id}"), Value::Bool(true));
     }
     if detected {
         stealth.insert(format!("caught_by_npc_{npc_id}"), Value::Bool(true));
-        let entry = object_at(&mut session.relationships, &format!("npc:{npc_id}"));
-        object_at_map(entry, "flags").insert("caught_pickpocketing".to_owned(), Value::Bool(true));
+        let key = format!("npc:{npc_id}");
+        let entry = object_in(&mut session.relationships, &key, "relationships")?;
+        let flags = object_in_map(entry, "flags", &format!("relationships.{key}"))?;
+        flags.insert("caught_pickpocketing".to_owned(), Value::Bool(true));
         if let Some(score) = entry.get("score").and_then(Value::as_f64) {
             let lowered = (score - 10.0).max(0.0);
             let value = if entry["score"].is_i64() || entry["score"].is_u64() {
@@ -199,29 +212,34 @@ fn apply_attempt(session: &mut Session, body: &PickpocketRequest, success: bool,
             entry.insert("score".to_owned(), value);
         }
     }
+    Ok(())
 }
 
-/// The object at `key` of a JSON object value, created (or replacing a non-object) if needed.
-fn object_at<'a>(value: &'a mut Value, key: &str) -> &'a mut Map<String, Value> {
-    if !value.is_object() {
-        *value = Value::Object(Map::new());
+/// The object at `key` of the object `value` (named `path` in errors), created if missing.
+fn object_in<'a>(
+    value: &'a mut Value,
+    key: &str,
+    path: &str,
+) -> Result<&'a mut Map<String, Value>, String> {
+    match value {
+        Value::Object(map) => object_in_map(map, key, path),
+        other => Err(format!("{path} is {other}, not an object")),
     }
-    let Value::Object(map) = value else {
-        unreachable!("made an object above")
-    };
-    object_at_map(map, key)
 }
 
-fn object_at_map<'a>(map: &'a mut Map<String, Value>, key: &str) -> &'a mut Map<String, Value> {
-    let slot = map
+fn object_in_map<'a>(
+    map: &'a mut Map<String, Value>,
+    key: &str,
+    path: &str,
+) -> Result<&'a mut Map<String, Value>, String> {
+    match map
         .entry(key.to_owned())
-        .or_insert_with(|| Value::Object(Map::new()));
-    if !slot.is_object() {
-        *slot = Value::Object(Map::new());
-    }
-    match slot {
-        Value::Object(inner) => inner,
-        _ => unreachable!("made an object above"),
+        .or_insert_with(|| Value::Object(Map::new()))
+    {
+        Value::Object(inner) => Ok(inner),
+        other => Err(format!(
+            "{path}.{key} is {other}, not an object; fix the session before pickpocketing"
+        )),
     }
 }
 
@@ -259,7 +277,7 @@ mod tests {
     #[test]
     fn success_undetected_records_the_theft() {
         let mut s = session(json!({}), json!({}));
-        apply_attempt(&mut s, &body(7), true, false);
+        apply_attempt(&mut s, &body(7), true, false).unwrap();
         assert_eq!(
             s.flags,
             json!({"stealth": {
@@ -280,7 +298,7 @@ mod tests {
             json!({"stealth": {"pickpocket_attempts": [{"npc_id": 1}]}, "other": 1}),
             json!({"npc:7": {"affinity": 50, "score": 5}}),
         );
-        apply_attempt(&mut s, &body(7), false, true);
+        apply_attempt(&mut s, &body(7), false, true).unwrap();
         assert_eq!(
             s.flags["stealth"]["pickpocket_attempts"]
                 .as_array()
@@ -302,14 +320,28 @@ mod tests {
     }
 
     #[test]
+    fn values_of_the_wrong_shape_are_refused_not_overwritten() {
+        let mut s = session(json!({"stealth": "x"}), json!({}));
+        let error = apply_attempt(&mut s, &body(1), true, false).unwrap_err();
+        assert!(error.contains("flags.stealth is \"x\""), "{error}");
+        let mut s = session(json!({}), json!({"npc:1": 5}));
+        let error = apply_attempt(&mut s, &body(1), false, true).unwrap_err();
+        assert!(error.contains("relationships.npc:1 is 5"), "{error}");
+        let mut s = session(json!({"stealth": {"pickpocket_attempts": {}}}), json!({}));
+        assert!(apply_attempt(&mut s, &body(1), true, true)
+            .unwrap_err()
+            .contains("not a list"));
+    }
+
+    #[test]
     fn a_score_is_only_lowered_when_present_and_numeric() {
         let mut s = session(
             json!({}),
             json!({"npc:3": {"score": 25.5}, "npc:4": {"score": "high"}}),
         );
-        apply_attempt(&mut s, &body(3), true, true);
-        apply_attempt(&mut s, &body(4), true, true);
-        apply_attempt(&mut s, &body(5), true, true);
+        apply_attempt(&mut s, &body(3), true, true).unwrap();
+        apply_attempt(&mut s, &body(4), true, true).unwrap();
+        apply_attempt(&mut s, &body(5), true, true).unwrap();
         assert_eq!(s.relationships["npc:3"]["score"], 15.5);
         assert_eq!(s.relationships["npc:4"]["score"], "high");
         assert_eq!(
