@@ -33,8 +33,8 @@ pub fn plugin_json(record: &PluginRecord) -> Value {
         "subscriptions": manifest.map_or(&[][..], |m| &m.subscriptions),
         "subscriptions_active": record.subscriptions_active(),
         "required": manifest.is_some_and(|m| m.required),
-        "routes": record.full_routes().into_iter().map(|(method, path)| {
-            json!({"method": method.as_str(), "path": path})
+        "routes": record.full_routes().into_iter().map(|(method, path, access)| {
+            json!({"method": method.as_str(), "path": path, "access": access})
         }).collect::<Vec<_>>(),
     })
 }

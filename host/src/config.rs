@@ -18,6 +18,8 @@ pub const DEFAULT_BIND: &str = "127.0.0.1:8000";
 pub const DEFAULT_PLUGIN_DIR: &str = "./plugin-dir";
 /// Default database: an SQLite file in the working directory, created on first start.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://pixsim7.db";
+/// Default data directory.
+pub const DEFAULT_DATA_DIR: &str = "./data";
 /// Default request body limit (1 MiB).
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 
@@ -30,6 +32,18 @@ pub struct Config {
     pub plugin_dir: PathBuf,
     /// `sqlite://file.db` or `postgres://...`.
     pub database_url: String,
+    /// Where the host keeps files of its own (a generated JWT secret).
+    pub data_dir: PathBuf,
+    /// `PIXSIM7_JWT_SECRET`: the secret itself.
+    pub jwt_secret: Option<String>,
+    /// `--jwt-secret-file` / `PIXSIM7_JWT_SECRET_FILE` / `jwt_secret_file`.
+    pub jwt_secret_file: Option<PathBuf>,
+    /// Origins a browser front end may call from (`[cors] allowed_origins`; `*` for any).
+    pub cors_allowed_origins: Vec<String>,
+    /// The longest lifetime a plugin may give a token it issues.
+    pub max_token_ttl: Duration,
+    /// Blocking jobs (`run_blocking`) that may run at once; more wait their turn.
+    pub max_blocking_jobs: usize,
     /// Any plugin failure ends startup.
     pub strict: bool,
     /// Largest request body accepted, in bytes; larger bodies get 413.
@@ -76,6 +90,12 @@ pub struct Overrides {
     pub workers: Option<usize>,
     /// `--database-url` / `PIXSIM7_DATABASE_URL`.
     pub database_url: Option<String>,
+    /// `--data-dir` / `PIXSIM7_DATA_DIR`.
+    pub data_dir: Option<PathBuf>,
+    /// `PIXSIM7_JWT_SECRET`.
+    pub jwt_secret: Option<String>,
+    /// `--jwt-secret-file` / `PIXSIM7_JWT_SECRET_FILE`.
+    pub jwt_secret_file: Option<PathBuf>,
 }
 
 /// The config file's shape. Unknown keys are errors, so a typo never silently does nothing.
@@ -85,6 +105,10 @@ struct FileConfig {
     bind: Option<String>,
     plugin_dir: Option<PathBuf>,
     database_url: Option<String>,
+    data_dir: Option<PathBuf>,
+    jwt_secret_file: Option<PathBuf>,
+    max_token_ttl_secs: Option<u64>,
+    max_blocking_jobs: Option<usize>,
     strict: Option<bool>,
     body_limit: Option<usize>,
     workers: Option<usize>,
@@ -96,6 +120,16 @@ struct FileConfig {
     permissions: PermissionsTable,
     #[serde(default)]
     events: EventsTable,
+    #[serde(default)]
+    cors: CorsTable,
+}
+
+/// `[cors]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CorsTable {
+    #[serde(default)]
+    allowed_origins: Vec<String>,
 }
 
 /// `[permissions]`.
@@ -160,9 +194,28 @@ impl Config {
         if event_queue_capacity == 0 {
             bail!("[events] queue_capacity must be at least 1");
         }
+        let relative_to_file = |path: PathBuf| match &file_dir {
+            Some(base) if path.is_relative() => base.join(path),
+            _ => path,
+        };
+        let data_dir = overrides
+            .data_dir
+            .or_else(|| file.data_dir.map(relative_to_file))
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let jwt_secret_file = overrides
+            .jwt_secret_file
+            .or_else(|| file.jwt_secret_file.map(relative_to_file));
         Ok(Config {
             bind,
             plugin_dir,
+            data_dir,
+            jwt_secret: overrides.jwt_secret,
+            jwt_secret_file,
+            cors_allowed_origins: file.cors.allowed_origins,
+            max_token_ttl: Duration::from_secs(file.max_token_ttl_secs.unwrap_or(7 * 86_400)),
+            max_blocking_jobs: file
+                .max_blocking_jobs
+                .unwrap_or_else(|| 2 * std::thread::available_parallelism().map_or(1, usize::from)),
             database_url: overrides
                 .database_url
                 .or(file.database_url)

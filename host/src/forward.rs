@@ -13,20 +13,22 @@ use std::sync::{
 use abi_stable::std_types::{RResult, RString, RVec, Tuple2};
 use actix_web::{
     http::{
-        header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE},
+        header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE},
         Method as HttpMethod, StatusCode,
     },
     web::{self, Bytes},
     HttpRequest, HttpResponse,
 };
 use plugin_api::{
-    abi::{FaultKind, FfiRequest, FfiResponse, PluginModule_Ref, RequestContextHandle},
+    abi::{FaultKind, FfiCaller, FfiRequest, FfiResponse, PluginModule_Ref, RequestContextHandle},
     sdk::{panic::CatchPanic, request::percent_decode},
-    Method,
+    Access, Method,
 };
 
 use crate::{
     admin::AdminSnapshot,
+    auth::{bearer_token, Caller, TokenKeys},
+    cors::{self, CorsPolicy},
     events::EventBus,
     http_error,
     request_context::{new_request_context, RequestState},
@@ -50,6 +52,10 @@ pub struct ServingState {
     pub body_limit: usize,
     /// Where events emitted during successful requests go.
     pub events: Arc<EventBus>,
+    /// Verifies bearer tokens.
+    pub keys: TokenKeys,
+    /// Which browser origins may call.
+    pub cors: CorsPolicy,
 }
 
 /// An enabled plugin as the request path sees it.
@@ -67,44 +73,91 @@ pub async fn dispatch(
     state: web::Data<ServingState>,
 ) -> HttpResponse {
     let request_id = request_id(&request);
-    let method = plugin_method(request.method());
-    let mut response = match state.routes.lookup(method, request.path()) {
-        Lookup::NotFound => http_error::not_found(),
-        Lookup::MethodNotAllowed { allow } => http_error::method_not_allowed(allow),
-        Lookup::Found {
-            target: Target::Host(route),
-            params,
-        } => serve_host_route(route, params.get("id"), &state),
-        Lookup::Found {
-            target: Target::Plugin { plugin, route },
-            params,
-        } => {
-            let path_params: RVec<Tuple2<RString, RString>> = params
-                .iter()
-                .map(|(name, value)| {
-                    Tuple2(RString::from(name), RString::from(percent_decode(value)))
-                })
-                .collect();
-            let (request_state, context) = new_request_context(&request_id);
-            let call = PluginCall {
-                plugin: &state.plugins[plugin],
-                route,
-                method: method.expect("a matched route has a known method"),
-                path_params,
-                context,
-            };
-            let response =
-                forward_request(call, &request, payload, &request_id, state.body_limit).await;
-            release_events(&state.events, &request_state, response.status());
-            response
-        }
+    let origin = state.cors.allowed_origin(&request);
+    let mut response = if cors::is_preflight(&request) {
+        cors::preflight(&request, &state.routes, origin.is_some())
+    } else {
+        route_request(&request, payload, &state, &request_id).await
     };
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response
             .headers_mut()
             .insert(HeaderName::from_static(REQUEST_ID_HEADER), value);
     }
+    if let Some(origin) = origin {
+        cors::add_headers(&mut response, origin);
+    }
     response
+}
+
+/// Matches the request, checks who may call the route, and serves it.
+async fn route_request(
+    request: &HttpRequest,
+    payload: web::Payload,
+    state: &ServingState,
+    request_id: &str,
+) -> HttpResponse {
+    let method = plugin_method(request.method());
+    let (target, access, params) = match state.routes.lookup(method, request.path()) {
+        Lookup::NotFound => return http_error::not_found(),
+        Lookup::MethodNotAllowed { allow } => return http_error::method_not_allowed(allow),
+        Lookup::Found {
+            target,
+            access,
+            params,
+        } => (target, access, params),
+    };
+    let caller = match authenticate(request, access, &state.keys, request_id) {
+        Ok(caller) => caller,
+        Err(refusal) => return refusal,
+    };
+    let (plugin, route) = match target {
+        Target::Host(route) => return serve_host_route(route, params.get("id"), state),
+        Target::Plugin { plugin, route } => (plugin, route),
+    };
+    let path_params: RVec<Tuple2<RString, RString>> = params
+        .iter()
+        .map(|(name, value)| Tuple2(RString::from(name), RString::from(percent_decode(value))))
+        .collect();
+    let (request_state, context) = new_request_context(request_id, caller.clone());
+    let call = PluginCall {
+        plugin: &state.plugins[plugin],
+        route,
+        method: method.expect("a matched route has a known method"),
+        path_params,
+        context,
+        caller,
+    };
+    let response = forward_request(call, request, payload, request_id, state.body_limit).await;
+    release_events(&state.events, &request_state, response.status());
+    response
+}
+
+/// Who is calling, checked against the route's access before any plugin code runs. On a
+/// public route a missing or bad token just means an anonymous caller (a stale token must
+/// not lock anyone out of signing in again); elsewhere it is 401, and a missing role 403.
+fn authenticate(
+    request: &HttpRequest,
+    access: Access,
+    keys: &TokenKeys,
+    request_id: &str,
+) -> Result<Option<Caller>, HttpResponse> {
+    let header = request
+        .headers()
+        .get(AUTHORIZATION)
+        .map(HeaderValue::as_bytes);
+    let verified = bearer_token(header).and_then(|token| token.map(|t| keys.verify(t)).transpose());
+    match (access, verified) {
+        (Access::Public, Ok(caller)) => Ok(caller),
+        (Access::Public, Err(_)) => Ok(None),
+        (_, Ok(None)) => Err(http_error::not_authenticated()),
+        (_, Err(reason)) => {
+            tracing::debug!(request_id, "refused a bearer token: {reason}");
+            Err(http_error::not_authenticated())
+        }
+        (Access::Admin, Ok(Some(caller))) if !caller.is_admin() => Err(http_error::forbidden()),
+        (_, Ok(Some(caller))) => Ok(Some(caller)),
+    }
 }
 
 /// Publishes the events a request emitted if it succeeded (status below 400); discards them
@@ -134,6 +187,7 @@ struct PluginCall<'a> {
     method: Method,
     path_params: RVec<Tuple2<RString, RString>>,
     context: RequestContextHandle,
+    caller: Option<Caller>,
 }
 
 /// Calls the plugin's handler for the matched route and converts its answer.
@@ -150,6 +204,7 @@ async fn forward_request(
         method,
         path_params,
         context,
+        caller,
     } = call;
     let body = match read_body(request, payload, body_limit).await {
         Ok(body) => body,
@@ -173,6 +228,12 @@ async fn forward_request(
         body: RVec::from(body),
         request_id: RString::from(request_id),
         context,
+        caller: caller
+            .map(|caller| FfiCaller {
+                user_id: caller.user_id,
+                roles: caller.roles.into_iter().map(RString::from).collect(),
+            })
+            .into(),
     };
     // The SDK catches panics inside the plugin; CatchPanic is the backstop for a plugin
     // future that panics past it ("FFI future panicked").

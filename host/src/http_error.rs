@@ -9,6 +9,22 @@ pub fn detail_response(status: StatusCode, detail: impl Into<Value>) -> HttpResp
     HttpResponse::build(status).json(json!({ "detail": detail.into() }))
 }
 
+/// 401 for a missing, malformed, badly signed or expired bearer token; the same answer for
+/// all, so nothing is learnt by probing.
+pub fn not_authenticated() -> HttpResponse {
+    let mut response = detail_response(StatusCode::UNAUTHORIZED, "Not authenticated");
+    response.headers_mut().insert(
+        actix_web::http::header::WWW_AUTHENTICATE,
+        actix_web::http::header::HeaderValue::from_static("Bearer"),
+    );
+    response
+}
+
+/// 403 for a signed-in caller without the role a route needs.
+pub fn forbidden() -> HttpResponse {
+    detail_response(StatusCode::FORBIDDEN, "Not enough permissions")
+}
+
 /// 404 for a path no route has.
 pub fn not_found() -> HttpResponse {
     detail_response(StatusCode::NOT_FOUND, "Not Found")

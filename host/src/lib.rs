@@ -10,7 +10,9 @@
 //! Invariant: only this crate knows actix and sqlx; plugins see only `plugin-api` types.
 
 pub mod admin;
+pub mod auth;
 pub mod config;
+pub mod cors;
 pub mod db;
 pub mod events;
 pub mod forward;

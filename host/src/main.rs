@@ -30,6 +30,22 @@ enum Command {
     /// Apply the database migrations (the host's, then those of every plugin that would
     /// load), then exit.
     Migrate,
+    /// Print an access token signed with the configured secret, for scripts and smoke
+    /// tests.
+    Token(TokenArgs),
+}
+
+#[derive(Args)]
+struct TokenArgs {
+    /// The user the token is for
+    #[arg(long)]
+    user_id: i64,
+    /// Give the token the admin role
+    #[arg(long)]
+    admin: bool,
+    /// Lifetime, like 90s, 15m, 1h, 7d
+    #[arg(long, default_value = "1h")]
+    ttl: String,
 }
 
 /// Options every command takes, before or after its name.
@@ -54,6 +70,12 @@ struct GlobalArgs {
     /// Database: sqlite://file.db (created if missing) or postgres://... [default: sqlite://pixsim7.db]
     #[arg(long, env = "PIXSIM7_DATABASE_URL", global = true)]
     database_url: Option<String>,
+    /// Where the host keeps its own files, e.g. a generated JWT secret [default: ./data]
+    #[arg(long, env = "PIXSIM7_DATA_DIR", global = true)]
+    data_dir: Option<PathBuf>,
+    /// File holding the secret that signs access tokens (HS256)
+    #[arg(long, env = "PIXSIM7_JWT_SECRET_FILE", global = true)]
+    jwt_secret_file: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -70,6 +92,7 @@ fn main() -> ExitCode {
         None | Some(Command::Serve) => serve(config),
         Some(Command::Plugins(args)) => plugins(config, args),
         Some(Command::Migrate) => migrate(config),
+        Some(Command::Token(args)) => token(config, args),
     });
     match result {
         Ok(code) => code,
@@ -89,11 +112,28 @@ fn overrides(options: GlobalArgs) -> Overrides {
         bind: options.bind,
         workers: options.workers,
         database_url: options.database_url,
+        data_dir: options.data_dir,
+        jwt_secret: std::env::var("PIXSIM7_JWT_SECRET")
+            .ok()
+            .filter(|s| !s.is_empty()),
+        jwt_secret_file: options.jwt_secret_file,
     }
 }
 
 fn serve(config: Config) -> anyhow::Result<ExitCode> {
     actix_web::rt::System::new().block_on(startup::serve(config))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn token(config: Config, args: TokenArgs) -> anyhow::Result<ExitCode> {
+    let ttl = host::auth::parse_ttl(&args.ttl)?;
+    let keys = startup::token_keys(&config)?;
+    let roles = if args.admin {
+        vec!["admin".to_owned()]
+    } else {
+        Vec::new()
+    };
+    println!("{}", keys.issue(args.user_id, &roles, ttl));
     Ok(ExitCode::SUCCESS)
 }
 

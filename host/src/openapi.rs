@@ -12,14 +12,17 @@ use crate::{
 pub fn openapi_document(registry: &PluginRegistry) -> Value {
     let mut paths: Map<String, Value> = Map::new();
     let mut components: Map<String, Value> = Map::new();
-    for (method, path, route) in HOST_ROUTES {
+    for (method, path, route, access) in HOST_ROUTES {
         let summary = match route {
             HostRoute::Health => "Liveness: 200 once the host is serving",
             HostRoute::OpenApi => "This document",
             HostRoute::ListPlugins => "Every plugin library found, with state and reason",
             HostRoute::GetPlugin => "One plugin, by id",
         };
-        let operation = operation(method.as_str(), path, summary, &["host".to_owned()], "host");
+        let mut operation = operation(method.as_str(), path, summary, &["host".to_owned()], "host");
+        if access != plugin_api::Access::Public {
+            operation["security"] = json!([{"bearerAuth": []}]);
+        }
         insert(&mut paths, method.as_str(), path, operation);
     }
     for record in &registry.records {
@@ -35,9 +38,12 @@ pub fn openapi_document(registry: &PluginRegistry) -> Value {
         } else {
             manifest.tags.clone()
         };
-        for (route, (method, path)) in descriptor.routes.iter().zip(record.full_routes()) {
+        for (route, (method, path, access)) in descriptor.routes.iter().zip(record.full_routes()) {
             let mut operation =
                 operation(method.as_str(), &path, &route.summary, &tags, &manifest.id);
+            if access != plugin_api::Access::Public {
+                operation["security"] = json!([{"bearerAuth": []}]);
+            }
             if let Some(schema) = &route.request_schema {
                 operation["requestBody"] = json!({
                     "required": true,
@@ -58,7 +64,10 @@ pub fn openapi_document(registry: &PluginRegistry) -> Value {
             "description": "The PixSim7 game backend: every route below /api/v1 except /api/v1/plugins is served by a plugin library.",
         },
         "paths": paths,
-        "components": {"schemas": components},
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+        },
     })
 }
 

@@ -113,8 +113,12 @@ pub fn text_report(registry: &PluginRegistry) -> String {
         if manifest.required {
             let _ = writeln!(out, "  required:     yes (its failure stops startup)");
         }
-        for (method, path) in record.full_routes() {
-            let _ = writeln!(out, "  route:        {method} {path}");
+        for (method, path, access) in record.full_routes() {
+            let _ = writeln!(
+                out,
+                "  route:        {method} {path} ({})",
+                access_label(access)
+            );
         }
     }
     let order: Vec<&str> = registry
@@ -132,4 +136,12 @@ pub fn text_report(registry: &PluginRegistry) -> String {
         let _ = writeln!(out, "{failures} plugin(s) would not load");
     }
     out
+}
+
+fn access_label(access: plugin_api::Access) -> &'static str {
+    match access {
+        plugin_api::Access::Public => "public",
+        plugin_api::Access::User => "signed-in users",
+        plugin_api::Access::Admin => "admins",
+    }
 }

@@ -12,6 +12,8 @@ use abi_stable::{
 use plugin_api::abi::{RequestContext, RequestContextHandle, RequestContext_TO};
 use serde_json::Value;
 
+use crate::auth::Caller;
+
 /// An event emitted during a request, waiting for its outcome.
 pub struct PendingEvent {
     /// The emitting plugin.
@@ -26,6 +28,8 @@ pub struct PendingEvent {
 pub struct RequestState {
     /// The request id (as in `x-request-id`).
     pub request_id: String,
+    /// Who is calling, as verified from the bearer token.
+    pub caller: Option<Caller>,
     pending_events: Mutex<Vec<PendingEvent>>,
 }
 
@@ -55,9 +59,13 @@ impl RequestContext for RequestHandle {
 }
 
 /// A new request record and the handle that crosses to the plugin.
-pub fn new_request_context(request_id: &str) -> (Arc<RequestState>, RequestContextHandle) {
+pub fn new_request_context(
+    request_id: &str,
+    caller: Option<Caller>,
+) -> (Arc<RequestState>, RequestContextHandle) {
     let state = Arc::new(RequestState {
         request_id: request_id.to_owned(),
+        caller,
         pending_events: Mutex::new(Vec::new()),
     });
     let handle =

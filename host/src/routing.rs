@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use plugin_api::Method;
+use plugin_api::{Access, Method};
 
 /// What serves a matched route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,19 +36,44 @@ pub enum HostRoute {
     GetPlugin,
 }
 
-/// The host's routes, registered before any plugin's so plugins cannot take them over.
-pub const HOST_ROUTES: [(Method, &str, HostRoute); 4] = [
-    (Method::Get, "/healthz", HostRoute::Health),
-    (Method::Get, "/openapi.json", HostRoute::OpenApi),
-    (Method::Get, "/api/v1/plugins", HostRoute::ListPlugins),
-    (Method::Get, "/api/v1/plugins/{id}", HostRoute::GetPlugin),
+/// The host's routes, registered before any plugin's so plugins cannot take them over:
+/// health and the API document are public, the plugin admin API needs the admin role.
+pub const HOST_ROUTES: [(Method, &str, HostRoute, Access); 4] = [
+    (Method::Get, "/healthz", HostRoute::Health, Access::Public),
+    (
+        Method::Get,
+        "/openapi.json",
+        HostRoute::OpenApi,
+        Access::Public,
+    ),
+    (
+        Method::Get,
+        "/api/v1/plugins",
+        HostRoute::ListPlugins,
+        Access::Admin,
+    ),
+    (
+        Method::Get,
+        "/api/v1/plugins/{id}",
+        HostRoute::GetPlugin,
+        Access::Admin,
+    ),
 ];
+
+/// One method on one path.
+#[derive(Debug, Clone)]
+struct MethodRoute {
+    method: Method,
+    target: Target,
+    access: Access,
+    owner: String,
+}
 
 /// The methods registered on one path pattern.
 #[derive(Debug, Clone)]
 struct PathRoutes {
     pattern: String,
-    methods: Vec<(Method, Target, String)>,
+    methods: Vec<MethodRoute>,
     /// The `Allow` header for a 405 on this path.
     allow: String,
 }
@@ -67,6 +92,8 @@ pub enum Lookup<'t, 'p> {
     Found {
         /// What serves it.
         target: Target,
+        /// Who may call it.
+        access: Access,
         /// Parameter names and raw values, in pattern order.
         params: matchit::Params<'t, 'p>,
     },
@@ -87,41 +114,48 @@ impl RouteTable {
             paths: Vec::new(),
             by_pattern: HashMap::new(),
         };
-        for (method, path, route) in HOST_ROUTES {
+        for (method, path, route, access) in HOST_ROUTES {
+            let entry = MethodRoute {
+                method,
+                target: Target::Host(route),
+                access,
+                owner: "the host".into(),
+            };
             table
-                .insert(method, path, Target::Host(route), "the host")
+                .insert(path, entry)
                 .expect("host routes do not conflict");
         }
         table
     }
 
-    /// Adds every route of one plugin, or none: on a conflict the table is unchanged and
-    /// the error names both routes and the other owner.
+    /// Adds every route of one plugin (method, full path, access), or none: on a conflict
+    /// the table is unchanged and the error names both routes and the other owner.
     pub fn add_plugin_routes(
         &mut self,
         owner: &str,
         plugin: usize,
-        routes: &[(Method, String)],
+        routes: &[(Method, String, Access)],
     ) -> Result<(), String> {
         let mut candidate = self.clone();
-        for (index, (method, path)) in routes.iter().enumerate() {
+        for (index, (method, path, access)) in routes.iter().enumerate() {
             let target = Target::Plugin {
                 plugin,
                 route: u32::try_from(index).map_err(|_| "too many routes".to_owned())?,
             };
-            candidate.insert(*method, path, target, &format!("plugin {owner}"))?;
+            let entry = MethodRoute {
+                method: *method,
+                target,
+                access: *access,
+                owner: format!("plugin {owner}"),
+            };
+            candidate.insert(path, entry)?;
         }
         *self = candidate;
         Ok(())
     }
 
-    fn insert(
-        &mut self,
-        method: Method,
-        path: &str,
-        target: Target,
-        owner: &str,
-    ) -> Result<(), String> {
+    fn insert(&mut self, path: &str, entry: MethodRoute) -> Result<(), String> {
+        let method = entry.method;
         let index = match self.by_pattern.get(path) {
             Some(&index) => index,
             None => {
@@ -135,7 +169,7 @@ impl RouteTable {
                                     let owners: Vec<&str> = self.paths[i]
                                         .methods
                                         .iter()
-                                        .map(|(_, _, o)| o.as_str())
+                                        .map(|m| m.owner.as_str())
                                         .collect();
                                     owners.join(", ")
                                 },
@@ -154,19 +188,19 @@ impl RouteTable {
                 self.paths.len() - 1
             }
         };
-        let entry = &mut self.paths[index];
-        if let Some((_, _, other)) = entry.methods.iter().find(|(m, _, _)| *m == method) {
+        let path_routes = &mut self.paths[index];
+        if let Some(other) = path_routes.methods.iter().find(|m| m.method == method) {
             return Err(format!(
-                "route conflict: {method} {} is already served by {other}",
-                entry.pattern
+                "route conflict: {method} {} is already served by {}",
+                path_routes.pattern, other.owner
             ));
         }
-        entry.methods.push((method, target, owner.to_owned()));
-        entry.methods.sort_by_key(|(m, _, _)| *m);
-        entry.allow = entry
+        path_routes.methods.push(entry);
+        path_routes.methods.sort_by_key(|m| m.method);
+        path_routes.allow = path_routes
             .methods
             .iter()
-            .map(|(m, _, _)| m.as_str())
+            .map(|m| m.method.as_str())
             .collect::<Vec<_>>()
             .join(", ");
         Ok(())
@@ -182,25 +216,21 @@ impl RouteTable {
         let Ok(matched) = self.router.at(path) else {
             return Lookup::NotFound;
         };
-        let entry = &self.paths[*matched.value];
-        match entry.methods.iter().find(|(m, _, _)| Some(*m) == method) {
-            Some((_, target, _)) => Lookup::Found {
-                target: *target,
+        let path_routes = &self.paths[*matched.value];
+        match path_routes
+            .methods
+            .iter()
+            .find(|m| Some(m.method) == method)
+        {
+            Some(route) => Lookup::Found {
+                target: route.target,
+                access: route.access,
                 params: matched.params,
             },
             None => Lookup::MethodNotAllowed {
-                allow: &entry.allow,
+                allow: &path_routes.allow,
             },
         }
-    }
-
-    /// Every `(method, pattern)` registered, in registration order of patterns.
-    pub fn routes(&self) -> impl Iterator<Item = (Method, &str, Target)> {
-        self.paths.iter().flat_map(|p| {
-            p.methods
-                .iter()
-                .map(move |(m, t, _)| (*m, p.pattern.as_str(), *t))
-        })
     }
 }
 
@@ -217,8 +247,10 @@ pub fn full_path(prefix: &str, path: &str) -> String {
 mod tests {
     use super::*;
 
-    fn routes(list: &[(Method, &str)]) -> Vec<(Method, String)> {
-        list.iter().map(|(m, p)| (*m, p.to_string())).collect()
+    fn routes(list: &[(Method, &str)]) -> Vec<(Method, String, Access)> {
+        list.iter()
+            .map(|(m, p)| (*m, p.to_string(), Access::User))
+            .collect()
     }
 
     #[test]

@@ -7,13 +7,18 @@ use actix_web::{web, App, HttpServer};
 use anyhow::{bail, Context};
 use serde_json::json;
 
+use tokio::sync::Semaphore;
+
 use crate::{
     admin::AdminSnapshot,
+    auth::{self, SecretSource, TokenKeys},
     config::Config,
+    cors::CorsPolicy,
     db::{migrate::migrate_host, redact, Database},
     events::{EventBus, HOST_EMITTER},
     forward::{dispatch, ServedPlugin, ServingState},
     openapi::openapi_document,
+    plugins::services::SharedServices,
     plugins::{lifecycle, PluginRegistry, PluginState},
     routing::RouteTable,
 };
@@ -23,10 +28,18 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let mut registry = PluginRegistry::discover(&config)?;
     abort_on_fatal_failure(&registry, &config)?;
 
+    let keys = token_keys(&config)?;
     let database = open_database(&config).await?;
     let events = EventBus::new(config.event_queue_capacity, config.hook_timeout);
+    let shared = Arc::new(SharedServices {
+        database: database.clone(),
+        events: events.clone(),
+        keys: keys.clone(),
+        max_token_ttl: config.max_token_ttl,
+        blocking: Arc::new(Semaphore::new(config.max_blocking_jobs)),
+    });
     lifecycle::subscribe_plugins(&registry, &events);
-    lifecycle::load_plugins(&mut registry, &config, &database, &events).await;
+    lifecycle::load_plugins(&mut registry, &config, &shared).await;
     abort_on_fatal_failure(&registry, &config)?;
 
     let listener =
@@ -39,7 +52,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         return Err(error);
     }
 
-    let state = web::Data::new(serving_state(&registry, &config, events.clone())?);
+    let state = web::Data::new(serving_state(&registry, &config, events.clone(), keys)?);
     let server = HttpServer::new(move || build_app(state.clone()))
         .workers(config.workers)
         .shutdown_timeout(config.shutdown_timeout.as_secs())
@@ -156,6 +169,7 @@ pub fn serving_state(
     registry: &PluginRegistry,
     config: &Config,
     events: Arc<EventBus>,
+    keys: TokenKeys,
 ) -> anyhow::Result<ServingState> {
     let mut routes = RouteTable::with_host_routes();
     let mut plugins = Vec::new();
@@ -180,7 +194,45 @@ pub fn serving_state(
         openapi: openapi_document(registry).to_string().into(),
         body_limit: config.body_limit,
         events,
+        keys,
+        cors: CorsPolicy::new(&config.cors_allowed_origins),
     })
+}
+
+/// The keys that verify (and, for `pixsim7 token` and the sign-in plugin, sign) access
+/// tokens: from `PIXSIM7_JWT_SECRET` or the secret file; else, on SQLite only, a secret
+/// generated once in the data directory. Several instances on PostgreSQL must share one
+/// secret, so there the host refuses to start without a configured one.
+pub fn token_keys(config: &Config) -> anyhow::Result<TokenKeys> {
+    let configured = auth::configured_secret(
+        config.jwt_secret.as_deref(),
+        config.jwt_secret_file.as_deref(),
+    )?;
+    let (secret, source) = match configured {
+        Some(found) => found,
+        None if config.database_url.starts_with("postgres") => bail!(
+            "no JWT secret configured: on PostgreSQL several instances must verify each other's tokens, \
+             so set --jwt-secret-file, PIXSIM7_JWT_SECRET_FILE, PIXSIM7_JWT_SECRET or jwt_secret_file"
+        ),
+        None => auth::data_dir_secret(&config.data_dir)?,
+    };
+    let keys = TokenKeys::new(&secret).with_context(|| format!("JWT secret from {source:?}"))?;
+    match &source {
+        SecretSource::Generated(path) => tracing::warn!(
+            path = %path.display(),
+            "Generated a new JWT secret in {} (mode 0600); tokens are valid only with this data directory. \
+             Configure --jwt-secret-file to share one between instances",
+            path.display()
+        ),
+        SecretSource::DataDir(path) => {
+            tracing::info!(path = %path.display(), "Using the JWT secret in {}", path.display())
+        }
+        SecretSource::File(path) => {
+            tracing::info!(path = %path.display(), "Using the JWT secret from {}", path.display())
+        }
+        SecretSource::Environment => tracing::info!("Using the JWT secret from PIXSIM7_JWT_SECRET"),
+    }
+    Ok(keys)
 }
 
 fn abort_on_fatal_failure(registry: &PluginRegistry, config: &Config) -> anyhow::Result<()> {

@@ -17,7 +17,7 @@ use abi_stable::{
     library::RootModule,
     package_version_strings, sabi_trait,
     sabi_types::VersionStrings,
-    std_types::{RArc, ROption, RResult, RStr, RString, RVec, Tuple2},
+    std_types::{RArc, RBox, ROption, RResult, RStr, RString, RVec, Tuple2},
     StableAbi,
 };
 use async_ffi::FfiFuture;
@@ -123,6 +123,19 @@ pub struct FfiRequest {
     /// The host's handle on this request; the SDK passes it back with every host service
     /// call made while handling it (events emitted then wait for the response).
     pub context: RequestContextHandle,
+    /// Who is calling, as the host verified from the bearer token (`None` on public routes
+    /// when no valid token was sent). Plugins never parse tokens.
+    pub caller: ROption<FfiCaller>,
+}
+
+/// A verified caller.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
+pub struct FfiCaller {
+    /// The user id (the token's subject).
+    pub user_id: i64,
+    /// The user's roles, e.g. `admin`.
+    pub roles: RVec<RString>,
 }
 
 /// A plugin's answer to one request.
@@ -203,7 +216,12 @@ pub type HostServicesHandle = HostServices_TO<RArc<()>>;
 /// The per-request context object as it crosses the boundary.
 pub type RequestContextHandle = RequestContext_TO<RArc<()>>;
 
-pub use host_services::{HostServices, HostServices_TO, RequestContext, RequestContext_TO};
+/// A piece of blocking work as it crosses the boundary.
+pub type BlockingJobBox = BlockingJob_TO<RBox<()>>;
+
+pub use host_services::{
+    BlockingJob, BlockingJob_TO, HostServices, HostServices_TO, RequestContext, RequestContext_TO,
+};
 
 mod host_services {
     // `#[sabi_trait]` expands to impls inside a generated module, which trips this lint;
@@ -223,13 +241,26 @@ mod host_services {
         /// Calls a host service operation (see `crate::game::ops`) with a JSON payload,
         /// answering JSON. The host checks the operation's permission first. `context` is the
         /// request being handled, if any.
-        #[sabi(last_prefix_field)]
         fn call(
             &self,
             context: ROption<RequestContextHandle>,
             operation: RStr<'_>,
             payload: RVec<u8>,
         ) -> FfiFuture<ServiceResult>;
+
+        /// Runs CPU-heavy or blocking work (password hashing, say) on the host's blocking
+        /// pool, off the async workers other requests share. The future resolves when `job`
+        /// has run; `Err` carries a panic message or why it could not run.
+        #[sabi(last_prefix_field)]
+        fn run_blocking(&self, job: BlockingJobBox) -> FfiFuture<RResult<(), RString>>;
+    }
+
+    /// Work handed to [`HostServices::run_blocking`]; the SDK builds it from a closure.
+    #[sabi_trait]
+    pub trait BlockingJob: Send + 'static {
+        /// Runs the work (once), catching panics inside the plugin.
+        #[sabi(last_prefix_field)]
+        fn run(&mut self) -> RResult<(), RString>;
     }
 
     /// The host's record of one request in flight. Opaque to plugins; the SDK hands it back

@@ -312,6 +312,7 @@ operations! {
     DB_QUERY = "db.query" requires "db:read";
     DB_EXECUTE = "db.execute" requires "db:write";
     EVENT_EMIT = "event.emit" requires "event:emit";
+    AUTH_ISSUE_TOKEN = "auth.issue_token" requires "auth:issue";
 }
 
 /// The operation with this name.
@@ -395,6 +396,27 @@ pub mod calls {
         pub topic: String,
         /// The payload.
         pub payload: Value,
+    }
+
+    /// `auth.issue_token`: a signed access token for a user.
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    pub struct IssueToken {
+        /// The user.
+        pub user_id: i64,
+        /// Their roles, e.g. `["admin"]`.
+        #[serde(default)]
+        pub roles: Vec<String>,
+        /// Lifetime in seconds (the host caps it).
+        pub ttl_secs: u64,
+    }
+
+    /// The answer to `auth.issue_token`.
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    pub struct IssuedToken {
+        /// The token, for `Authorization: Bearer ...`.
+        pub access_token: String,
+        /// Seconds until it expires.
+        pub expires_in: u64,
     }
 
     /// The answer to `db.execute`.

@@ -41,15 +41,16 @@ pub mod sdk;
 
 pub use log;
 pub use manifest::{Dependency, Manifest, ManifestErrors};
-pub use route::{Method, Migration, PluginDescriptor, RouteSpec};
+pub use route::{Access, Method, Migration, PluginDescriptor, RouteSpec};
 pub use sdk::{
     error::{ApiError, PluginError},
     host::{Host, ServiceError},
     plugin::{Event, Handler, LoadContext, Plugin, Routes},
-    request::Request,
+    request::{Caller, Request},
     response::{IntoResponse, Json, Response},
     testing::TestPlugin,
 };
+pub use serde_json;
 pub use serde_json::{json, Map, Value};
 
 /// Everything a plugin crate usually needs: `use plugin_api::prelude::*;`.

@@ -31,6 +31,10 @@ pub const KNOWN_PERMISSIONS: &[(&str, &str)] = &[
         "event:subscribe",
         "receive the events named in the manifest's subscriptions",
     ),
+    (
+        "auth:issue",
+        "mint access tokens for users (the sign-in plugin)",
+    ),
 ];
 
 /// Whether `name` is a known permission.

@@ -64,6 +64,19 @@ impl<'de> Deserialize<'de> for Method {
     }
 }
 
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Access {
+    /// Anyone, signed in or not.
+    Public,
+    /// A signed-in user (a valid bearer token): the default.
+    #[default]
+    User,
+    /// A signed-in user with the `admin` role.
+    Admin,
+}
+
 /// One entry of a plugin's route table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RouteSpec {
@@ -74,6 +87,9 @@ pub struct RouteSpec {
     /// One line for the API docs.
     #[serde(default)]
     pub summary: String,
+    /// Who may call the route; the host checks it before any plugin code runs.
+    #[serde(default)]
+    pub access: Access,
     /// JSON Schema of the request body, for the API docs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_schema: Option<serde_json::Value>,

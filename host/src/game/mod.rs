@@ -22,33 +22,67 @@ use serde_json::Value;
 
 use crate::db::Database;
 
+/// Whose game state a call may see. Worlds and sessions belong to the user who created
+/// them; NPCs and locations are world content, visible to all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// No request behind the call (an event handler, a hook): the whole game.
+    System,
+    /// A call made while handling a request: only what this user owns (`None`, a public
+    /// route called without a token, owns nothing).
+    Caller(Option<i64>),
+}
+
+impl Scope {
+    /// The owner to filter on, as an SQL parameter: `NULL` for no filter. An anonymous
+    /// caller filters on an id no user has.
+    fn owner_filter(self) -> Option<i64> {
+        match self {
+            Scope::System => None,
+            Scope::Caller(Some(user_id)) => Some(user_id),
+            Scope::Caller(None) => Some(i64::MIN),
+        }
+    }
+
+    /// The owner a new world or session gets.
+    fn new_owner(self) -> Option<i64> {
+        match self {
+            Scope::Caller(user_id) => user_id,
+            Scope::System => None,
+        }
+    }
+}
+
 /// Runs operation `op` for plugin `plugin_id` with a JSON payload, answering JSON.
 pub async fn execute(
     db: &Database,
     plugin_id: &str,
+    scope: Scope,
     op: Operation,
     payload: &[u8],
 ) -> Result<Vec<u8>, ServiceError> {
     let pool = &db.pool;
     match op.name {
-        n if n == ops::WORLD_LIST.name => answer(worlds::list(pool).await),
+        n if n == ops::WORLD_LIST.name => answer(worlds::list(pool, scope).await),
         n if n == ops::WORLD_GET.name => {
-            answer(worlds::get(pool, parse::<calls::ById>(payload)?.id).await)
+            answer(worlds::get(pool, parse::<calls::ById>(payload)?.id, scope).await)
         }
-        n if n == ops::WORLD_CREATE.name => answer(worlds::create(pool, &parse(payload)?).await),
+        n if n == ops::WORLD_CREATE.name => {
+            answer(worlds::create(pool, &parse(payload)?, scope).await)
+        }
         n if n == ops::WORLD_ADVANCE.name => {
             let call: calls::AdvanceWorld = parse(payload)?;
-            answer(worlds::advance(pool, call.id, call.delta_seconds).await)
+            answer(worlds::advance(pool, call.id, call.delta_seconds, scope).await)
         }
         n if n == ops::SESSION_CREATE.name => {
-            answer(sessions::create(pool, &parse(payload)?).await)
+            answer(sessions::create(pool, &parse(payload)?, scope).await)
         }
         n if n == ops::SESSION_GET.name => {
-            answer(sessions::get(pool, parse::<calls::ById>(payload)?.id).await)
+            answer(sessions::get(pool, parse::<calls::ById>(payload)?.id, scope).await)
         }
         n if n == ops::SESSION_UPDATE.name => {
             let call: calls::UpdateSession = parse(payload)?;
-            answer(sessions::update(pool, call.id, &call.update).await)
+            answer(sessions::update(pool, call.id, &call.update, scope).await)
         }
         n if n == ops::NPC_LIST.name => answer(npcs::list(pool).await),
         n if n == ops::NPC_GET.name => {

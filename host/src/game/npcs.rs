@@ -55,7 +55,8 @@ pub async fn create(pool: &AnyPool, new: &NewNpc) -> Result<Npc, ServiceError> {
     require_name(&new.name)?;
     let personality = object_text("personality", new.personality.as_ref())?;
     if let Some(world_id) = new.world_id {
-        super::worlds::get(pool, world_id).await?;
+        // NPCs are world content: the world must exist, whoever plays in it.
+        super::worlds::get(pool, world_id, super::Scope::System).await?;
     }
     if let Some(location_id) = new.home_location_id {
         super::locations::get(pool, location_id).await?;

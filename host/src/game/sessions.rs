@@ -7,7 +7,7 @@ use plugin_api::{
 };
 use sqlx::{any::AnyRow, AnyPool, Row};
 
-use super::{database_error, json_column, not_found, object_text, service_error};
+use super::{database_error, json_column, not_found, object_text, service_error, Scope};
 use crate::db::unix_now;
 
 const COLUMNS: &str =
@@ -27,16 +27,21 @@ fn session(row: &AnyRow) -> Result<Session, sqlx::Error> {
     })
 }
 
-pub async fn create(pool: &AnyPool, new: &NewSession) -> Result<Session, ServiceError> {
+/// Creates a session owned by the scope's user, in one of its own worlds.
+pub async fn create(
+    pool: &AnyPool,
+    new: &NewSession,
+    scope: Scope,
+) -> Result<Session, ServiceError> {
     let flags = object_text("flags", new.flags.as_ref())?;
     let relationships = object_text("relationships", new.relationships.as_ref())?;
     if let Some(world_id) = new.world_id {
-        super::worlds::get(pool, world_id).await?;
+        super::worlds::get(pool, world_id, scope).await?;
     }
     let now = unix_now();
     let row = sqlx::query(&format!(
-        "INSERT INTO game_sessions (world_id, scene_id, flags, relationships, world_time, version, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, 1, $6, $6) RETURNING {COLUMNS}"
+        "INSERT INTO game_sessions (world_id, scene_id, flags, relationships, world_time, version, created_at, updated_at, user_id) \
+         VALUES ($1, $2, $3, $4, $5, 1, $6, $6, $7) RETURNING {COLUMNS}"
     ))
     .bind(new.world_id)
     .bind(new.scene_id)
@@ -44,17 +49,20 @@ pub async fn create(pool: &AnyPool, new: &NewSession) -> Result<Session, Service
     .bind(relationships)
     .bind(0.0_f64)
     .bind(now)
+    .bind(scope.new_owner())
     .fetch_one(pool)
     .await
     .map_err(database_error)?;
     session(&row).map_err(database_error)
 }
 
-pub async fn get(pool: &AnyPool, id: i64) -> Result<Session, ServiceError> {
+/// One session; another user's answers not found, like a missing one.
+pub async fn get(pool: &AnyPool, id: i64, scope: Scope) -> Result<Session, ServiceError> {
     let row = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM game_sessions WHERE id = $1"
+        "SELECT {COLUMNS} FROM game_sessions WHERE id = $1 AND ($2 IS NULL OR user_id = $2)"
     ))
     .bind(id)
+    .bind(scope.owner_filter())
     .fetch_optional(pool)
     .await
     .map_err(database_error)?
@@ -68,6 +76,7 @@ pub async fn update(
     pool: &AnyPool,
     id: i64,
     update: &SessionUpdate,
+    scope: Scope,
 ) -> Result<Session, ServiceError> {
     let flags = update
         .flags
@@ -94,7 +103,7 @@ pub async fn update(
             world_time = CASE WHEN $7 = 1 THEN $3 ELSE world_time END, \
             version = version + 1, \
             updated_at = $4 \
-         WHERE id = $5 AND ($6 IS NULL OR version = $6) \
+         WHERE id = $5 AND ($6 IS NULL OR version = $6) AND ($8 IS NULL OR user_id = $8) \
          RETURNING {COLUMNS}"
     ))
     .bind(flags)
@@ -106,6 +115,7 @@ pub async fn update(
     .bind(id)
     .bind(update.expected_version)
     .bind(i64::from(update.world_time.is_some()))
+    .bind(scope.owner_filter())
     .fetch_optional(pool)
     .await
     .map_err(database_error)?;
@@ -113,7 +123,7 @@ pub async fn update(
         Some(row) => session(&row).map_err(database_error),
         None => {
             // Either it does not exist or the version moved on; tell which.
-            let current = get(pool, id).await?;
+            let current = get(pool, id, scope).await?;
             Err(service_error(
                 ServiceErrorKind::Conflict,
                 format!(

@@ -3,7 +3,7 @@
 use plugin_api::game::{NewWorld, World, WorldSummary};
 use sqlx::{any::AnyRow, AnyPool, Row};
 
-use super::{database_error, invalid, json_column, not_found, object_text, require_name};
+use super::{database_error, invalid, json_column, not_found, object_text, require_name, Scope};
 
 /// The latest world time there can be, in seconds (about 31.7 million years): far beyond
 /// any game, and far below where adding seconds to a float stops working.
@@ -20,11 +20,15 @@ fn world(row: &AnyRow) -> Result<World, sqlx::Error> {
     })
 }
 
-pub async fn list(pool: &AnyPool) -> Result<Vec<WorldSummary>, ServiceError> {
-    let rows = sqlx::query("SELECT id, name FROM game_worlds ORDER BY id")
-        .fetch_all(pool)
-        .await
-        .map_err(database_error)?;
+/// The worlds the scope owns.
+pub async fn list(pool: &AnyPool, scope: Scope) -> Result<Vec<WorldSummary>, ServiceError> {
+    let rows = sqlx::query(
+        "SELECT id, name FROM game_worlds WHERE ($1 IS NULL OR owner_user_id = $1) ORDER BY id",
+    )
+    .bind(scope.owner_filter())
+    .fetch_all(pool)
+    .await
+    .map_err(database_error)?;
     rows.iter()
         .map(|row| {
             Ok(WorldSummary {
@@ -36,27 +40,34 @@ pub async fn list(pool: &AnyPool) -> Result<Vec<WorldSummary>, ServiceError> {
         .map_err(database_error)
 }
 
-pub async fn get(pool: &AnyPool, id: i64) -> Result<World, ServiceError> {
-    let row = sqlx::query("SELECT id, name, meta, world_time FROM game_worlds WHERE id = $1")
-        .bind(id)
-        .fetch_optional(pool)
-        .await
-        .map_err(database_error)?
-        .ok_or_else(|| not_found("GameWorld", id))?;
+/// One world; another user's answers not found, like a missing one, so ids cannot be probed.
+pub async fn get(pool: &AnyPool, id: i64, scope: Scope) -> Result<World, ServiceError> {
+    let row = sqlx::query(
+        "SELECT id, name, meta, world_time FROM game_worlds \
+         WHERE id = $1 AND ($2 IS NULL OR owner_user_id = $2)",
+    )
+    .bind(id)
+    .bind(scope.owner_filter())
+    .fetch_optional(pool)
+    .await
+    .map_err(database_error)?
+    .ok_or_else(|| not_found("GameWorld", id))?;
     world(&row).map_err(database_error)
 }
 
-pub async fn create(pool: &AnyPool, new: &NewWorld) -> Result<World, ServiceError> {
+/// Creates a world owned by the scope's user.
+pub async fn create(pool: &AnyPool, new: &NewWorld, scope: Scope) -> Result<World, ServiceError> {
     require_name(&new.name)?;
     let meta = object_text("meta", new.meta.as_ref())?;
     let row = sqlx::query(
-        "INSERT INTO game_worlds (name, meta, world_time, created_at) VALUES ($1, $2, $3, $4) \
+        "INSERT INTO game_worlds (name, meta, world_time, created_at, owner_user_id) VALUES ($1, $2, $3, $4, $5) \
          RETURNING id, name, meta, world_time",
     )
     .bind(&new.name)
     .bind(meta)
     .bind(0.0_f64)
     .bind(unix_now())
+    .bind(scope.new_owner())
     .fetch_one(pool)
     .await
     .map_err(database_error)?;
@@ -65,25 +76,32 @@ pub async fn create(pool: &AnyPool, new: &NewWorld) -> Result<World, ServiceErro
 
 /// Advances the clock; the new time must stay at most [`MAX_WORLD_TIME`], checked in the
 /// same statement, so an absurd delta changes nothing.
-pub async fn advance(pool: &AnyPool, id: i64, delta_seconds: f64) -> Result<World, ServiceError> {
+pub async fn advance(
+    pool: &AnyPool,
+    id: i64,
+    delta_seconds: f64,
+    scope: Scope,
+) -> Result<World, ServiceError> {
     if !delta_seconds.is_finite() {
         return Err(invalid("delta_seconds must be a finite number"));
     }
     let delta = delta_seconds.max(0.0);
     let row = sqlx::query(
-        "UPDATE game_worlds SET world_time = world_time + $1 WHERE id = $2 AND world_time + $1 <= $3 \
+        "UPDATE game_worlds SET world_time = world_time + $1 \
+         WHERE id = $2 AND world_time + $1 <= $3 AND ($4 IS NULL OR owner_user_id = $4) \
          RETURNING id, name, meta, world_time",
     )
     .bind(delta)
     .bind(id)
     .bind(MAX_WORLD_TIME)
+    .bind(scope.owner_filter())
     .fetch_optional(pool)
     .await
     .map_err(database_error)?;
     match row {
         Some(row) => world(&row).map_err(database_error),
         None => {
-            let current = get(pool, id).await?;
+            let current = get(pool, id, scope).await?;
             Err(invalid(format!(
                 "advancing world {id} by {delta} s would take its time ({}) past the maximum of {MAX_WORLD_TIME} s",
                 current.world_time

@@ -13,7 +13,7 @@ use plugin_api::{
 
 use super::{
     registry::{PluginRegistry, PluginState},
-    services::{max_plugin_log_level, PluginServices, AUDIT_TARGET},
+    services::{max_plugin_log_level, PluginServices, SharedServices, AUDIT_TARGET},
 };
 use serde_json::json;
 
@@ -123,9 +123,9 @@ pub fn subscribe_plugins(registry: &PluginRegistry, events: &EventBus) {
 pub async fn load_plugins(
     registry: &mut PluginRegistry,
     config: &Config,
-    database: &Database,
-    events: &Arc<EventBus>,
+    shared: &Arc<SharedServices>,
 ) {
+    let (database, events) = (&shared.database, &shared.events);
     let mut loaded = 0;
     for index in registry.load_order.clone() {
         if registry.records[index].state != PluginState::Pending {
@@ -146,12 +146,7 @@ pub async fn load_plugins(
         let context = FfiLoadContext {
             config_json: RString::from(settings.to_string()),
             max_log_level: max_plugin_log_level(),
-            services: PluginServices::handle_for(
-                &manifest.id,
-                &record.granted,
-                database.clone(),
-                events.clone(),
-            ),
+            services: PluginServices::handle_for(&manifest.id, &record.granted, shared.clone()),
         };
         // The plugin's own tables, just before its on_load.
         if let Err(reason) = migrate_plugin(registry, index, database, config.hook_timeout).await {

@@ -112,12 +112,13 @@ impl PluginRecord {
             && self.granted.iter().any(|p| p == "event:subscribe")
     }
 
-    /// The full paths of the plugin's routes, in route-table order.
-    pub fn full_routes(&self) -> Vec<(plugin_api::Method, String)> {
+    /// The plugin's routes with their full paths and who may call them, in route-table
+    /// order.
+    pub fn full_routes(&self) -> Vec<(plugin_api::Method, String, plugin_api::Access)> {
         self.descriptor.as_ref().map_or_else(Vec::new, |d| {
             d.routes
                 .iter()
-                .map(|r| (r.method, full_path(&d.manifest.prefix, &r.path)))
+                .map(|r| (r.method, full_path(&d.manifest.prefix, &r.path), r.access))
                 .collect()
         })
     }

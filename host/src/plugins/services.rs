@@ -9,26 +9,32 @@ use std::{
         atomic::{AtomicBool, Ordering},
         Arc,
     },
+    time::Duration,
 };
 
 use abi_stable::{
     sabi_trait::TD_Opaque,
-    std_types::{RArc, ROption, RResult, RStr, RVec},
+    std_types::{RArc, ROption, RResult, RStr, RString, RVec},
 };
 use async_ffi::{FfiFuture, FutureExt};
 use plugin_api::{
     abi::{
-        HostServices, HostServicesHandle, HostServices_TO, LogLevel, RequestContextHandle,
-        ServiceError, ServiceErrorKind, ServiceResult,
+        BlockingJobBox, HostServices, HostServicesHandle, HostServices_TO, LogLevel,
+        RequestContextHandle, ServiceError, ServiceErrorKind, ServiceResult,
     },
-    game::{calls::Emit, operation, ops},
+    game::{
+        calls::{Emit, IssueToken, IssuedToken},
+        operation, ops,
+    },
 };
+use tokio::sync::Semaphore;
 use tracing::level_filters::LevelFilter;
 
 use crate::{
+    auth::TokenKeys,
     db::Database,
     events::EventBus,
-    game,
+    game::{self, Scope},
     request_context::{request_state, PendingEvent, RequestState},
 };
 
@@ -50,9 +56,23 @@ pub struct PluginServices {
 struct Bound {
     plugin_id: String,
     granted: BTreeSet<String>,
-    database: Database,
-    events: Arc<EventBus>,
+    shared: Arc<SharedServices>,
     warned_about_logging: AtomicBool,
+}
+
+/// What every plugin's services share: the database, the event bus, the token keys and the
+/// bound on blocking work.
+pub struct SharedServices {
+    /// The game database.
+    pub database: Database,
+    /// The event bus.
+    pub events: Arc<EventBus>,
+    /// Signs the tokens `auth.issue_token` mints.
+    pub keys: TokenKeys,
+    /// The longest lifetime a minted token may have.
+    pub max_token_ttl: Duration,
+    /// Permits for blocking jobs running at once.
+    pub blocking: Arc<Semaphore>,
 }
 
 impl PluginServices {
@@ -61,15 +81,13 @@ impl PluginServices {
     pub fn handle_for(
         plugin_id: &str,
         granted: &[String],
-        database: Database,
-        events: Arc<EventBus>,
+        shared: Arc<SharedServices>,
     ) -> HostServicesHandle {
         let services = PluginServices {
             inner: Arc::new(Bound {
                 plugin_id: plugin_id.to_owned(),
                 granted: granted.iter().cloned().collect(),
-                database,
-                events,
+                shared,
                 warned_about_logging: AtomicBool::new(false),
             }),
         };
@@ -116,10 +134,16 @@ impl Bound {
                 ),
             ));
         }
+        let scope = match &request {
+            None => Scope::System,
+            Some(request) => Scope::Caller(request.caller.as_ref().map(|c| c.user_id)),
+        };
         let result = if op == ops::EVENT_EMIT {
             self.emit(request.as_deref(), payload)
+        } else if op == ops::AUTH_ISSUE_TOKEN {
+            self.issue_token(payload)
         } else {
-            game::execute(&self.database, plugin, op, payload).await
+            game::execute(&self.shared.database, plugin, scope, op, payload).await
         };
         if PRIVILEGED.contains(&op.permission) {
             let outcome = if result.is_ok() { "allowed" } else { "failed" };
@@ -135,6 +159,19 @@ impl Bound {
             );
         }
         result
+    }
+
+    /// `auth.issue_token`: a token signed with the host's secret, lifetime capped.
+    fn issue_token(&self, payload: &[u8]) -> Result<Vec<u8>, ServiceError> {
+        let call: IssueToken = serde_json::from_slice(payload).map_err(|e| {
+            game::service_error(ServiceErrorKind::BadCall, format!("invalid payload: {e}"))
+        })?;
+        let ttl = Duration::from_secs(call.ttl_secs.max(1)).min(self.shared.max_token_ttl);
+        let issued = IssuedToken {
+            access_token: self.shared.keys.issue(call.user_id, &call.roles, ttl),
+            expires_in: ttl.as_secs(),
+        };
+        Ok(serde_json::to_vec(&issued).expect("a token serializes"))
     }
 
     /// `event.emit`: held by the request when there is one (published if it succeeds),
@@ -161,6 +198,7 @@ impl Bound {
                 payload: emit.payload,
             }),
             None => self
+                .shared
                 .events
                 .publish(&self.plugin_id, &emit.topic, &emit.payload),
         }
@@ -207,6 +245,21 @@ impl HostServices for PluginServices {
                 tracing::trace!(target: PLUGIN_LOG_TARGET, plugin, module, "{message}")
             }
         }
+    }
+
+    fn run_blocking(&self, mut job: BlockingJobBox) -> FfiFuture<RResult<(), RString>> {
+        let permits = self.inner.shared.blocking.clone();
+        async move {
+            // Bounded: a burst of logins waits for a permit instead of starving the pool.
+            let Ok(_permit) = permits.acquire_owned().await else {
+                return RResult::RErr("the host is shutting down".into());
+            };
+            match tokio::task::spawn_blocking(move || job.run()).await {
+                Ok(outcome) => outcome,
+                Err(error) => RResult::RErr(format!("blocking job failed: {error}").into()),
+            }
+        }
+        .into_ffi()
     }
 
     fn call(

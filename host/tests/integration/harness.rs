@@ -110,6 +110,7 @@ impl Drop for PluginDir {
         for extension in ["toml", "db", "db-wal", "db-shm"] {
             let _ = std::fs::remove_file(self.path.with_extension(extension));
         }
+        let _ = std::fs::remove_dir_all(self.path.with_extension("data"));
     }
 }
 
@@ -218,12 +219,26 @@ pub struct HostCommand {
     command: Command,
 }
 
+/// The JWT secret every test host uses, so tests can mint tokens with [`token_for`].
+pub const TEST_JWT_SECRET: &str = "integration-test-secret-0123456789abcdef";
+
+/// A token for `user_id` with `roles`, signed with the test secret, valid for an hour.
+pub fn token_for(user_id: i64, roles: &[&str]) -> String {
+    let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
+    host::auth::TokenKeys::new(TEST_JWT_SECRET.as_bytes())
+        .expect("test secret is long enough")
+        .issue(user_id, &roles, std::time::Duration::from_secs(3600))
+}
+
 /// `pixsim7` over `dir`, logging JSON, with an SQLite database file of its own beside the
-/// directory (tests that need another database set `PIXSIM7_DATABASE_URL`).
+/// directory (tests that need another database set `PIXSIM7_DATABASE_URL`) and the test JWT
+/// secret. Requests go as user 1 with the admin role unless a test says otherwise.
 pub fn pixsim7(dir: &PluginDir) -> HostCommand {
     let mut command = Command::new(env!("CARGO_BIN_EXE_pixsim7"));
     command
         .env_clear()
+        .env("PIXSIM7_JWT_SECRET", TEST_JWT_SECRET)
+        .env("PIXSIM7_DATA_DIR", dir.path().with_extension("data"))
         .env("PIXSIM7_LOG_FORMAT", "json")
         .env("PIXSIM7_LOG", "info")
         .env("PIXSIM7_PLUGIN_DIR", dir.path())
@@ -278,6 +293,7 @@ impl HostCommand {
             logs,
             reader: Some(reader),
             agent: ureq::AgentBuilder::new().timeout(PATIENCE).build(),
+            default_token: token_for(1, &["admin"]),
         }
     }
 
@@ -347,6 +363,7 @@ pub struct RunningHost {
     logs: Logs,
     reader: Option<JoinHandle<()>>,
     agent: ureq::Agent,
+    default_token: String,
 }
 
 /// An HTTP answer.
@@ -376,8 +393,28 @@ impl Reply {
 }
 
 impl RunningHost {
-    /// Sends a request.
+    /// Sends a request as the default user (1, admin) unless `headers` carry an
+    /// `authorization` of their own.
     pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Reply {
+        let bearer = format!("Bearer {}", self.default_token);
+        let mut all: Vec<(&str, &str)> = headers.to_vec();
+        if !headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("authorization"))
+        {
+            all.push(("authorization", &bearer));
+        }
+        self.request_raw(method, path, &all, body)
+    }
+
+    /// Sends a request with exactly these headers (no default token).
+    pub fn request_raw(
         &self,
         method: &str,
         path: &str,

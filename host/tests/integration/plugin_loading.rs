@@ -125,7 +125,7 @@ fn bad_plugins_are_reported_and_the_good_ones_keep_serving() {
     assert_eq!(dice["tags"], json!(["dice-game"]));
     assert_eq!(
         dice["routes"],
-        json!([{"method": "POST", "path": "/api/v1/dice-game/roll"}])
+        json!([{"method": "POST", "path": "/api/v1/dice-game/roll", "access": "public"}])
     );
     assert_eq!(dice["reason"], Value::Null);
     let missing = host.get("/api/v1/plugins/not-a-plugin");

@@ -10,17 +10,25 @@ use std::{
     task::{Context, Poll},
 };
 
-use abi_stable::std_types::{ROption, RResult, RStr, RVec};
+use std::sync::{Arc, Mutex};
+
+use abi_stable::{
+    sabi_trait::TD_Opaque,
+    std_types::{ROption, RResult, RStr, RString, RVec},
+};
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::{Map, Value};
 
 use super::error::ApiError;
 use crate::{
-    abi::{HostServicesHandle, LogLevel, RequestContextHandle, ServiceErrorKind},
+    abi::{
+        BlockingJob, BlockingJob_TO, HostServicesHandle, LogLevel, RequestContextHandle,
+        ServiceErrorKind,
+    },
     game::{
         calls::{
-            AdvanceWorld, ById, Emit, Executed, SetExpressions, SetHotspots, SetSchedules, Sql,
-            UpdateSession,
+            AdvanceWorld, ById, Emit, Executed, IssueToken, IssuedToken, SetExpressions,
+            SetHotspots, SetSchedules, Sql, UpdateSession,
         },
         ops, Hotspot, Location, LocationSummary, NewLocation, NewNpc, NewSession, NewWorld, Npc,
         NpcExpression, NpcPresence, NpcScheduleEntry, NpcSummary, Operation, PresenceQuery,
@@ -97,6 +105,53 @@ impl Host {
             }),
             RResult::RErr(error) => Err(error),
         }
+    }
+
+    /// Runs `work` on the host's blocking pool, off the async workers that other requests
+    /// share: for CPU-heavy work such as password hashing. A panic in `work` is an error.
+    pub async fn run_blocking<T, F>(&self, work: F) -> Result<T, ServiceError>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let slot = Arc::new(Mutex::new(None));
+        let job = ClosureJob {
+            work: Some(work),
+            slot: slot.clone(),
+        };
+        let outcome = self
+            .services
+            .run_blocking(BlockingJob_TO::from_value(job, TD_Opaque))
+            .await;
+        if let RResult::RErr(message) = outcome {
+            return Err(ServiceError {
+                kind: ServiceErrorKind::Unavailable,
+                message: format!("blocking work failed: {message}").into(),
+            });
+        }
+        let result = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+        result.ok_or_else(|| ServiceError {
+            kind: ServiceErrorKind::Unavailable,
+            message: "blocking work produced no result".into(),
+        })
+    }
+
+    /// Mints an access token for a user (needs `auth:issue`; the sign-in plugin's job).
+    pub async fn issue_token(
+        &self,
+        user_id: i64,
+        roles: Vec<String>,
+        ttl_secs: u64,
+    ) -> Result<IssuedToken, ServiceError> {
+        self.call(
+            ops::AUTH_ISSUE_TOKEN,
+            &IssueToken {
+                user_id,
+                roles,
+                ttl_secs,
+            },
+        )
+        .await
     }
 
     /// Emits an event (needs `event:emit`). Emitted while handling a request, it is
@@ -368,6 +423,31 @@ impl Drop for Restore<'_> {
     fn drop(&mut self) {
         let outer = self.outer.take().flatten();
         *self.slot = CURRENT_REQUEST.with(|current| current.replace(outer));
+    }
+}
+
+/// A closure packaged as a [`BlockingJob`]; its result waits in `slot` for the caller.
+struct ClosureJob<F, T> {
+    work: Option<F>,
+    slot: Arc<Mutex<Option<T>>>,
+}
+
+impl<F, T> BlockingJob for ClosureJob<F, T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    fn run(&mut self) -> RResult<(), RString> {
+        let Some(work) = self.work.take() else {
+            return RResult::RErr("the job already ran".into());
+        };
+        match super::panic::catch_panic(work) {
+            Ok(value) => {
+                *self.slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(value);
+                RResult::ROk(())
+            }
+            Err(panic) => RResult::RErr(format!("panicked: {panic}").into()),
+        }
     }
 }
 

@@ -18,7 +18,7 @@ use super::{
 use crate::{
     abi::{FaultKind, FfiResponse, PluginFault},
     manifest::Manifest,
-    route::{Method, Migration, RouteSpec},
+    route::{Access, Method, Migration, RouteSpec},
 };
 
 /// A plugin: its manifest, its routes, and its lifecycle hooks.
@@ -153,11 +153,30 @@ impl<P: Sync + 'static> Routes<P> {
                 method,
                 path: path.to_owned(),
                 summary: summary.to_owned(),
+                access: Access::User,
                 request_schema: None,
                 response_schema: None,
             },
             handler: Box::new(handler),
         });
+        self
+    }
+
+    /// Lets anyone call the route added last, signed in or not (routes need a signed-in
+    /// user unless marked otherwise).
+    pub fn public(&mut self) -> &mut Routes<P> {
+        self.set_access(Access::Public)
+    }
+
+    /// Restricts the route added last to users with the `admin` role.
+    pub fn admin(&mut self) -> &mut Routes<P> {
+        self.set_access(Access::Admin)
+    }
+
+    fn set_access(&mut self, access: Access) -> &mut Routes<P> {
+        if let Some(entry) = self.entries.last_mut() {
+            entry.spec.access = access;
+        }
         self
     }
 

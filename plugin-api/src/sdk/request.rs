@@ -29,6 +29,28 @@ impl Request {
         self.inner.method
     }
 
+    /// Who is calling, as the host verified it; `None` only on public routes.
+    pub fn caller(&self) -> Option<Caller> {
+        self.inner
+            .caller
+            .as_ref()
+            .into_option()
+            .map(|caller| Caller {
+                user_id: caller.user_id,
+                roles: caller.roles.iter().map(|r| r.to_string()).collect(),
+            })
+    }
+
+    /// The calling user's id; 401 on a public route called without a valid token.
+    pub fn user_id(&self) -> Result<i64, ApiError> {
+        self.inner
+            .caller
+            .as_ref()
+            .into_option()
+            .map(|caller| caller.user_id)
+            .ok_or_else(|| ApiError::new(401, "Not authenticated"))
+    }
+
     /// The full path as received.
     pub fn path(&self) -> &str {
         &self.inner.path
@@ -118,6 +140,22 @@ impl Request {
     /// problem, as FastAPI does.
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
         parse_json_body(&self.inner.body)
+    }
+}
+
+/// A caller the host verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The user id.
+    pub user_id: i64,
+    /// The user's roles.
+    pub roles: Vec<String>,
+}
+
+impl Caller {
+    /// Whether the caller has `role`.
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
     }
 }
 

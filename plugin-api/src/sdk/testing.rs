@@ -31,8 +31,8 @@ use super::{
 };
 use crate::{
     abi::{
-        FfiRequest, HostServices, HostServices_TO, LogLevel, RequestContext, RequestContextHandle,
-        RequestContext_TO, ServiceError, ServiceErrorKind, ServiceResult,
+        BlockingJobBox, FfiRequest, HostServices, HostServices_TO, LogLevel, RequestContext,
+        RequestContextHandle, RequestContext_TO, ServiceError, ServiceErrorKind, ServiceResult,
     },
     route::{Method, PluginDescriptor},
 };
@@ -93,6 +93,7 @@ impl<P: Plugin> TestPlugin<P> {
             body: RVec::from(body.to_vec()),
             request_id: RString::from("test"),
             context: RequestContext_TO::from_ptr(RArc::new(TestRequest), TD_Opaque),
+            caller: ROption::RNone,
         };
         match block_on(self.runtime.handle(index as u32, request)) {
             RResult::ROk(response) => Response {
@@ -162,6 +163,12 @@ struct StderrServices;
 impl HostServices for StderrServices {
     fn log(&self, level: LogLevel, target: RStr<'_>, message: RStr<'_>) {
         eprintln!("[{level:?} {target}] {message}");
+    }
+
+    fn run_blocking(&self, mut job: BlockingJobBox) -> FfiFuture<RResult<(), RString>> {
+        // In-process tests have no pool to protect: run it here.
+        let outcome = job.run();
+        async move { outcome }.into_ffi()
     }
 
     fn call(

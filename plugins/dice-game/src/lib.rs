@@ -38,11 +38,14 @@ impl Plugin for DiceGame {
     }
 
     fn routes(routes: &mut Routes<Self>) {
-        routes.post(
-            "/dice-game/roll",
-            "Roll dice, e.g. {\"dice\": \"2d6+1\"}",
-            roll,
-        );
+        // Stateless and harmless: anyone may roll.
+        routes
+            .post(
+                "/dice-game/roll",
+                "Roll dice, e.g. {\"dice\": \"2d6+1\"}",
+                roll,
+            )
+            .public();
     }
 
     async fn on_load(context: LoadContext) -> Result<Self, PluginError> {

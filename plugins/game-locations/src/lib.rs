@@ -27,7 +27,8 @@ impl Plugin for GameLocations {
         routes
             .get("/game/locations", "List locations", list)
             .response::<Vec<LocationSummary>>()
-            .post("/game/locations", "Create a location", create)
+            .post("/game/locations", "Create a location (admins)", create)
+            .admin()
             .request::<NewLocation>()
             .response::<Location>()
             .get(
@@ -38,9 +39,10 @@ impl Plugin for GameLocations {
             .response::<Location>()
             .put(
                 "/game/locations/{location_id}/hotspots",
-                "Replace a location's hotspots",
+                "Replace a location's hotspots (admins)",
                 set_hotspots,
             )
+            .admin()
             .request::<HotspotsBody>()
             .response::<Location>();
     }

@@ -24,7 +24,8 @@ impl Plugin for GameNpcs {
         routes
             .get("/game/npcs", "List NPCs", list)
             .response::<Vec<NpcSummary>>()
-            .post("/game/npcs", "Create an NPC", create)
+            .post("/game/npcs", "Create an NPC (admins)", create)
+            .admin()
             .request::<NewNpc>()
             .response::<Npc>()
             .get(
@@ -37,12 +38,14 @@ impl Plugin for GameNpcs {
             .response::<Npc>()
             .get("/game/npcs/{npc_id}/expressions", "An NPC's expressions", expressions)
             .response::<Vec<NpcExpression>>()
-            .put("/game/npcs/{npc_id}/expressions", "Replace an NPC's expressions", set_expressions)
+            .put("/game/npcs/{npc_id}/expressions", "Replace an NPC's expressions (admins)", set_expressions)
+            .admin()
             .request::<ExpressionsBody>()
             .response::<Vec<NpcExpression>>()
             .get("/game/npcs/{npc_id}/schedules", "An NPC's weekly schedule", schedules)
             .response::<Vec<NpcScheduleEntry>>()
-            .put("/game/npcs/{npc_id}/schedules", "Replace an NPC's weekly schedule", set_schedules)
+            .put("/game/npcs/{npc_id}/schedules", "Replace an NPC's weekly schedule (admins)", set_schedules)
+            .admin()
             .request::<SchedulesBody>()
             .response::<Vec<NpcScheduleEntry>>();
     }
