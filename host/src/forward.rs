@@ -109,7 +109,8 @@ async fn route_request(
     };
     let caller = match authenticate(request, access, &state.keys, request_id) {
         Ok(caller) => caller,
-        Err(refusal) => return refusal,
+        Err(Refusal::NotAuthenticated) => return http_error::not_authenticated(),
+        Err(Refusal::Forbidden) => return http_error::forbidden(),
     };
     let (plugin, route) = match target {
         Target::Host(route) => return serve_host_route(route, params.get("id"), state),
@@ -133,6 +134,14 @@ async fn route_request(
     response
 }
 
+/// Why a caller may not use a route.
+enum Refusal {
+    /// No valid token (401).
+    NotAuthenticated,
+    /// A valid token without the role (403).
+    Forbidden,
+}
+
 /// Who is calling, checked against the route's access before any plugin code runs. On a
 /// public route a missing or bad token just means an anonymous caller (a stale token must
 /// not lock anyone out of signing in again); elsewhere it is 401, and a missing role 403.
@@ -141,7 +150,7 @@ fn authenticate(
     access: Access,
     keys: &TokenKeys,
     request_id: &str,
-) -> Result<Option<Caller>, HttpResponse> {
+) -> Result<Option<Caller>, Refusal> {
     let header = request
         .headers()
         .get(AUTHORIZATION)
@@ -150,12 +159,12 @@ fn authenticate(
     match (access, verified) {
         (Access::Public, Ok(caller)) => Ok(caller),
         (Access::Public, Err(_)) => Ok(None),
-        (_, Ok(None)) => Err(http_error::not_authenticated()),
+        (_, Ok(None)) => Err(Refusal::NotAuthenticated),
         (_, Err(reason)) => {
             tracing::debug!(request_id, "refused a bearer token: {reason}");
-            Err(http_error::not_authenticated())
+            Err(Refusal::NotAuthenticated)
         }
-        (Access::Admin, Ok(Some(caller))) if !caller.is_admin() => Err(http_error::forbidden()),
+        (Access::Admin, Ok(Some(caller))) if !caller.is_admin() => Err(Refusal::Forbidden),
         (_, Ok(Some(caller))) => Ok(Some(caller)),
     }
 }

@@ -268,7 +268,7 @@ mod tests {
             )
             .unwrap();
         match table.lookup(Some(Method::Patch), "/api/v1/game/sessions/42/") {
-            Lookup::Found { target, params } => {
+            Lookup::Found { target, params, .. } => {
                 assert_eq!(
                     target,
                     Target::Plugin {
