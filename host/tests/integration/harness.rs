@@ -259,6 +259,12 @@ impl HostCommand {
         self
     }
 
+    /// Removes an environment variable the harness sets.
+    pub fn env_remove(mut self, key: &str) -> HostCommand {
+        self.command.env_remove(key);
+        self
+    }
+
     /// Sets an environment variable.
     pub fn env(mut self, key: &str, value: impl AsRef<std::ffi::OsStr>) -> HostCommand {
         self.command.env(key, value);

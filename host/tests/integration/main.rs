@@ -1,6 +1,7 @@
 //! Integration tests: the real `pixsim7` binary over real plugin libraries built from the
 //! workspace (`cargo xtask test` builds them first). One test binary, one module per area.
 
+mod auth_and_ownership;
 mod databases;
 mod harness;
 
