@@ -10,12 +10,16 @@ use std::{
 use anyhow::{bail, Context};
 use serde::Deserialize;
 
+mod bench;
+
 const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
   build-plugins [--release]           build every crate under plugins/ and copy the libraries into plugin-dir/
   run [--release] [-- <pixsim7 args>] build the plugins, then serve them
-  test [<cargo test args>]            build the host, plugins and test fixtures, then run every test";
+  test [<cargo test args>]            build the host, plugins and test fixtures, then run every test
+  bench [--quick]                     release build, then measure the host against baselines
+                                      (needs wrk); writes docs/PERFORMANCE.md";
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = env::args().skip(1).collect();
@@ -45,6 +49,11 @@ fn main() -> anyhow::Result<()> {
             run(&mut command)?;
         }
         "test" => workspace.test(rest)?,
+        "bench" => match rest {
+            [] => bench::run_bench(&workspace, false)?,
+            [flag] if flag == "--quick" => bench::run_bench(&workspace, true)?,
+            other => bail!("unexpected arguments {other:?}\n\n{USAGE}"),
+        },
         "help" | "--help" | "-h" => println!("{USAGE}"),
         other => bail!("unknown task {other:?}\n\n{USAGE}"),
     }
