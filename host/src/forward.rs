@@ -5,12 +5,18 @@
 //! received the request; no thread hop, no blocking pool. Nothing a plugin returns or does
 //! (panic, bad status, bad header) can make this path fail other than with a 500.
 
-use std::sync::{
-    atomic::{AtomicU64, Ordering},
-    Arc,
+use std::{
+    io::Write,
+    pin::Pin,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
 };
 
-use abi_stable::std_types::{RResult, RString, RVec, Tuple2};
+use futures_core::Stream;
+
+use abi_stable::std_types::{RCowStr, RResult, RString, RVec, Tuple2};
 use actix_web::{
     http::{
         header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE},
@@ -72,18 +78,18 @@ pub async fn dispatch(
     payload: web::Payload,
     state: web::Data<ServingState>,
 ) -> HttpResponse {
-    let request_id = request_id(&request);
+    let request_id_header = request_id(&request);
+    let request_id = request_id_header.to_str().unwrap_or_default();
     let origin = state.cors.allowed_origin(&request);
     let mut response = if cors::is_preflight(&request) {
         cors::preflight(&request, &state.routes, origin.is_some())
     } else {
-        route_request(&request, payload, &state, &request_id).await
+        route_request(&request, payload, &state, request_id).await
     };
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
-        response
-            .headers_mut()
-            .insert(HeaderName::from_static(REQUEST_ID_HEADER), value);
-    }
+    response.headers_mut().insert(
+        HeaderName::from_static(REQUEST_ID_HEADER),
+        request_id_header.clone(),
+    );
     if let Some(origin) = origin {
         cors::add_headers(&mut response, origin);
     }
@@ -224,16 +230,7 @@ async fn forward_request(
         path: RString::from(request.path()),
         path_params,
         query: RString::from(request.query_string()),
-        headers: request
-            .headers()
-            .iter()
-            .map(|(name, value)| {
-                Tuple2(
-                    RString::from(name.as_str()),
-                    RString::from(String::from_utf8_lossy(value.as_bytes())),
-                )
-            })
-            .collect(),
+        headers: RString::from(packed_headers(request)),
         body: RVec::from(body),
         request_id: RString::from(request_id),
         context,
@@ -293,14 +290,23 @@ async fn read_body(
     if declared.is_some_and(|length| length > limit) {
         return Err(http_error::payload_too_large(limit));
     }
-    match payload.to_bytes_limited(limit).await {
-        Ok(Ok(bytes)) => Ok(Vec::from(bytes)),
-        Ok(Err(error)) => Err(http_error::detail_response(
-            StatusCode::BAD_REQUEST,
-            format!("could not read the request body: {error}"),
-        )),
-        Err(_) => Err(http_error::payload_too_large(limit)),
+    // Read the chunks into one buffer of the declared size: actix's own collector starts
+    // every body of unknown size at 32 KiB, which costs more than the request itself.
+    let mut payload = payload;
+    let mut body = Vec::with_capacity(declared.unwrap_or(0));
+    while let Some(chunk) = std::future::poll_fn(|cx| Pin::new(&mut payload).poll_next(cx)).await {
+        let chunk = chunk.map_err(|error| {
+            http_error::detail_response(
+                StatusCode::BAD_REQUEST,
+                format!("could not read the request body: {error}"),
+            )
+        })?;
+        if body.len() + chunk.len() > limit {
+            return Err(http_error::payload_too_large(limit));
+        }
+        body.extend_from_slice(&chunk);
     }
+    Ok(body)
 }
 
 /// Converts a plugin's response; an invalid status is the plugin's bug and answers 500, an
@@ -316,10 +322,14 @@ fn into_http_response(
     };
     let mut builder = HttpResponse::build(status);
     for Tuple2(name, value) in response.headers {
-        match (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(&value),
-        ) {
+        let header_value = match &value {
+            // Borrowed strings live in the plugin's static memory (never unloaded): no copy.
+            RCowStr::Borrowed(text) => {
+                HeaderValue::from_maybe_shared(Bytes::from_static(text.as_str().as_bytes()))
+            }
+            RCowStr::Owned(text) => HeaderValue::from_str(text),
+        };
+        match (HeaderName::from_bytes(name.as_bytes()), header_value) {
             (Ok(name), Ok(value)) => {
                 builder.append_header((name, value));
             }
@@ -371,25 +381,51 @@ fn plugin_method(method: &HttpMethod) -> Option<Method> {
 }
 
 /// The client's `x-request-id` when it is short and plain, else a fresh one.
-fn request_id(request: &HttpRequest) -> String {
+fn request_id(request: &HttpRequest) -> HeaderValue {
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    let given = request
-        .headers()
-        .get(REQUEST_ID_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| {
-            (1..=128).contains(&v.len())
-                && v.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
-        });
+    let given = request.headers().get(REQUEST_ID_HEADER).filter(|v| {
+        (1..=128).contains(&v.len())
+            && v.as_bytes()
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b))
+    });
     match given {
-        Some(id) => id.to_owned(),
-        None => format!(
-            "{:08x}-{:x}",
-            process_tag(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ),
+        // The client's own id, shared with its header: no copy.
+        Some(id) => id.clone(),
+        None => {
+            let mut buffer = [0u8; 25];
+            let mut cursor = std::io::Cursor::new(&mut buffer[..]);
+            let _ = write!(
+                cursor,
+                "{:08x}-{:x}",
+                process_tag(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            );
+            let length = cursor.position() as usize;
+            HeaderValue::from_bytes(&buffer[..length])
+                .expect("hex digits and '-' are a valid header value")
+        }
     }
+}
+
+/// The request headers as `name:value\n` lines in one buffer (see `FfiRequest::headers`).
+fn packed_headers(request: &HttpRequest) -> String {
+    let headers = request.headers();
+    let size = headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 2)
+        .sum();
+    let mut packed = String::with_capacity(size);
+    for (name, value) in headers {
+        packed.push_str(name.as_str());
+        packed.push(':');
+        match value.to_str() {
+            Ok(text) => packed.push_str(text),
+            Err(_) => packed.push_str(&String::from_utf8_lossy(value.as_bytes())),
+        }
+        packed.push('\n');
+    }
+    packed
 }
 
 /// A random tag per process, so ids from several instances do not collide.

@@ -17,7 +17,7 @@ use abi_stable::{
     library::RootModule,
     package_version_strings, sabi_trait,
     sabi_types::VersionStrings,
-    std_types::{RArc, RBox, ROption, RResult, RStr, RString, RVec, Tuple2},
+    std_types::{RArc, RBox, RCowStr, ROption, RResult, RStr, RString, RVec, Tuple2},
     StableAbi,
 };
 use async_ffi::FfiFuture;
@@ -114,8 +114,10 @@ pub struct FfiRequest {
     pub path_params: RVec<Tuple2<RString, RString>>,
     /// The raw query string without the leading `?` (empty when absent).
     pub query: RString,
-    /// Request headers, names lower-case; values that are not UTF-8 are passed lossily.
-    pub headers: RVec<Tuple2<RString, RString>>,
+    /// Request headers as `name:value\n` lines in one buffer (one allocation, however many
+    /// headers); names lower-case, values that are not UTF-8 passed lossily. HTTP forbids
+    /// line breaks in values, and names cannot hold `:`.
+    pub headers: RString,
     /// The request body (already bounded by the host's body limit).
     pub body: RVec<u8>,
     /// The id the host assigned to this request (also in the `x-request-id` response header).
@@ -144,8 +146,9 @@ pub struct FfiCaller {
 pub struct FfiResponse {
     /// HTTP status code.
     pub status: u16,
-    /// Response headers.
-    pub headers: RVec<Tuple2<RString, RString>>,
+    /// Response headers; static names and values (`content-type: application/json`) are
+    /// borrowed from the plugin, which is never unloaded, so they cost no allocation.
+    pub headers: RVec<Tuple2<RCowStr<'static>, RCowStr<'static>>>,
     /// The response body.
     pub body: RVec<u8>,
 }

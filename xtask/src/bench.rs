@@ -92,7 +92,9 @@ impl Summary {
     fn row(&self, baseline: Option<&Summary>) -> String {
         let rps = self.median(|l| l.requests_per_sec);
         let (low, high) = self.spread(|l| l.requests_per_sec);
-        let ratio = baseline.map_or("".to_owned(), |b| format!("{:.3}×", rps / b.median(|l| l.requests_per_sec)));
+        let ratio = baseline.map_or("".to_owned(), |b| {
+            format!("{:.3}×", rps / b.median(|l| l.requests_per_sec))
+        });
         format!(
             "| {} | {:.0} | {:.0}–{:.0} | {:.3} | {:.3} | {} | {} |",
             self.label,
@@ -135,7 +137,9 @@ impl Server {
 
     fn stop(mut self) {
         // SIGTERM for a graceful stop; the benchmark does not wait on shutdown behaviour.
-        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
         let _ = self.child.wait();
     }
 }
@@ -173,7 +177,13 @@ fn has_tool(name: &str) -> bool {
 }
 
 /// One plain HTTP/1.1 exchange on a fresh connection: status and body.
-fn http(address: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> anyhow::Result<(u16, String)> {
+fn http(
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> anyhow::Result<(u16, String)> {
     let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(5))?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut request = format!(
@@ -193,12 +203,20 @@ fn http(address: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)],
         .nth(1)
         .and_then(|s| s.parse().ok())
         .with_context(|| format!("no HTTP status in {response:?}"))?;
-    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
     Ok((status, body))
 }
 
 /// Waits until `GET path` answers 200; the time it took.
-fn wait_until_ready(address: SocketAddr, path: &str, started: Instant, child: &mut Child) -> anyhow::Result<Duration> {
+fn wait_until_ready(
+    address: SocketAddr,
+    path: &str,
+    started: Instant,
+    child: &mut Child,
+) -> anyhow::Result<Duration> {
     loop {
         if let Ok((200, _)) = http(address, "GET", path, &[], "") {
             return Ok(started.elapsed());
@@ -238,7 +256,10 @@ impl Bench {
             std::fs::copy(self.library(lib), dir.join(library_file_name(lib)))?;
         }
         for n in 1..=many_copies {
-            std::fs::copy(self.library("bench_many"), dir.join(library_file_name(&format!("bench_many_{n}"))))?;
+            std::fs::copy(
+                self.library("bench_many"),
+                dir.join(library_file_name(&format!("bench_many_{n}"))),
+            )?;
         }
         Ok(dir)
     }
@@ -247,7 +268,10 @@ impl Bench {
         let mut command = pinned(core, &self.pixsim7());
         command
             .env("PIXSIM7_PLUGIN_DIR", plugin_dir)
-            .env("PIXSIM7_DATABASE_URL", format!("sqlite://{}", database.display()))
+            .env(
+                "PIXSIM7_DATABASE_URL",
+                format!("sqlite://{}", database.display()),
+            )
             .env("PIXSIM7_JWT_SECRET", JWT_SECRET)
             .env("PIXSIM7_DATA_DIR", self.scratch.join("data"))
             .env("PIXSIM7_LOG", "warn")
@@ -259,8 +283,17 @@ impl Bench {
 
     /// Starts the host (migrating its database first, so start-up excludes the first run's
     /// migration); the time from spawn to `/healthz` answering.
-    fn start_host(&self, plugin_dir: &Path, database: &Path, workers: Option<u32>, core: Option<u32>) -> anyhow::Result<(Server, Duration)> {
-        let migrated = self.host_command(plugin_dir, database, None).arg("migrate").status()?;
+    fn start_host(
+        &self,
+        plugin_dir: &Path,
+        database: &Path,
+        workers: Option<u32>,
+        core: Option<u32>,
+    ) -> anyhow::Result<(Server, Duration)> {
+        let migrated = self
+            .host_command(plugin_dir, database, None)
+            .arg("migrate")
+            .status()?;
         if !migrated.success() {
             bail!("pixsim7 migrate failed for {}", plugin_dir.display());
         }
@@ -307,16 +340,31 @@ impl Bench {
     }
 
     /// One wrk run against `url`.
-    fn wrk(&self, url: &str, script: &Path, duration: Duration, connections: u32) -> anyhow::Result<Load> {
+    fn wrk(
+        &self,
+        url: &str,
+        script: &Path,
+        duration: Duration,
+        connections: u32,
+    ) -> anyhow::Result<Load> {
         let output = pinned(Some(1), Path::new("wrk"))
-            .args(["-t1", &format!("-c{connections}"), &format!("-d{}s", duration.as_secs()), "--latency", "-s"])
+            .args([
+                "-t1",
+                &format!("-c{connections}"),
+                &format!("-d{}s", duration.as_secs()),
+                "--latency",
+                "-s",
+            ])
             .arg(script)
             .arg(url)
             .output()
             .context("cannot run wrk")?;
         let text = String::from_utf8_lossy(&output.stdout).into_owned();
         if !output.status.success() {
-            bail!("wrk failed: {text}{}", String::from_utf8_lossy(&output.stderr));
+            bail!(
+                "wrk failed: {text}{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
         }
         parse_wrk(&text).with_context(|| format!("unexpected wrk output:\n{text}"))
     }
@@ -328,7 +376,10 @@ impl Bench {
         }
         let mut summaries: Vec<Summary> = sides
             .iter()
-            .map(|(label, _, _)| Summary { label: label.to_string(), runs: Vec::new() })
+            .map(|(label, _, _)| Summary {
+                label: label.to_string(),
+                runs: Vec::new(),
+            })
             .collect();
         for round in 0..self.plan.rounds {
             // Alternate which side goes first, so drift over time does not favour one.
@@ -338,7 +389,12 @@ impl Bench {
             }
             for index in order {
                 let (_, url, script) = &sides[index];
-                summaries[index].runs.push(self.wrk(url, script, self.plan.round, self.plan.connections)?);
+                summaries[index].runs.push(self.wrk(
+                    url,
+                    script,
+                    self.plan.round,
+                    self.plan.connections,
+                )?);
             }
         }
         Ok(summaries)
@@ -359,7 +415,13 @@ fn parse_duration_ms(text: &str) -> Option<f64> {
 }
 
 fn parse_wrk(text: &str) -> Option<Load> {
-    let mut load = Load { requests_per_sec: 0.0, p50_ms: 0.0, p99_ms: 0.0, requests: 0, errors: 0 };
+    let mut load = Load {
+        requests_per_sec: 0.0,
+        p50_ms: 0.0,
+        p99_ms: 0.0,
+        requests: 0,
+        errors: 0,
+    };
     for line in text.lines().map(str::trim) {
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
@@ -367,9 +429,14 @@ fn parse_wrk(text: &str) -> Option<Load> {
             ["50%", value] => load.p50_ms = parse_duration_ms(value)?,
             ["99%", value] => load.p99_ms = parse_duration_ms(value)?,
             [count, "requests", "in", ..] => load.requests = count.parse().ok()?,
-            ["Non-2xx", "or", "3xx", "responses:", count] => load.errors += count.parse::<u64>().ok()?,
+            ["Non-2xx", "or", "3xx", "responses:", count] => {
+                load.errors += count.parse::<u64>().ok()?
+            }
             ["Socket", "errors:", rest @ ..] => {
-                load.errors += rest.iter().filter_map(|w| w.trim_end_matches(',').parse::<u64>().ok()).sum::<u64>()
+                load.errors += rest
+                    .iter()
+                    .filter_map(|w| w.trim_end_matches(',').parse::<u64>().ok())
+                    .sum::<u64>()
             }
             _ => {}
         }
@@ -382,7 +449,10 @@ fn post_script(path: &str, body: &str, token: Option<&str>) -> String {
         "wrk.method = \"POST\"\nwrk.path = \"{path}\"\nwrk.body = '{body}'\nwrk.headers[\"Content-Type\"] = \"application/json\"\n"
     );
     if let Some(token) = token {
-        let _ = writeln!(script, "wrk.headers[\"Authorization\"] = \"Bearer {token}\"");
+        let _ = writeln!(
+            script,
+            "wrk.headers[\"Authorization\"] = \"Bearer {token}\""
+        );
     }
     script
 }
@@ -398,7 +468,14 @@ fn resident_kib(pid: u32) -> anyhow::Result<u64> {
 
 fn token(pixsim7: &Path, user_id: i64) -> anyhow::Result<String> {
     let output = Command::new(pixsim7)
-        .args(["token", "--user-id", &user_id.to_string(), "--admin", "--ttl", "2h"])
+        .args([
+            "token",
+            "--user-id",
+            &user_id.to_string(),
+            "--admin",
+            "--ttl",
+            "2h",
+        ])
         .env("PIXSIM7_JWT_SECRET", JWT_SECRET)
         .env("PIXSIM7_LOG", "error")
         .output()?;
@@ -428,7 +505,11 @@ pub fn run_bench(workspace: &Workspace, quick: bool) -> anyhow::Result<()> {
     let scratch = workspace.target_dir.join("bench");
     let _ = std::fs::remove_dir_all(&scratch);
     std::fs::create_dir_all(&scratch)?;
-    let bench = Bench { plan: Plan::new(quick), scratch, release: workspace.target_dir.join("release") };
+    let bench = Bench {
+        plan: Plan::new(quick),
+        scratch,
+        release: workspace.target_dir.join("release"),
+    };
     let mut report = String::new();
     let started = Instant::now();
 
@@ -439,8 +520,16 @@ pub fn run_bench(workspace: &Workspace, quick: bool) -> anyhow::Result<()> {
     let (host, _) = bench.start_host(&one, &bench.scratch.join("one.db"), Some(1), Some(0))?;
     let twin = bench.start_twin(Some(0))?;
     let overhead = bench.compare(&[
-        ("compiled into actix (bench-twin)", twin.url("/api/v1/bench/echo"), echo_script.clone()),
-        ("plugin route (pixsim7 + libbench_echo.so)", host.url("/api/v1/bench/echo"), echo_script.clone()),
+        (
+            "compiled into actix (bench-twin)",
+            twin.url("/api/v1/bench/echo"),
+            echo_script.clone(),
+        ),
+        (
+            "plugin route (pixsim7 + libbench_echo.so)",
+            host.url("/api/v1/bench/echo"),
+            echo_script.clone(),
+        ),
     ])?;
     twin.stop();
     host.stop();
@@ -455,12 +544,24 @@ pub fn run_bench(workspace: &Workspace, quick: bool) -> anyhow::Result<()> {
     for copies in [0usize, 9, 99] {
         let name = format!("routes-{}", copies + 1);
         let dir = bench.plugin_dir(&name, &["bench_echo"], copies)?;
-        let (server, _) = bench.start_host(&dir, &bench.scratch.join(format!("{name}.db")), Some(1), Some(0))?;
+        let (server, _) = bench.start_host(
+            &dir,
+            &bench.scratch.join(format!("{name}.db")),
+            Some(1),
+            Some(0),
+        )?;
         let routes = 1 + copies * 10;
-        sides.push((format!("{} plugin(s), {routes} plugin routes", copies + 1), server.url("/api/v1/bench/echo"), echo_script.clone()));
+        sides.push((
+            format!("{} plugin(s), {routes} plugin routes", copies + 1),
+            server.url("/api/v1/bench/echo"),
+            echo_script.clone(),
+        ));
         servers.push(server);
     }
-    let sides_ref: Vec<(&str, String, PathBuf)> = sides.iter().map(|(l, u, s)| (l.as_str(), u.clone(), s.clone())).collect();
+    let sides_ref: Vec<(&str, String, PathBuf)> = sides
+        .iter()
+        .map(|(l, u, s)| (l.as_str(), u.clone(), s.clone()))
+        .collect();
     let routing = bench.compare(&sides_ref)?;
     for server in servers {
         server.stop();
@@ -485,36 +586,65 @@ pub fn run_bench(workspace: &Workspace, quick: bool) -> anyhow::Result<()> {
         }
         let min = times.iter().copied().fold(f64::INFINITY, f64::min);
         let max = times.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        startup_rows.push(format!("| {libraries} | {:.1} | {min:.1}–{max:.1} | {:.1} |", median(times), rss as f64 / 1024.0));
+        startup_rows.push(format!(
+            "| {libraries} | {:.1} | {min:.1}–{max:.1} | {:.1} |",
+            median(times),
+            rss as f64 / 1024.0
+        ));
     }
     let _ = writeln!(report, "## Start-up\n\nFrom process start to `/healthz` answering 200 (the database already migrated), {} runs each; resident memory right after.\n\n| plugin libraries | ms (median) | ms (min–max) | RSS MiB |\n|---|---|---|---|\n{}\n",
         bench.plan.startup_runs, startup_rows.join("\n"));
 
     println!("== memory under load");
-    let game_libs: Vec<&str> = workspace.plugins.iter().map(|(_, lib)| lib.as_str()).filter(|l| *l != "game_relationships").collect();
+    let game_libs: Vec<&str> = workspace
+        .plugins
+        .iter()
+        .map(|(_, lib)| lib.as_str())
+        .filter(|l| *l != "game_relationships")
+        .collect();
     let game_dir = bench.plugin_dir("game", &game_libs, 0)?;
     let (server, _) = bench.start_host(&game_dir, &bench.scratch.join("memory.db"), None, None)?;
     let idle = resident_kib(server.pid())?;
-    let dice_script = bench.lua("dice", &post_script("/api/v1/dice-game/roll", r#"{"dice":"3d6+1"}"#, None))?;
+    let dice_script = bench.lua(
+        "dice",
+        &post_script("/api/v1/dice-game/roll", r#"{"dice":"3d6+1"}"#, None),
+    )?;
+    let dice_url = server.url("/api/v1/dice-game/roll");
+    // A warm-up first: the allocator's per-thread arenas and actix's buffers grow to their
+    // working size in the first requests; a leak shows as growth after that.
+    let warmup_requests = bench
+        .wrk(&dice_url, &dice_script, Duration::from_secs(3), 32)?
+        .requests;
+    let warm = resident_kib(server.pid())?;
     let mut served = 0;
     let load_started = Instant::now();
     while served < bench.plan.memory_requests {
-        served += bench.wrk(&server.url("/api/v1/dice-game/roll"), &dice_script, Duration::from_secs(10), 32)?.requests;
+        served += bench
+            .wrk(&dice_url, &dice_script, Duration::from_secs(10), 32)?
+            .requests;
     }
     let after = resident_kib(server.pid())?;
     server.stop();
-    let change = (after as f64 - idle as f64) / idle as f64 * 100.0;
-    let _ = writeln!(report, "## Memory\n\nThe host with every game plugin, `auth` and `dice-game` ({} libraries), default workers: resident memory at idle after start-up, and again after {served} requests to `POST /api/v1/dice-game/roll` ({:.0} s).\n\n| at idle | after load | change |\n|---|---|---|\n| {:.1} MiB | {:.1} MiB | {change:+.1} % |\n",
-        game_libs.len(), load_started.elapsed().as_secs_f64(), idle as f64 / 1024.0, after as f64 / 1024.0);
+    let change = (after as f64 - warm as f64) / warm as f64 * 100.0;
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    let _ = writeln!(report, "## Memory\n\nThe host with every game plugin, `auth` and `dice-game` ({} libraries), default workers: resident memory at idle after start-up, after a warm-up of {warmup_requests} requests, and after {served} more requests to `POST /api/v1/dice-game/roll` ({:.0} s). Flatness is judged from the warmed-up size.\n\n| at idle | warmed up | after {served} requests | change since warm-up |\n|---|---|---|---|\n| {:.1} MiB | {:.1} MiB | {:.1} MiB | {change:+.1} % |\n",
+        game_libs.len(), load_started.elapsed().as_secs_f64(), mib(idle), mib(warm), mib(after));
 
     // 4. The game path.
     println!("== game path");
-    let (server, _) = bench.start_host(&game_dir, &bench.scratch.join("game.db"), Some(1), Some(0))?;
+    let (server, _) =
+        bench.start_host(&game_dir, &bench.scratch.join("game.db"), Some(1), Some(0))?;
     let token = token(&bench.pixsim7(), 1)?;
     let auth = format!("Bearer {token}");
     let sessions = 1000;
     for _ in 0..sessions {
-        let (status, body) = http(server.address, "POST", "/api/v1/game/sessions", &[("Authorization", &auth)], "{}")?;
+        let (status, body) = http(
+            server.address,
+            "POST",
+            "/api/v1/game/sessions",
+            &[("Authorization", &auth)],
+            "{}",
+        )?;
         if status != 200 {
             bail!("creating a session failed: {status} {body}");
         }
@@ -526,7 +656,11 @@ pub fn run_bench(workspace: &Workspace, quick: bool) -> anyhow::Result<()> {
              request = function()\n  local body = string.format('{{\"npc_id\": %d, \"slot_id\": \"purse\", \"base_success_chance\": 0.5, \"detection_chance\": 0.5, \"session_id\": %d}}', math.random(1, 50), math.random(1, {sessions}))\n  return wrk.format(nil, \"/api/v1/game/stealth/pickpocket\", nil, body)\nend\n"
         ),
     )?;
-    let game = bench.compare(&[("POST /api/v1/game/stealth/pickpocket (SQLite)", server.url("/"), game_script)])?;
+    let game = bench.compare(&[(
+        "POST /api/v1/game/stealth/pickpocket (SQLite)",
+        server.url("/"),
+        game_script,
+    )])?;
     server.stop();
     let _ = writeln!(report, "## Game path\n\n`POST /api/v1/game/stealth/pickpocket` with a bearer token on SQLite (WAL), spread over {sessions} sessions of one user, 1 worker on core 0. Each attempt reads the session, rolls, and writes it back by compare-and-set.\n\n{LOAD_HEADER}\n{}\n", game[0].row(None));
 
@@ -535,11 +669,20 @@ pub fn run_bench(workspace: &Workspace, quick: bool) -> anyhow::Result<()> {
     let auth_dir = bench.plugin_dir("auth", &["auth", "dice_game"], 0)?;
     let (server, _) = bench.start_host(&auth_dir, &bench.scratch.join("auth.db"), Some(1), None)?;
     let credentials = r#"{"username":"bench","password":"correct horse battery"}"#;
-    let (status, body) = http(server.address, "POST", "/api/v1/auth/register", &[], credentials)?;
+    let (status, body) = http(
+        server.address,
+        "POST",
+        "/api/v1/auth/register",
+        &[],
+        credentials,
+    )?;
     if status != 201 {
         bail!("registering the benchmark user failed: {status} {body}");
     }
-    let login_script = bench.lua("login", &post_script("/api/v1/auth/login", credentials, None))?;
+    let login_script = bench.lua(
+        "login",
+        &post_script("/api/v1/auth/login", credentials, None),
+    )?;
     let cheap = server.url("/api/v1/dice-game/roll");
     bench.wrk(&cheap, &dice_script, bench.plan.warmup, 4)?;
     let idle_load = bench.wrk(&cheap, &dice_script, bench.plan.round, 4)?;
@@ -548,7 +691,13 @@ pub fn run_bench(workspace: &Workspace, quick: bool) -> anyhow::Result<()> {
     let round = bench.plan.round + Duration::from_secs(2);
     let logins = std::thread::spawn(move || -> anyhow::Result<Load> {
         let output = Command::new("wrk")
-            .args(["-t1", "-c8", &format!("-d{}s", round.as_secs()), "--latency", "-s"])
+            .args([
+                "-t1",
+                "-c8",
+                &format!("-d{}s", round.as_secs()),
+                "--latency",
+                "-s",
+            ])
             .arg(&login_script_for_thread)
             .arg(&login_url)
             .output()?;
@@ -556,7 +705,9 @@ pub fn run_bench(workspace: &Workspace, quick: bool) -> anyhow::Result<()> {
     });
     std::thread::sleep(Duration::from_secs(1)); // let the logins get going before measuring
     let busy_load = bench.wrk(&cheap, &dice_script, bench.plan.round, 4)?;
-    let login_load = logins.join().map_err(|_| anyhow::anyhow!("login thread panicked"))??;
+    let login_load = logins
+        .join()
+        .map_err(|_| anyhow::anyhow!("login thread panicked"))??;
     server.stop();
     let _ = writeln!(report, "## Logins and a cheap route\n\nOne worker. `POST /api/v1/dice-game/roll` with 4 connections, alone and while 8 connections log in continuously (argon2id, run through `run_blocking` on the host's blocking pool). Both share the machine's 2 cores, so some slowdown is CPU contention, not a blocked worker.\n\n| cheap route | req/s | p50 ms | p99 ms |\n|---|---|---|---|\n| idle | {:.0} | {:.3} | {:.3} |\n| during logins | {:.0} | {:.3} | {:.3} |\n| ratio (during ÷ idle) | | {:.2}× | {:.2}× |\n\nLogins meanwhile: {:.1} per second, p50 {:.0} ms, p99 {:.0} ms ({} errors).\n",
         idle_load.requests_per_sec, idle_load.p50_ms, idle_load.p99_ms,
@@ -585,12 +736,19 @@ pub fn run_bench(workspace: &Workspace, quick: bool) -> anyhow::Result<()> {
 fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|info| info.lines().find_map(|l| l.strip_prefix("model name")).map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned()))
+        .and_then(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
         .unwrap_or_else(|| "an unknown CPU".to_owned())
 }
 
 fn kernel() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease").map_or_else(|_| "unknown kernel".to_owned(), |k| format!("Linux {}", k.trim()))
+    std::fs::read_to_string("/proc/sys/kernel/osrelease").map_or_else(
+        |_| "unknown kernel".to_owned(),
+        |k| format!("Linux {}", k.trim()),
+    )
 }
 
 fn wrk_version() -> String {
@@ -599,7 +757,8 @@ fn wrk_version() -> String {
         .output()
         .ok()
         .and_then(|o| {
-            let text = String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+            let text = String::from_utf8_lossy(&o.stdout).into_owned()
+                + &String::from_utf8_lossy(&o.stderr);
             text.split_whitespace().nth(1).map(str::to_owned)
         })
         .unwrap_or_else(|| "?".to_owned())
@@ -616,7 +775,8 @@ fn today() -> String {
 
 /// The part of the document written by hand: what the numbers mean and what remains.
 fn notes() -> String {
-    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/performance-notes.md")).unwrap_or_default()
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/performance-notes.md"))
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -254,7 +254,11 @@ impl HostServices for PluginServices {
             let Ok(_permit) = permits.acquire_owned().await else {
                 return RResult::RErr("the host is shutting down".into());
             };
-            match tokio::task::spawn_blocking(move || job.run()).await {
+            let work = move || {
+                lower_thread_priority();
+                job.run()
+            };
+            match tokio::task::spawn_blocking(work).await {
                 Ok(outcome) => outcome,
                 Err(error) => RResult::RErr(format!("blocking job failed: {error}").into()),
             }
@@ -279,6 +283,26 @@ impl HostServices for PluginServices {
         }
         .into_ffi()
     }
+}
+
+/// Gives the current (blocking-pool) thread a lower scheduling priority, once: CPU-heavy
+/// plugin work such as password hashing then yields the cores to the request workers, so a
+/// burst of logins does not slow everyone else's requests.
+fn lower_thread_priority() {
+    thread_local! {
+        static LOWERED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+    LOWERED.with(|lowered| {
+        if lowered.replace(true) {
+            return;
+        }
+        #[cfg(target_os = "linux")]
+        // SAFETY: setpriority on this thread's own id; raising niceness needs no privilege.
+        unsafe {
+            let thread_id = libc::gettid() as libc::id_t;
+            libc::setpriority(libc::PRIO_PROCESS, thread_id, 10);
+        }
+    });
 }
 
 /// The most verbose level the host records, so plugins drop finer lines before formatting.

@@ -121,13 +121,20 @@ impl Request {
         })
     }
 
-    /// A header value by (case-insensitive) name.
+    /// A header value by (case-insensitive) name; the first when repeated.
     pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers()
+            .find(|(header, _)| header.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value)
+    }
+
+    /// Every header, in the order received, as (lower-case name, value).
+    pub fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
         self.inner
             .headers
-            .iter()
-            .find(|pair| pair.0.eq_ignore_ascii_case(name))
-            .map(|pair| pair.1.as_str())
+            .as_str()
+            .split('\n')
+            .filter_map(|line| line.split_once(':'))
     }
 
     /// The body bytes.

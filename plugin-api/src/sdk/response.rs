@@ -4,15 +4,17 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::abi::FfiResponse;
-use abi_stable::std_types::{RString, RVec, Tuple2};
+use std::borrow::Cow;
+
+use abi_stable::std_types::{RCowStr, RStr, RString, RVec, Tuple2};
 
 /// An HTTP response built by a plugin.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
     /// HTTP status code.
     pub status: u16,
-    /// Headers, in order.
-    pub headers: Vec<(String, String)>,
+    /// Headers, in order; static strings cost no allocation.
+    pub headers: Vec<(Cow<'static, str>, Cow<'static, str>)>,
     /// Body bytes.
     pub body: Vec<u8>,
 }
@@ -46,9 +48,13 @@ impl Response {
             .with_body(value.to_string().into_bytes())
     }
 
-    /// Adds a header.
-    pub fn with_header(mut self, name: &str, value: &str) -> Response {
-        self.headers.push((name.to_owned(), value.to_owned()));
+    /// Adds a header (pass `&'static str`s where you can: they are not copied).
+    pub fn with_header(
+        mut self,
+        name: impl Into<Cow<'static, str>>,
+        value: impl Into<Cow<'static, str>>,
+    ) -> Response {
+        self.headers.push((name.into(), value.into()));
         self
     }
 
@@ -69,10 +75,17 @@ impl Response {
             headers: self
                 .headers
                 .into_iter()
-                .map(|(name, value)| Tuple2(RString::from(name), RString::from(value)))
+                .map(|(name, value)| Tuple2(ffi_cow(name), ffi_cow(value)))
                 .collect(),
             body: RVec::from(self.body),
         }
+    }
+}
+
+fn ffi_cow(text: Cow<'static, str>) -> RCowStr<'static> {
+    match text {
+        Cow::Borrowed(text) => RCowStr::Borrowed(RStr::from_str(text)),
+        Cow::Owned(text) => RCowStr::Owned(RString::from(text)),
     }
 }
 

@@ -89,7 +89,7 @@ impl<P: Plugin> TestPlugin<P> {
                 .map(|(k, v)| Tuple2(RString::from(k), RString::from(v)))
                 .collect(),
             query: RString::from(query),
-            headers: RVec::new(),
+            headers: RString::new(),
             body: RVec::from(body.to_vec()),
             request_id: RString::from("test"),
             context: RequestContext_TO::from_ptr(RArc::new(TestRequest), TD_Opaque),
@@ -101,7 +101,7 @@ impl<P: Plugin> TestPlugin<P> {
                 headers: response
                     .headers
                     .into_iter()
-                    .map(|pair| (pair.0.into_string(), pair.1.into_string()))
+                    .map(|pair| (pair.0.to_string().into(), pair.1.to_string().into()))
                     .collect(),
                 body: response.body.into_vec(),
             },

@@ -42,7 +42,9 @@ impl Plugin for BenchEcho {
     }
 
     fn routes(routes: &mut Routes<Self>) {
-        routes.post("/bench/echo", "Echoes a small JSON body", echo).public();
+        routes
+            .post("/bench/echo", "Echoes a small JSON body", echo)
+            .public();
     }
 
     async fn on_load(_: LoadContext) -> Result<Self, PluginError> {
@@ -55,7 +57,9 @@ async fn echo(_: &BenchEcho, request: Request) -> Response {
         Ok(body) => Response::new(200)
             .with_header("content-type", "application/json")
             .with_body(body),
-        Err(error) => ApiError::validation("json_invalid", vec![json!("body")], error).into_response(),
+        Err(error) => {
+            ApiError::validation("json_invalid", vec![json!("body")], error).into_response()
+        }
     }
 }
 

@@ -31,13 +31,23 @@ fn copy_number() -> u32 {
 
 impl Plugin for BenchMany {
     fn manifest() -> Manifest {
-        Manifest::new(&format!("bench-many-{}", copy_number()), "Benchmark filler", env!("CARGO_PKG_VERSION"))
+        Manifest::new(
+            &format!("bench-many-{}", copy_number()),
+            "Benchmark filler",
+            env!("CARGO_PKG_VERSION"),
+        )
     }
 
     fn routes(routes: &mut Routes<Self>) {
         let n = copy_number();
         for route in 0..ROUTES_PER_PLUGIN {
-            routes.get(&format!("/bench-many-{n}/r{route}/{{id}}/items/{{item}}"), "Filler", filler).public();
+            routes
+                .get(
+                    &format!("/bench-many-{n}/r{route}/{{id}}/items/{{item}}"),
+                    "Filler",
+                    filler,
+                )
+                .public();
         }
     }
 
