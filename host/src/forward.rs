@@ -79,16 +79,15 @@ pub async fn dispatch(
     state: web::Data<ServingState>,
 ) -> HttpResponse {
     let request_id_header = request_id(&request);
-    let request_id = request_id_header.to_str().unwrap_or_default();
     let origin = state.cors.allowed_origin(&request);
     let mut response = if cors::is_preflight(&request) {
         cors::preflight(&request, &state.routes, origin.is_some())
     } else {
-        route_request(&request, payload, &state, request_id).await
+        route_request(&request, payload, &state, &request_id_header).await
     };
     response.headers_mut().insert(
         HeaderName::from_static(REQUEST_ID_HEADER),
-        request_id_header.clone(),
+        request_id_header,
     );
     if let Some(origin) = origin {
         cors::add_headers(&mut response, origin);
@@ -101,8 +100,9 @@ async fn route_request(
     request: &HttpRequest,
     payload: web::Payload,
     state: &ServingState,
-    request_id: &str,
+    request_id_header: &HeaderValue,
 ) -> HttpResponse {
+    let request_id = request_id_header.to_str().unwrap_or_default();
     let method = plugin_method(request.method());
     let (target, access, params) = match state.routes.lookup(method, request.path()) {
         Lookup::NotFound => return http_error::not_found(),
@@ -126,7 +126,7 @@ async fn route_request(
         .iter()
         .map(|(name, value)| Tuple2(RString::from(name), RString::from(percent_decode(value))))
         .collect();
-    let (request_state, context) = new_request_context(request_id, caller.clone());
+    let (request_state, context) = new_request_context(request_id_header, caller.clone());
     let call = PluginCall {
         plugin: &state.plugins[plugin],
         route,
@@ -188,7 +188,7 @@ fn release_events(events: &EventBus, request: &RequestState, status: StatusCode)
         }
     } else {
         tracing::debug!(
-            request_id = %request.request_id,
+            request_id = request.request_id(),
             count = pending.len(),
             "discarded the events of a failed request ({status})"
         );
@@ -232,7 +232,6 @@ async fn forward_request(
         query: RString::from(request.query_string()),
         headers: RString::from(packed_headers(request)),
         body: RVec::from(body),
-        request_id: RString::from(request_id),
         context,
         caller: caller
             .map(|caller| FfiCaller {

@@ -9,6 +9,7 @@ use abi_stable::{
     sabi_trait::TD_CanDowncast,
     std_types::{RArc, RString},
 };
+use actix_web::http::header::HeaderValue;
 use plugin_api::abi::{RequestContext, RequestContextHandle, RequestContext_TO};
 use serde_json::Value;
 
@@ -26,14 +27,19 @@ pub struct PendingEvent {
 
 /// One request in flight.
 pub struct RequestState {
-    /// The request id (as in `x-request-id`).
-    pub request_id: String,
+    /// The request id, as sent in `x-request-id` (a cheap, shared copy of that header).
+    request_id: HeaderValue,
     /// Who is calling, as verified from the bearer token.
     pub caller: Option<Caller>,
     pending_events: Mutex<Vec<PendingEvent>>,
 }
 
 impl RequestState {
+    /// The request id.
+    pub fn request_id(&self) -> &str {
+        self.request_id.to_str().unwrap_or_default()
+    }
+
     /// Holds an event until the request's outcome is known.
     pub fn hold_event(&self, event: PendingEvent) {
         self.pending_events
@@ -54,17 +60,17 @@ struct RequestHandle(Arc<RequestState>);
 
 impl RequestContext for RequestHandle {
     fn request_id(&self) -> RString {
-        RString::from(self.0.request_id.as_str())
+        RString::from(self.0.request_id())
     }
 }
 
 /// A new request record and the handle that crosses to the plugin.
 pub fn new_request_context(
-    request_id: &str,
+    request_id: &HeaderValue,
     caller: Option<Caller>,
 ) -> (Arc<RequestState>, RequestContextHandle) {
     let state = Arc::new(RequestState {
-        request_id: request_id.to_owned(),
+        request_id: request_id.clone(),
         caller,
         pending_events: Mutex::new(Vec::new()),
     });

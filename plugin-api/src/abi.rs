@@ -120,8 +120,6 @@ pub struct FfiRequest {
     pub headers: RString,
     /// The request body (already bounded by the host's body limit).
     pub body: RVec<u8>,
-    /// The id the host assigned to this request (also in the `x-request-id` response header).
-    pub request_id: RString,
     /// The host's handle on this request; the SDK passes it back with every host service
     /// call made while handling it (events emitted then wait for the response).
     pub context: RequestContextHandle,
@@ -270,7 +268,8 @@ mod host_services {
     /// to the host with the service calls made while handling that request.
     #[sabi_trait]
     pub trait RequestContext: Clone + Send + Sync + 'static {
-        /// The request's id.
+        /// The id the host assigned to the request (also in the `x-request-id` response
+        /// header); asked for only by plugins that use it.
         #[sabi(last_prefix_field)]
         fn request_id(&self) -> RString;
     }

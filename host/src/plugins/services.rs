@@ -107,7 +107,7 @@ impl Bound {
         payload: &[u8],
     ) -> Result<Vec<u8>, ServiceError> {
         let plugin = self.plugin_id.as_str();
-        let request_id = request.as_ref().map(|r| r.request_id.as_str());
+        let request_id = request.as_ref().map(|r| r.request_id());
         let Some(op) = operation(name) else {
             return Err(game::service_error(
                 ServiceErrorKind::BadCall,
@@ -298,9 +298,10 @@ fn lower_thread_priority() {
         }
         #[cfg(target_os = "linux")]
         // SAFETY: setpriority on this thread's own id; raising niceness needs no privilege.
+        // Nice 19: the lowest weight, so a request worker that wakes up preempts at once.
         unsafe {
             let thread_id = libc::gettid() as libc::id_t;
-            libc::setpriority(libc::PRIO_PROCESS, thread_id, 10);
+            libc::setpriority(libc::PRIO_PROCESS, thread_id, 19);
         }
     });
 }

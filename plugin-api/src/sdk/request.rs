@@ -12,11 +12,15 @@ use crate::abi::{FfiMethod, FfiRequest, RequestContextHandle};
 /// One HTTP request, as forwarded by the host.
 pub struct Request {
     inner: FfiRequest,
+    request_id: std::cell::OnceCell<String>,
 }
 
 impl Request {
     pub(crate) fn from_ffi(inner: FfiRequest) -> Request {
-        Request { inner }
+        Request {
+            inner,
+            request_id: std::cell::OnceCell::new(),
+        }
     }
 
     /// The host's handle on this request, for the service calls made while handling it.
@@ -58,7 +62,8 @@ impl Request {
 
     /// The id the host gave this request; include it in log lines about the request.
     pub fn request_id(&self) -> &str {
-        &self.inner.request_id
+        self.request_id
+            .get_or_init(|| self.inner.context.request_id().into_string())
     }
 
     /// A path parameter's raw text. A name the route pattern lacks is a programming error

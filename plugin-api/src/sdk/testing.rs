@@ -91,7 +91,6 @@ impl<P: Plugin> TestPlugin<P> {
             query: RString::from(query),
             headers: RString::new(),
             body: RVec::from(body.to_vec()),
-            request_id: RString::from("test"),
             context: RequestContext_TO::from_ptr(RArc::new(TestRequest), TD_Opaque),
             caller: ROption::RNone,
         };
