@@ -6,18 +6,8 @@ use serde_json::{json, Value};
 
 use crate::{
     databases::test_databases,
-    harness::{pixsim7, token_for, PluginDir, RunningHost, TEST_JWT_SECRET},
+    harness::{game_plugins_and, pixsim7, token_for, PluginDir, RunningHost, TEST_JWT_SECRET},
 };
-
-const GAME_PLUGINS: &[&str] = &[
-    "auth",
-    "game_dialogue",
-    "game_locations",
-    "game_npcs",
-    "game_sessions",
-    "game_stealth",
-    "game_worlds",
-];
 
 /// A request with exactly this bearer token (or none).
 fn call(
@@ -59,7 +49,7 @@ fn pickpocket(session_id: i64) -> Value {
 #[test]
 fn sign_in_then_only_your_own_game_state_is_yours() {
     for database in test_databases() {
-        let dir = PluginDir::with(GAME_PLUGINS);
+        let dir = PluginDir::with(&game_plugins_and(&["auth"]));
         let config = dir.config_file("[plugins.auth]\nadmin_usernames = [\"gamemaster\"]\n");
         let host = pixsim7(&dir)
             .env("PIXSIM7_DATABASE_URL", &database.url)

@@ -7,30 +7,8 @@ use serde_json::{json, Value};
 
 use crate::{
     databases::test_databases,
-    harness::{pixsim7, PluginDir, RunningHost},
+    harness::{game_plugins_and, pixsim7, PluginDir, RunningHost},
 };
-
-const GAME_PLUGINS: &[&str] = &[
-    "game_dialogue",
-    "game_locations",
-    "game_npcs",
-    "game_relationships",
-    "game_sessions",
-    "game_stealth",
-    "game_worlds",
-];
-
-#[track_caller]
-fn ok(host: &RunningHost, method: &str, path: &str, body: Value) -> Value {
-    let reply = host.request(
-        method,
-        path,
-        &[("content-type", "application/json")],
-        body.to_string().as_bytes(),
-    );
-    assert_eq!(reply.status, 200, "{method} {path}: {}", reply.body);
-    reply.json()
-}
 
 fn pickpocket(session_id: i64, npc_id: i64, detection: f64) -> Value {
     json!({"npc_id": npc_id, "slot_id": "purse", "base_success_chance": 0.0,
@@ -59,20 +37,19 @@ fn received(host: &RunningHost, plugin: &str, topic: &str, count: usize) -> Vec<
 #[test]
 fn a_detected_pickpocket_lowers_affinity_through_the_relationships_plugin() {
     for database in test_databases() {
-        let dir = PluginDir::with(GAME_PLUGINS);
+        let dir = PluginDir::with(&game_plugins_and(&["game_relationships"]));
         let host = pixsim7(&dir)
             .env("PIXSIM7_DATABASE_URL", &database.url)
             .env("PIXSIM7_LOG", "info,pixsim7::events=debug")
             .start();
-        let sid = ok(&host, "POST", "/api/v1/game/sessions", json!({}))["id"]
+        let sid = host.ok("POST", "/api/v1/game/sessions", json!({}))["id"]
             .as_i64()
             .unwrap();
-        let npc = ok(&host, "POST", "/api/v1/game/npcs", json!({"name": "Mara"}))["id"]
+        let npc = host.ok("POST", "/api/v1/game/npcs", json!({"name": "Mara"}))["id"]
             .as_i64()
             .unwrap();
 
-        ok(
-            &host,
+        host.ok(
             "POST",
             "/api/v1/game/stealth/pickpocket",
             pickpocket(sid, npc, 1.0),
@@ -80,8 +57,7 @@ fn a_detected_pickpocket_lowers_affinity_through_the_relationships_plugin() {
         host.wait_for_log(&format!(
             "lowered affinity of npc:{npc} in session {sid} from 50 to 40"
         ));
-        let view = ok(
-            &host,
+        let view = host.ok(
             "GET",
             &format!("/api/v1/game/relationships/{sid}"),
             json!(null),
@@ -99,8 +75,7 @@ fn a_detected_pickpocket_lowers_affinity_through_the_relationships_plugin() {
             "stealth's own change is kept"
         );
 
-        ok(
-            &host,
+        host.ok(
             "POST",
             "/api/v1/game/stealth/pickpocket",
             pickpocket(sid, npc, 0.0),
@@ -108,12 +83,7 @@ fn a_detected_pickpocket_lowers_affinity_through_the_relationships_plugin() {
         host.wait_for_log(&format!(
             "in session {sid}: not detected; affinity of npc:{npc} unchanged"
         ));
-        let session = ok(
-            &host,
-            "GET",
-            &format!("/api/v1/game/sessions/{sid}"),
-            json!(null),
-        );
+        let session = host.ok("GET", &format!("/api/v1/game/sessions/{sid}"), json!(null));
         assert_eq!(
             session["relationships"][format!("npc:{npc}")]["affinity"],
             40
@@ -146,27 +116,21 @@ fn a_detected_pickpocket_lowers_affinity_through_the_relationships_plugin() {
 
     // Without the relationships library, pickpocketing works and affinity is untouched.
     let database = test_databases().remove(0);
-    let dir = PluginDir::with(GAME_PLUGINS);
+    let dir = PluginDir::with(&game_plugins_and(&["game_relationships"]));
     dir.remove("game_relationships");
     let host = pixsim7(&dir)
         .env("PIXSIM7_DATABASE_URL", &database.url)
         .start();
-    let sid = ok(&host, "POST", "/api/v1/game/sessions", json!({}))["id"]
+    let sid = host.ok("POST", "/api/v1/game/sessions", json!({}))["id"]
         .as_i64()
         .unwrap();
-    let result = ok(
-        &host,
+    let result = host.ok(
         "POST",
         "/api/v1/game/stealth/pickpocket",
         pickpocket(sid, 3, 1.0),
     );
     assert_eq!(result["detected"], true);
-    let session = ok(
-        &host,
-        "GET",
-        &format!("/api/v1/game/sessions/{sid}"),
-        json!(null),
-    );
+    let session = host.ok("GET", &format!("/api/v1/game/sessions/{sid}"), json!(null));
     assert_eq!(
         session["relationships"],
         json!({"npc:3": {"flags": {"caught_pickpocketing": true}}})
@@ -424,30 +388,19 @@ fn every_guarded_service_refuses_a_plugin_without_its_permission() {
         let host = pixsim7(&dir)
             .env("PIXSIM7_DATABASE_URL", &database.url)
             .start();
-        ok(
-            &host,
-            "POST",
-            "/api/v1/game/worlds",
-            json!({"name": "Home"}),
-        );
-        ok(&host, "POST", "/api/v1/game/npcs", json!({"name": "Mara"}));
-        ok(
-            &host,
-            "POST",
-            "/api/v1/game/locations",
-            json!({"name": "Square"}),
-        );
-        let session = ok(
-            &host,
+        host.ok("POST", "/api/v1/game/worlds", json!({"name": "Home"}));
+        host.ok("POST", "/api/v1/game/npcs", json!({"name": "Mara"}));
+        host.ok("POST", "/api/v1/game/locations", json!({"name": "Square"}));
+        let session = host.ok(
             "POST",
             "/api/v1/game/sessions",
             json!({"flags": {"gold": 1}}),
         );
         let sid = session["id"].as_i64().unwrap();
         let before = (
-            ok(&host, "GET", "/api/v1/game/worlds/1", json!(null)),
-            ok(&host, "GET", "/api/v1/game/npcs", json!(null)),
-            ok(&host, "GET", "/api/v1/game/locations/1", json!(null)),
+            host.ok("GET", "/api/v1/game/worlds/1", json!(null)),
+            host.ok("GET", "/api/v1/game/npcs", json!(null)),
+            host.ok("GET", "/api/v1/game/locations/1", json!(null)),
         );
 
         let operations: Vec<&str> = plugin_api::game::ops::ALL
@@ -490,22 +443,17 @@ fn every_guarded_service_refuses_a_plugin_without_its_permission() {
         }
 
         let after = (
-            ok(&host, "GET", "/api/v1/game/worlds/1", json!(null)),
-            ok(&host, "GET", "/api/v1/game/npcs", json!(null)),
-            ok(&host, "GET", "/api/v1/game/locations/1", json!(null)),
+            host.ok("GET", "/api/v1/game/worlds/1", json!(null)),
+            host.ok("GET", "/api/v1/game/npcs", json!(null)),
+            host.ok("GET", "/api/v1/game/locations/1", json!(null)),
         );
         assert_eq!(before, after, "nothing changed on {}", database.kind);
         assert_eq!(
-            ok(
-                &host,
-                "GET",
-                &format!("/api/v1/game/sessions/{sid}"),
-                json!(null)
-            ),
+            host.ok("GET", &format!("/api/v1/game/sessions/{sid}"), json!(null)),
             session
         );
         assert_eq!(
-            ok(&host, "GET", "/api/v1/game/worlds", json!(null))
+            host.ok("GET", "/api/v1/game/worlds", json!(null))
                 .as_array()
                 .unwrap()
                 .len(),

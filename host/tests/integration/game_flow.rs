@@ -7,34 +7,13 @@ use serde_json::{json, Value};
 
 use crate::{
     databases::{test_databases, TestDatabase},
-    harness::{pixsim7, PluginDir, RunningHost},
+    harness::{pixsim7, PluginDir, RunningHost, GAME_PLUGINS},
 };
-
-const GAME_PLUGINS: &[&str] = &[
-    "game_dialogue",
-    "game_locations",
-    "game_npcs",
-    "game_sessions",
-    "game_stealth",
-    "game_worlds",
-];
 
 fn start(dir: &PluginDir, database: &TestDatabase) -> RunningHost {
     pixsim7(dir)
         .env("PIXSIM7_DATABASE_URL", &database.url)
         .start()
-}
-
-#[track_caller]
-fn ok(host: &RunningHost, method: &str, path: &str, body: Value) -> Value {
-    let reply = host.request(
-        method,
-        path,
-        &[("content-type", "application/json")],
-        body.to_string().as_bytes(),
-    );
-    assert_eq!(reply.status, 200, "{method} {path}: {}", reply.body);
-    reply.json()
 }
 
 fn pickpocket(session_id: i64, npc_id: i64, success: f64, detection: f64) -> Value {
@@ -49,30 +28,22 @@ fn the_reference_pickpocket_flow_persists_across_restarts() {
     for database in test_databases() {
         let dir = PluginDir::with(GAME_PLUGINS);
         let host = start(&dir, &database);
-        let world = ok(
-            &host,
-            "POST",
-            "/api/v1/game/worlds",
-            json!({"name": "Harbor"}),
-        );
-        let session = ok(
-            &host,
+        let world = host.ok("POST", "/api/v1/game/worlds", json!({"name": "Harbor"}));
+        let session = host.ok(
             "POST",
             "/api/v1/game/sessions",
             json!({"world_id": world["id"]}),
         );
-        let npc = ok(&host, "POST", "/api/v1/game/npcs", json!({"name": "Mara"}));
+        let npc = host.ok("POST", "/api/v1/game/npcs", json!({"name": "Mara"}));
         let (sid, nid) = (session["id"].as_i64().unwrap(), npc["id"].as_i64().unwrap());
         // A relationship with a score, to see it lowered when caught.
-        ok(
-            &host,
+        host.ok(
             "PATCH",
             &format!("/api/v1/game/sessions/{sid}"),
             json!({"relationships": {format!("npc:{nid}"): {"affinity": 50, "score": 25}}}),
         );
 
-        let first = ok(
-            &host,
+        let first = host.ok(
             "POST",
             "/api/v1/game/stealth/pickpocket",
             pickpocket(sid, nid, 1.0, 0.0),
@@ -87,8 +58,7 @@ fn the_reference_pickpocket_flow_persists_across_restarts() {
             first["message"],
             format!("You successfully pickpocketed NPC #{nid}!")
         );
-        let second = ok(
-            &host,
+        let second = host.ok(
             "POST",
             "/api/v1/game/stealth/pickpocket",
             pickpocket(sid, nid, 0.0, 1.0),
@@ -112,30 +82,20 @@ fn the_reference_pickpocket_flow_persists_across_restarts() {
         }});
         let expected_relationships = json!({format!("npc:{nid}"): {"affinity": 50, "score": 15, "flags": {"caught_pickpocketing": true}}});
         assert_eq!(second["updated_flags"], expected_flags);
-        let read = ok(
-            &host,
-            "GET",
-            &format!("/api/v1/game/sessions/{sid}"),
-            json!(null),
-        );
+        let read = host.ok("GET", &format!("/api/v1/game/sessions/{sid}"), json!(null));
         assert_eq!(read["flags"], expected_flags, "{}", database.kind);
         assert_eq!(read["relationships"], expected_relationships);
         assert_eq!(read["version"], 4);
         assert!(host.stop().status.success());
 
         let host = start(&dir, &database);
-        let again = ok(
-            &host,
-            "GET",
-            &format!("/api/v1/game/sessions/{sid}"),
-            json!(null),
-        );
+        let again = host.ok("GET", &format!("/api/v1/game/sessions/{sid}"), json!(null));
         assert_eq!(
             again, read,
             "the session survives a restart on {}",
             database.kind
         );
-        let worlds = ok(&host, "GET", "/api/v1/game/worlds", json!(null));
+        let worlds = host.ok("GET", "/api/v1/game/worlds", json!(null));
         assert_eq!(worlds, json!([{"id": world["id"], "name": "Harbor"}]));
         assert!(host.stop().status.success());
     }
@@ -146,7 +106,7 @@ fn pickpocket_validation_follows_the_reference_order() {
     for database in test_databases() {
         let dir = PluginDir::with(GAME_PLUGINS);
         let host = start(&dir, &database);
-        let sid = ok(&host, "POST", "/api/v1/game/sessions", json!({}))["id"]
+        let sid = host.ok("POST", "/api/v1/game/sessions", json!({}))["id"]
             .as_i64()
             .unwrap();
         let post = |body: Value| host.post_json("/api/v1/game/stealth/pickpocket", &body);
@@ -190,12 +150,7 @@ fn pickpocket_validation_follows_the_reference_order() {
         );
         let malformed = host.request("POST", "/api/v1/game/stealth/pickpocket", &[], b"{not json");
         assert_eq!(malformed.status, 422);
-        let unchanged = ok(
-            &host,
-            "GET",
-            &format!("/api/v1/game/sessions/{sid}"),
-            json!(null),
-        );
+        let unchanged = host.ok("GET", &format!("/api/v1/game/sessions/{sid}"), json!(null));
         assert_eq!(
             (unchanged["version"].clone(), unchanged["flags"].clone()),
             (json!(1), json!({})),
@@ -209,7 +164,7 @@ fn fifty_concurrent_pickpockets_on_one_session_record_fifty_attempts() {
     for database in test_databases() {
         let dir = PluginDir::with(GAME_PLUGINS);
         let host = start(&dir, &database);
-        let sid = ok(&host, "POST", "/api/v1/game/sessions", json!({}))["id"]
+        let sid = host.ok("POST", "/api/v1/game/sessions", json!({}))["id"]
             .as_i64()
             .unwrap();
         std::thread::scope(|scope| {
@@ -229,12 +184,7 @@ fn fifty_concurrent_pickpockets_on_one_session_record_fifty_attempts() {
                 assert_eq!(reply.status, 200, "{}: {}", database.kind, reply.body);
             }
         });
-        let session = ok(
-            &host,
-            "GET",
-            &format!("/api/v1/game/sessions/{sid}"),
-            json!(null),
-        );
+        let session = host.ok("GET", &format!("/api/v1/game/sessions/{sid}"), json!(null));
         let recorded = session["flags"]["stealth"]["pickpocket_attempts"]
             .as_array()
             .unwrap();
@@ -254,15 +204,13 @@ fn session_patch_replaces_fields_whole_and_guards_versions() {
     for database in test_databases() {
         let dir = PluginDir::with(GAME_PLUGINS);
         let host = start(&dir, &database);
-        let session = ok(
-            &host,
+        let session = host.ok(
             "POST",
             "/api/v1/game/sessions",
             json!({"flags": {"a": 1, "b": 2}, "scene_id": 3}),
         );
         let path = format!("/api/v1/game/sessions/{}", session["id"]);
-        let patched = ok(
-            &host,
+        let patched = host.ok(
             "PATCH",
             &path,
             json!({"flags": {"c": 3}, "world_time": 120.5, "expected_version": 1}),
@@ -294,7 +242,7 @@ fn session_patch_replaces_fields_whole_and_guards_versions() {
         assert_eq!(host.get("/api/v1/game/sessions/424242").status, 404);
         assert_eq!(host.get("/api/v1/game/sessions/abc").status, 422);
         assert_eq!(
-            ok(&host, "GET", &path, json!(null))["version"],
+            host.ok("GET", &path, json!(null))["version"],
             2,
             "failed patches changed nothing"
         );
@@ -306,23 +254,20 @@ fn worlds_locations_npcs_and_presence() {
     for database in test_databases() {
         let dir = PluginDir::with(GAME_PLUGINS);
         let host = start(&dir, &database);
-        let world = ok(
-            &host,
+        let world = host.ok(
             "POST",
             "/api/v1/game/worlds",
             json!({"name": "Vale", "meta": {"season": "spring"}}),
         );
         let wid = world["id"].as_i64().unwrap();
         assert_eq!(world["world_time"], 0.0);
-        let advanced = ok(
-            &host,
+        let advanced = host.ok(
             "POST",
             &format!("/api/v1/game/worlds/{wid}/advance"),
             json!({"delta_seconds": 3600}),
         );
         assert_eq!(advanced["world_time"], 3600.0);
-        let unchanged = ok(
-            &host,
+        let unchanged = host.ok(
             "POST",
             &format!("/api/v1/game/worlds/{wid}/advance"),
             json!({"delta_seconds": -50}),
@@ -340,25 +285,18 @@ fn worlds_locations_npcs_and_presence() {
             .unwrap()
             .contains("past the maximum"));
         assert_eq!(
-            ok(
-                &host,
-                "GET",
-                &format!("/api/v1/game/worlds/{wid}"),
-                json!(null)
-            )["meta"],
+            host.ok("GET", &format!("/api/v1/game/worlds/{wid}"), json!(null))["meta"],
             json!({"season": "spring"})
         );
 
-        let library = ok(
-            &host,
+        let library = host.ok(
             "POST",
             "/api/v1/game/locations",
             json!({"name": "Library", "asset_id": 9, "default_spawn": "door"}),
         );
         let lid = library["id"].as_i64().unwrap();
         let hotspots = json!({"hotspots": [{"object_name": "desk", "hotspot_id": "h1", "linked_scene_id": 4}]});
-        let with_hotspots = ok(
-            &host,
+        let with_hotspots = host.ok(
             "PUT",
             &format!("/api/v1/game/locations/{lid}/hotspots"),
             hotspots,
@@ -375,12 +313,11 @@ fn worlds_locations_npcs_and_presence() {
             (400, json!({"detail": "hotspots must be a list"}))
         );
         assert_eq!(
-            ok(&host, "GET", "/api/v1/game/locations", json!(null)),
+            host.ok("GET", "/api/v1/game/locations", json!(null)),
             json!([{"id": lid, "name": "Library", "asset_id": 9, "default_spawn": "door"}])
         );
 
-        let npc = ok(
-            &host,
+        let npc = host.ok(
             "POST",
             "/api/v1/game/npcs",
             json!({"name": "Mara", "world_id": wid}),
@@ -388,15 +325,13 @@ fn worlds_locations_npcs_and_presence() {
         let nid = npc["id"].as_i64().unwrap();
         // Tuesday 09:00-17:00 in the library.
         let schedule = json!({"schedules": [{"day_of_week": 1, "start_time": 32400, "end_time": 61200, "location_id": lid}]});
-        ok(
-            &host,
+        host.ok(
             "PUT",
             &format!("/api/v1/game/npcs/{nid}/schedules"),
             schedule,
         );
         let tuesday_noon = 86_400 + 12 * 3600;
-        let present = ok(
-            &host,
+        let present = host.ok(
             "GET",
             &format!("/api/v1/game/npcs/presence?world_time={tuesday_noon}&world_id={wid}"),
             json!(null),
@@ -407,8 +342,7 @@ fn worlds_locations_npcs_and_presence() {
         );
         let at_five = 86_400 + 17 * 3600;
         assert_eq!(
-            ok(
-                &host,
+            host.ok(
                 "GET",
                 &format!("/api/v1/game/npcs/presence?world_time={at_five}"),
                 json!(null)
@@ -418,8 +352,7 @@ fn worlds_locations_npcs_and_presence() {
         );
         let next_week = tuesday_noon + 7 * 86_400;
         assert_eq!(
-            ok(
-                &host,
+            host.ok(
                 "GET",
                 &format!("/api/v1/game/npcs/presence?world_time={next_week}&location_id={lid}"),
                 json!(null)
@@ -434,15 +367,13 @@ fn worlds_locations_npcs_and_presence() {
 
         let expressions =
             json!({"expressions": [{"state": "happy", "asset_id": 12, "crop": {"x": 1}}]});
-        ok(
-            &host,
+        host.ok(
             "PUT",
             &format!("/api/v1/game/npcs/{nid}/expressions"),
             expressions,
         );
         assert_eq!(
-            ok(
-                &host,
+            host.ok(
                 "GET",
                 &format!("/api/v1/game/npcs/{nid}/expressions"),
                 json!(null)
@@ -450,7 +381,7 @@ fn worlds_locations_npcs_and_presence() {
             json!({"x": 1})
         );
         assert_eq!(
-            ok(&host, "GET", "/api/v1/game/npcs", json!(null)),
+            host.ok("GET", "/api/v1/game/npcs", json!(null)),
             json!([{"id": nid, "name": "Mara"}])
         );
         assert_eq!(host.get("/api/v1/game/npcs/777").status, 404);
@@ -462,24 +393,17 @@ fn dialogue_builds_the_prompt_from_the_game_state() {
     for database in test_databases() {
         let dir = PluginDir::with(GAME_PLUGINS);
         let host = start(&dir, &database);
-        let lid = ok(
-            &host,
-            "POST",
-            "/api/v1/game/locations",
-            json!({"name": "Library"}),
-        )["id"]
+        let lid = host.ok("POST", "/api/v1/game/locations", json!({"name": "Library"}))["id"]
             .as_i64()
             .unwrap();
-        let nid = ok(
-            &host,
+        let nid = host.ok(
             "POST",
             "/api/v1/game/npcs",
             json!({"name": "Mara", "home_location_id": lid, "personality": {"temper": "calm"}}),
         )["id"]
             .as_i64()
             .unwrap();
-        let sid = ok(
-            &host,
+        let sid = host.ok(
             "POST",
             "/api/v1/game/sessions",
             json!({"relationships": {format!("npc:{nid}"): {"affinity": 85}}}),
@@ -487,8 +411,7 @@ fn dialogue_builds_the_prompt_from_the_game_state() {
             .as_i64()
             .unwrap();
 
-        let line = ok(
-            &host,
+        let line = host.ok(
             "POST",
             "/api/v1/game/dialogue/next-line",
             json!({"npc_id": nid, "session_id": sid, "player_input": "Hello"}),
@@ -507,15 +430,13 @@ fn dialogue_builds_the_prompt_from_the_game_state() {
                 "{fragment:?} missing from {prompt:?}"
             );
         }
-        let same = ok(
-            &host,
+        let same = host.ok(
             "POST",
             "/api/v1/game/dialogue/next-line",
             json!({"npc_id": nid, "session_id": sid, "player_input": "Hello"}),
         );
         assert_eq!(same["prompt"], line["prompt"], "deterministic");
-        let history = ok(
-            &host,
+        let history = host.ok(
             "GET",
             &format!("/api/v1/game/dialogue/sessions/{sid}/history"),
             json!(null),
@@ -555,15 +476,13 @@ fn a_plugin_without_session_write_cannot_change_a_session() {
     for database in test_databases() {
         let dir = PluginDir::with(&["game_sessions", "fixture_no_session_write"]);
         let host = start(&dir, &database);
-        let session = ok(
-            &host,
+        let session = host.ok(
             "POST",
             "/api/v1/game/sessions",
             json!({"flags": {"gold": 5}}),
         );
         let sid = session["id"].as_i64().unwrap();
-        let outcome = ok(
-            &host,
+        let outcome = host.ok(
             "POST",
             &format!("/api/v1/fixture-no-session-write/tamper/{sid}"),
             json!({}),
@@ -575,12 +494,7 @@ fn a_plugin_without_session_write_cannot_change_a_session() {
             .unwrap()
             .contains("lacks permission session:write"));
         assert_eq!(
-            ok(
-                &host,
-                "GET",
-                &format!("/api/v1/game/sessions/{sid}"),
-                json!(null)
-            ),
+            host.ok("GET", &format!("/api/v1/game/sessions/{sid}"), json!(null)),
             session,
             "nothing changed"
         );

@@ -219,6 +219,22 @@ pub struct HostCommand {
     command: Command,
 }
 
+/// The game's core plugin libraries (without `game_relationships`, which reacts to
+/// pickpockets, and without `auth`); tests add those they need.
+pub const GAME_PLUGINS: &[&str] = &[
+    "game_dialogue",
+    "game_locations",
+    "game_npcs",
+    "game_sessions",
+    "game_stealth",
+    "game_worlds",
+];
+
+/// [`GAME_PLUGINS`] and `extra`.
+pub fn game_plugins_and(extra: &[&'static str]) -> Vec<&'static str> {
+    GAME_PLUGINS.iter().chain(extra).copied().collect()
+}
+
 /// The JWT secret every test host uses, so tests can mint tokens with [`token_for`].
 pub const TEST_JWT_SECRET: &str = "integration-test-secret-0123456789abcdef";
 
@@ -399,6 +415,19 @@ impl Reply {
 }
 
 impl RunningHost {
+    /// Sends a JSON request as the default user and requires 200; the answer's JSON.
+    #[track_caller]
+    pub fn ok(&self, method: &str, path: &str, body: Value) -> Value {
+        let reply = self.request(
+            method,
+            path,
+            &[("content-type", "application/json")],
+            body.to_string().as_bytes(),
+        );
+        assert_eq!(reply.status, 200, "{method} {path}: {}", reply.body);
+        reply.json()
+    }
+
     /// Sends a request as the default user (1, admin) unless `headers` carry an
     /// `authorization` of their own.
     pub fn request(
