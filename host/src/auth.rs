@@ -246,15 +246,30 @@ pub fn data_dir_secret(data_dir: &Path) -> anyhow::Result<(Vec<u8>, SecretSource
     let mut bytes = [0u8; 32];
     getrandom::getrandom(&mut bytes).context("no randomness for a JWT secret")?;
     let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    // Written whole to a temporary file, then linked into place: a crash never leaves an
+    // empty secret, and of two instances starting at once the second reads the first's.
+    let temporary = data_dir.join(format!(".jwt-secret.{}", std::process::id()));
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
+    options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut file = options
-        .open(&path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
+        .open(&temporary)
+        .with_context(|| format!("cannot create {}", temporary.display()))?;
     file.write_all(secret.as_bytes())?;
-    Ok((secret.into_bytes(), SecretSource::Generated(path)))
+    file.sync_all()?;
+    drop(file);
+    let linked = std::fs::hard_link(&temporary, &path);
+    let _ = std::fs::remove_file(&temporary);
+    match linked {
+        Ok(()) => Ok((secret.into_bytes(), SecretSource::Generated(path))),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            Ok((text.trim().as_bytes().to_vec(), SecretSource::DataDir(path)))
+        }
+        Err(error) => Err(error).with_context(|| format!("cannot create {}", path.display())),
+    }
 }
 
 fn unix_now() -> u64 {

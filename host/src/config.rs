@@ -205,6 +205,13 @@ impl Config {
         let jwt_secret_file = overrides
             .jwt_secret_file
             .or_else(|| file.jwt_secret_file.map(relative_to_file));
+        let max_token_ttl_secs = file.max_token_ttl_secs.unwrap_or(7 * 86_400);
+        if !(60..=366 * 86_400).contains(&max_token_ttl_secs) {
+            bail!("max_token_ttl_secs must be between 60 and 31622400 (a year), got {max_token_ttl_secs}");
+        }
+        if file.max_blocking_jobs == Some(0) {
+            bail!("max_blocking_jobs must be at least 1");
+        }
         Ok(Config {
             bind,
             plugin_dir,
@@ -212,7 +219,7 @@ impl Config {
             jwt_secret: overrides.jwt_secret,
             jwt_secret_file,
             cors_allowed_origins: file.cors.allowed_origins,
-            max_token_ttl: Duration::from_secs(file.max_token_ttl_secs.unwrap_or(7 * 86_400)),
+            max_token_ttl: Duration::from_secs(max_token_ttl_secs),
             max_blocking_jobs: file
                 .max_blocking_jobs
                 .unwrap_or_else(|| 2 * std::thread::available_parallelism().map_or(1, usize::from)),

@@ -37,6 +37,11 @@ impl CorsPolicy {
         }
     }
 
+    /// Whether answers differ by origin (some origins are listed, and not all are).
+    pub fn varies_by_origin(&self) -> bool {
+        !self.origins.is_empty() && !self.any
+    }
+
     /// The request's `Origin` if this policy allows it.
     pub fn allowed_origin(&self, request: &HttpRequest) -> Option<HeaderValue> {
         let origin = request.headers().get(header::ORIGIN)?;
@@ -78,13 +83,19 @@ pub fn preflight(request: &HttpRequest, routes: &RouteTable, allowed: bool) -> H
         .finish()
 }
 
-/// Adds the CORS headers for an allowed origin to any response.
-pub fn add_headers(response: &mut HttpResponse, origin: HeaderValue) {
+/// Adds the CORS headers to a response: for an allowed origin, the allowance; whenever
+/// the answer depends on the origin, `Vary: Origin` (appended, keeping a plugin's own), so
+/// a shared cache never serves one origin's answer to another.
+pub fn add_headers(policy: &CorsPolicy, response: &mut HttpResponse, origin: Option<HeaderValue>) {
     let headers = response.headers_mut();
-    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-    headers.insert(header::VARY, HeaderValue::from_static("Origin"));
-    headers.insert(
-        header::ACCESS_CONTROL_EXPOSE_HEADERS,
-        HeaderValue::from_static("x-request-id"),
-    );
+    if policy.varies_by_origin() {
+        headers.append(header::VARY, HeaderValue::from_static("Origin"));
+    }
+    if let Some(origin) = origin {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        headers.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static("x-request-id"),
+        );
+    }
 }

@@ -19,7 +19,7 @@ use futures_core::Stream;
 use abi_stable::std_types::{RCowStr, RResult, RString, RVec, Tuple2};
 use actix_web::{
     http::{
-        header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE},
+        header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, COOKIE},
         Method as HttpMethod, StatusCode,
     },
     web::{self, Bytes},
@@ -89,9 +89,7 @@ pub async fn dispatch(
         HeaderName::from_static(REQUEST_ID_HEADER),
         request_id_header,
     );
-    if let Some(origin) = origin {
-        cors::add_headers(&mut response, origin);
-    }
+    cors::add_headers(&state.cors, &mut response, origin);
     response
 }
 
@@ -407,7 +405,12 @@ fn request_id(request: &HttpRequest) -> HeaderValue {
     }
 }
 
-/// The request headers as `name:value\n` lines in one buffer (see `FfiRequest::headers`).
+/// Headers a plugin never sees: the host has already turned them into the verified caller,
+/// and a plugin holding a user's token could act as that user elsewhere.
+const CREDENTIAL_HEADERS: [HeaderName; 2] = [AUTHORIZATION, COOKIE];
+
+/// The request headers as `name:value\n` lines in one buffer (see `FfiRequest::headers`),
+/// credentials left out.
 fn packed_headers(request: &HttpRequest) -> String {
     let headers = request.headers();
     let size = headers
@@ -416,6 +419,9 @@ fn packed_headers(request: &HttpRequest) -> String {
         .sum();
     let mut packed = String::with_capacity(size);
     for (name, value) in headers {
+        if CREDENTIAL_HEADERS.contains(name) {
+            continue;
+        }
         packed.push_str(name.as_str());
         packed.push(':');
         match value.to_str() {

@@ -45,7 +45,7 @@ pub const PLUGIN_LOG_TARGET: &str = "pixsim7::plugin";
 pub const AUDIT_TARGET: &str = "pixsim7::audit";
 
 /// Permissions whose every use is written to the audit log, not only denials.
-const PRIVILEGED: &[&str] = &["session:write", "db:write", "event:emit"];
+const PRIVILEGED: &[&str] = &["session:write", "db:write", "event:emit", "auth:issue"];
 
 /// Services bound to one plugin.
 #[derive(Clone)]
@@ -108,6 +108,10 @@ impl Bound {
     ) -> Result<Vec<u8>, ServiceError> {
         let plugin = self.plugin_id.as_str();
         let request_id = request.as_ref().map(|r| r.request_id());
+        let user_id = request
+            .as_ref()
+            .and_then(|r| r.caller.as_ref())
+            .map(|c| c.user_id);
         let Some(op) = operation(name) else {
             return Err(game::service_error(
                 ServiceErrorKind::BadCall,
@@ -122,6 +126,7 @@ impl Bound {
                 operation = op.name,
                 outcome = "denied",
                 request_id,
+                user_id,
                 "plugin {plugin} was refused {}: it lacks permission {}",
                 op.name,
                 op.permission
@@ -154,6 +159,7 @@ impl Bound {
                 operation = op.name,
                 outcome,
                 request_id,
+                user_id,
                 "plugin {plugin} used {} ({outcome})",
                 op.name
             );
@@ -250,18 +256,30 @@ impl HostServices for PluginServices {
     fn run_blocking(&self, mut job: BlockingJobBox) -> FfiFuture<RResult<(), RString>> {
         let permits = self.inner.shared.blocking.clone();
         async move {
-            // Bounded: a burst of logins waits for a permit instead of starving the pool.
-            let Ok(_permit) = permits.acquire_owned().await else {
+            // Bounded: a burst of logins waits for a permit instead of overloading the host.
+            let Ok(permit) = permits.acquire_owned().await else {
                 return RResult::RErr("the host is shutting down".into());
             };
-            let work = move || {
-                lower_thread_priority();
-                job.run()
-            };
-            match tokio::task::spawn_blocking(work).await {
-                Ok(outcome) => outcome,
-                Err(error) => RResult::RErr(format!("blocking job failed: {error}").into()),
+            let (done, outcome) = tokio::sync::oneshot::channel();
+            // A thread of its own, not tokio's shared blocking pool: it lowers its priority
+            // for good, and it holds the permit until the work ends, even if the request
+            // that asked for it is dropped (a client that disconnects mid-login must not let
+            // hashes pile up beyond the bound).
+            let spawned = std::thread::Builder::new()
+                .name("pixsim7-blocking".into())
+                .spawn(move || {
+                    let _permit = permit;
+                    lower_thread_priority();
+                    let _ = done.send(job.run());
+                });
+            if let Err(error) = spawned {
+                return RResult::RErr(
+                    format!("cannot start a thread for blocking work: {error}").into(),
+                );
             }
+            outcome.await.unwrap_or_else(|_| {
+                RResult::RErr("the blocking job ended without an answer".into())
+            })
         }
         .into_ffi()
     }
@@ -274,7 +292,19 @@ impl HostServices for PluginServices {
     ) -> FfiFuture<ServiceResult> {
         let name = operation.as_str().to_owned();
         let inner = self.inner.clone();
-        let request = context.as_ref().into_option().and_then(request_state);
+        // No context: the call comes from a hook or an event handler (system scope). A
+        // context the host did not make is refused, never mistaken for "no request".
+        let request = match context.as_ref().into_option().map(request_state) {
+            None => None,
+            Some(Some(state)) => Some(state),
+            Some(None) => {
+                let error = game::service_error(
+                    ServiceErrorKind::BadCall,
+                    "the request context was not made by this host",
+                );
+                return async move { RResult::RErr(error) }.into_ffi();
+            }
+        };
         async move {
             match inner.dispatch(request, &name, &payload).await {
                 Ok(bytes) => RResult::ROk(RVec::from(bytes)),
@@ -285,25 +315,17 @@ impl HostServices for PluginServices {
     }
 }
 
-/// Gives the current (blocking-pool) thread a lower scheduling priority, once: CPU-heavy
-/// plugin work such as password hashing then yields the cores to the request workers, so a
-/// burst of logins does not slow everyone else's requests.
+/// Gives the current (job) thread the lowest scheduling priority: CPU-heavy plugin work
+/// such as password hashing then yields the cores to the request workers, so a burst of
+/// logins does not slow everyone else's requests.
 fn lower_thread_priority() {
-    thread_local! {
-        static LOWERED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    #[cfg(target_os = "linux")]
+    // SAFETY: setpriority on this thread's own id; raising niceness needs no privilege.
+    // Nice 19: the lowest weight, so a request worker that wakes up preempts at once.
+    unsafe {
+        let thread_id = libc::gettid() as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, thread_id, 19);
     }
-    LOWERED.with(|lowered| {
-        if lowered.replace(true) {
-            return;
-        }
-        #[cfg(target_os = "linux")]
-        // SAFETY: setpriority on this thread's own id; raising niceness needs no privilege.
-        // Nice 19: the lowest weight, so a request worker that wakes up preempts at once.
-        unsafe {
-            let thread_id = libc::gettid() as libc::id_t;
-            libc::setpriority(libc::PRIO_PROCESS, thread_id, 19);
-        }
-    });
 }
 
 /// The most verbose level the host records, so plugins drop finer lines before formatting.

@@ -377,6 +377,26 @@ fn malformed_authorization_headers_never_reach_plugin_code_or_cause_a_5xx() {
 }
 
 #[test]
+fn plugins_never_see_the_callers_credentials() {
+    let dir = PluginDir::with(&["fixture_panicking"]);
+    let host = pixsim7(&dir).start();
+    let reply = host.request(
+        "GET",
+        "/api/v1/fixture-panicking/headers",
+        &[("cookie", "session=secret"), ("x-game-client", "web 1.2")],
+        b"",
+    );
+    assert_eq!(reply.status, 200);
+    let headers = reply.json();
+    assert_eq!(headers["x-game-client"], "web 1.2", "{headers}");
+    assert!(
+        headers.get("authorization").is_none(),
+        "the bearer token reached the plugin: {headers}"
+    );
+    assert!(headers.get("cookie").is_none(), "{headers}");
+}
+
+#[test]
 fn cors_preflights_are_answered_for_allowed_origins_only() {
     let dir = PluginDir::with(&["dice_game"]);
     let config = dir.config_file("[cors]\nallowed_origins = [\"https://game.example\"]\n");
@@ -427,6 +447,7 @@ fn cors_preflights_are_answered_for_allowed_origins_only() {
         "POST",
         "/api/v1/dice-game/roll",
         &[("origin", "https://evil.example")],
+    assert_eq!(from_elsewhere.header("vary"), Some("Origin"), "caches must key on the origin");
         br#"{"dice": "d6"}"#,
     );
     assert_eq!(from_elsewhere.header("access-control-allow-origin"), None);

@@ -12,14 +12,14 @@ use crate::abi::{FfiMethod, FfiRequest, RequestContextHandle};
 /// One HTTP request, as forwarded by the host.
 pub struct Request {
     inner: FfiRequest,
-    request_id: std::cell::OnceCell<String>,
+    request_id: std::sync::OnceLock<String>,
 }
 
 impl Request {
     pub(crate) fn from_ffi(inner: FfiRequest) -> Request {
         Request {
             inner,
-            request_id: std::cell::OnceCell::new(),
+            request_id: std::sync::OnceLock::new(),
         }
     }
 
