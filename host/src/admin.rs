@@ -32,6 +32,7 @@ pub fn plugin_json(record: &PluginRecord) -> Value {
         "denied_permissions": record.denied,
         "subscriptions": manifest.map_or(&[][..], |m| &m.subscriptions),
         "subscriptions_active": record.subscriptions_active(),
+        "emits": manifest.map_or(&[][..], |m| &m.emits),
         "required": manifest.is_some_and(|m| m.required),
         "routes": record.full_routes().into_iter().map(|(method, path, access)| {
             json!({"method": method.as_str(), "path": path, "access": access})

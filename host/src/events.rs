@@ -42,6 +42,7 @@ pub struct TopicCounters {
 }
 
 struct Envelope {
+    source: String,
     topic: String,
     payload: Vec<u8>,
 }
@@ -106,6 +107,7 @@ impl EventBus {
     /// Queues an event for every matching subscriber, without waiting for any of them.
     pub fn publish(&self, emitter: &str, topic: &str, payload: &Value) {
         let envelope = Arc::new(Envelope {
+            source: emitter.to_owned(),
             topic: topic.to_owned(),
             payload: payload.to_string().into_bytes(),
         });
@@ -174,8 +176,11 @@ impl EventBus {
                 Delivery::Event(envelope) => envelope,
             };
             let topic = envelope.topic.as_str();
-            let hook =
-                (module.on_event())(RString::from(topic), RVec::from(envelope.payload.clone()));
+            let hook = (module.on_event())(
+                RString::from(envelope.source.as_str()),
+                RString::from(topic),
+                RVec::from(envelope.payload.clone()),
+            );
             match run_hook(hook, self.hook_timeout).await {
                 Ok(()) => {
                     self.count(&plugin_id, topic, |c| c.delivered += 1);

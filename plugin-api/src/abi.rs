@@ -49,10 +49,14 @@ pub struct PluginModule {
         route_index: u32,
         request: FfiRequest,
     ) -> FfiFuture<RResult<FfiResponse, PluginFault>>,
-    /// Receives one event the plugin subscribed to: its topic and its JSON payload.
+    /// Receives one event the plugin subscribed to: who emitted it (a plugin id, or `host`),
+    /// its topic and its JSON payload.
     #[sabi(last_prefix_field)]
-    pub on_event:
-        extern "C" fn(topic: RString, payload: RVec<u8>) -> FfiFuture<RResult<(), PluginFault>>,
+    pub on_event: extern "C" fn(
+        source: RString,
+        topic: RString,
+        payload: RVec<u8>,
+    ) -> FfiFuture<RResult<(), PluginFault>>,
 }
 
 impl RootModule for PluginModule_Ref {

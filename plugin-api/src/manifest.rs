@@ -52,6 +52,10 @@ pub struct Manifest {
     /// `event:subscribe`.
     #[serde(default)]
     pub subscriptions: Vec<String>,
+    /// Event topics (or `namespace:*` patterns) the plugin may emit; needs `event:emit`.
+    /// Emitting anything else is refused, so no plugin can speak under another's topics.
+    #[serde(default)]
+    pub emits: Vec<String>,
     /// When `true`, a failure of this plugin stops the host at startup.
     #[serde(default)]
     pub required: bool,
@@ -117,6 +121,7 @@ impl Manifest {
             permissions: Vec::new(),
             optional_permissions: Vec::new(),
             subscriptions: Vec::new(),
+            emits: Vec::new(),
             required: false,
         }
     }
@@ -164,6 +169,19 @@ impl Manifest {
     pub fn subscribes<I: IntoIterator<Item = S>, S: Into<String>>(mut self, topics: I) -> Manifest {
         self.subscriptions = topics.into_iter().map(Into::into).collect();
         self
+    }
+
+    /// Sets the event topics or `namespace:*` patterns the plugin may emit.
+    pub fn emits<I: IntoIterator<Item = S>, S: Into<String>>(mut self, topics: I) -> Manifest {
+        self.emits = topics.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Whether the manifest declares `topic` under `emits`.
+    pub fn may_emit(&self, topic: &str) -> bool {
+        self.emits
+            .iter()
+            .any(|pattern| crate::events::matches(pattern, topic))
     }
 
     /// Every permission the plugin asks for: required and optional.
@@ -239,6 +257,15 @@ impl Manifest {
         for subscription in &self.subscriptions {
             if let Err(problem) = crate::events::validate_subscription(subscription) {
                 problems.push(problem);
+            }
+        }
+        for topic in &self.emits {
+            if let Err(problem) = crate::events::validate_subscription(topic) {
+                problems.push(problem.replace("subscription", "emitted topic"));
+            } else if crate::events::is_host_topic(topic) {
+                problems.push(format!(
+                    "emitted topic {topic:?} is in a namespace only the host emits into"
+                ));
             }
         }
         for permission in self.permissions.iter().chain(&self.optional_permissions) {

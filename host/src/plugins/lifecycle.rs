@@ -146,7 +146,7 @@ pub async fn load_plugins(
         let context = FfiLoadContext {
             config_json: RString::from(settings.to_string()),
             max_log_level: max_plugin_log_level(),
-            services: PluginServices::handle_for(&manifest.id, &record.granted, shared.clone()),
+            services: PluginServices::handle_for(manifest, &record.granted, shared.clone()),
         };
         // The plugin's own tables, just before its on_load.
         if let Err(reason) = migrate_plugin(registry, index, database, config.hook_timeout).await {

@@ -56,6 +56,8 @@ pub struct PluginServices {
 struct Bound {
     plugin_id: String,
     granted: BTreeSet<String>,
+    /// The manifest's `emits`: the topics this plugin may publish.
+    emits: Vec<String>,
     shared: Arc<SharedServices>,
     warned_about_logging: AtomicBool,
 }
@@ -79,14 +81,15 @@ impl PluginServices {
     /// The services object for plugin `plugin_id` holding `granted` permissions, ready to
     /// cross the boundary.
     pub fn handle_for(
-        plugin_id: &str,
+        manifest: &plugin_api::Manifest,
         granted: &[String],
         shared: Arc<SharedServices>,
     ) -> HostServicesHandle {
         let services = PluginServices {
             inner: Arc::new(Bound {
-                plugin_id: plugin_id.to_owned(),
+                plugin_id: manifest.id.clone(),
                 granted: granted.iter().cloned().collect(),
+                emits: manifest.emits.clone(),
                 shared,
                 warned_about_logging: AtomicBool::new(false),
             }),
@@ -191,6 +194,18 @@ impl Bound {
         let emit: Emit = serde_json::from_slice(payload)
             .map_err(|e| invalid(format!("invalid payload: {e}")))?;
         plugin_api::events::validate_topic(&emit.topic).map_err(invalid)?;
+        if !self
+            .emits
+            .iter()
+            .any(|pattern| plugin_api::events::matches(pattern, &emit.topic))
+        {
+            return Err(invalid(format!(
+                "plugin {} may not emit {}: its manifest's emits declares [{}]",
+                self.plugin_id,
+                emit.topic,
+                self.emits.join(", ")
+            )));
+        }
         if plugin_api::events::is_host_topic(&emit.topic) {
             return Err(invalid(format!(
                 "topic {} is reserved for the host",

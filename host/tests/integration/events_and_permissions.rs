@@ -101,6 +101,10 @@ fn a_detected_pickpocket_lowers_affinity_through_the_relationships_plugin() {
             2,
         );
         let stealth = host.plugin("game-stealth");
+        assert_eq!(
+            stealth["emits"],
+            json!(["stealth:pickpocket", "interaction:executed"])
+        );
         assert_eq!(stealth["events"]["stealth:pickpocket"]["emitted"], 2);
         let relationships = host.plugin("game-relationships");
         assert_eq!(
@@ -152,6 +156,17 @@ fn events_arrive_in_emission_order_and_never_from_failed_requests() {
         .map(|p| p["seq"].clone())
         .collect();
     assert_eq!(seqs, (0..20).map(|i| json!(i)).collect::<Vec<_>>());
+
+    // A plugin may only emit the topics its manifest declares: no speaking for game-stealth.
+    let spoofed = emit(&host, "stealth:pickpocket", 1, 200);
+    assert_eq!(spoofed["emitted"], 0);
+    assert!(
+        spoofed["error"]
+            .as_str()
+            .unwrap()
+            .contains("may not emit stealth:pickpocket"),
+        "{spoofed}"
+    );
 
     // A request that fails (400) or panics (500) after emitting: its events are discarded.
     emit(&host, "test:refused", 1, 400);

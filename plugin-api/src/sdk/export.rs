@@ -179,18 +179,19 @@ extern "C" fn on_disable<P: Plugin>() -> FfiFuture<RResult<(), PluginFault>> {
 }
 
 extern "C" fn on_event<P: Plugin>(
+    source: RString,
     topic: RString,
     payload: RVec<u8>,
 ) -> FfiFuture<RResult<(), PluginFault>> {
     guarded(async move {
         let payload = serde_json::from_slice(&payload)
             .map_err(|error| PluginError::new(format!("event payload is not JSON: {error}")))?;
-        runtime::<P>()
-            .event(Event {
-                topic: topic.into_string(),
-                payload,
-            })
-            .await
+        let event = Event {
+            source: source.into_string(),
+            topic: topic.into_string(),
+            payload,
+        };
+        runtime::<P>().event(event).await
     })
 }
 

@@ -65,6 +65,9 @@ pub trait Plugin: Sized + Send + Sync + 'static {
 /// An event delivered to [`Plugin::on_event`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
+    /// Who emitted it: a plugin id, or `host` for `app:*` and `plugin:*` (the host checked
+    /// that the emitter declared the topic in its manifest's `emits`).
+    pub source: String,
     /// The topic, e.g. `stealth:pickpocket`.
     pub topic: String,
     /// The JSON payload.

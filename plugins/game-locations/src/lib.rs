@@ -21,6 +21,7 @@ impl Plugin for GameLocations {
         .tags(["game-locations"])
         .permissions(["location:read", "location:write", "event:emit"])
         .optional_permissions(["event:emit"])
+        .emits(["location:changed"])
     }
 
     fn routes(routes: &mut Routes<Self>) {

@@ -18,6 +18,7 @@ impl Plugin for GameNpcs {
             .tags(["game-npcs"])
             .permissions(["npc:read", "npc:write", "event:emit"])
             .optional_permissions(["event:emit"])
+            .emits(["npc:spawned"])
     }
 
     fn routes(routes: &mut Routes<Self>) {

@@ -52,6 +52,16 @@ impl Plugin for GameRelationships {
     }
 
     async fn on_event(&self, event: Event) -> Result<(), PluginError> {
+        // Only game-stealth reports pickpockets; the host checks that the emitter declared the
+        // topic, and names it here.
+        if event.source != "game-stealth" {
+            log::warn!(
+                "ignored {} from {}: only game-stealth reports pickpockets",
+                event.topic,
+                event.source
+            );
+            return Ok(());
+        }
         let attempt: PickpocketEvent = event.payload_as()?;
         let key = format!("npc:{}", attempt.npc_id);
         if !attempt.detected {

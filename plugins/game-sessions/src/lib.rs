@@ -19,6 +19,7 @@ impl Plugin for GameSessions {
             .tags(["game-sessions"])
             .permissions(["session:read", "session:write", "event:emit"])
             .optional_permissions(["event:emit"])
+            .emits(["session:created", "session:updated"])
     }
 
     fn routes(routes: &mut Routes<Self>) {

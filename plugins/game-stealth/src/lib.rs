@@ -35,6 +35,7 @@ impl Plugin for GameStealth {
             .depends_on("game-npcs ^1")
             .permissions(["session:read", "session:write", "log:emit", "event:emit"])
             .optional_permissions(["event:emit"])
+            .emits(["stealth:pickpocket", "interaction:executed"])
     }
 
     fn routes(routes: &mut Routes<Self>) {
