@@ -69,6 +69,8 @@ pub struct EventBus {
     hook_timeout: Duration,
     subscribers: Mutex<Vec<Subscriber>>,
     counters: Mutex<BTreeMap<String, BTreeMap<String, TopicCounters>>>,
+    /// Each subscriber's delivery task, once started.
+    deliveries: Mutex<BTreeMap<String, tokio::task::JoinHandle<()>>>,
 }
 
 impl EventBus {
@@ -79,6 +81,7 @@ impl EventBus {
             hook_timeout,
             subscribers: Mutex::new(Vec::new()),
             counters: Mutex::new(BTreeMap::new()),
+            deliveries: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -96,12 +99,29 @@ impl EventBus {
         });
     }
 
-    /// Removes a plugin's queue; what it had not handled yet is discarded.
+    /// Removes a plugin's queue before delivery starts (a plugin that failed to load); what
+    /// it held is discarded.
     pub fn unsubscribe(&self, plugin_id: &str) {
         self.subscribers
             .lock()
             .expect("bus lock")
             .retain(|s| s.plugin_id != plugin_id);
+    }
+
+    /// Stops giving a plugin new events and waits (at most `patience`) until it has handled
+    /// those already queued: after this, its `on_event` is not called again.
+    pub async fn retire(&self, plugin_id: &str, patience: Duration) {
+        self.unsubscribe(plugin_id);
+        let delivery = self.deliveries.lock().expect("bus lock").remove(plugin_id);
+        if let Some(delivery) = delivery {
+            if tokio::time::timeout(patience, delivery).await.is_err() {
+                tracing::warn!(
+                    plugin = plugin_id,
+                    "plugin {plugin_id} did not finish its queued events within {} s; the rest are dropped",
+                    patience.as_secs()
+                );
+            }
+        }
     }
 
     /// Queues an event for every matching subscriber, without waiting for any of them.
@@ -157,7 +177,15 @@ impl EventBus {
             let bus = self.clone();
             let plugin_id = subscriber.plugin_id.clone();
             let module = subscriber.module;
-            actix_web::rt::spawn(async move { bus.deliver(plugin_id, module, receiver).await });
+            let task_plugin = plugin_id.clone();
+            let task =
+                actix_web::rt::spawn(
+                    async move { bus.deliver(task_plugin, module, receiver).await },
+                );
+            self.deliveries
+                .lock()
+                .expect("bus lock")
+                .insert(plugin_id, task);
         }
     }
 

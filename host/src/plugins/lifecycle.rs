@@ -231,13 +231,15 @@ pub async fn enable_plugins(registry: &mut PluginRegistry, config: &Config, even
 /// shutdown goes on.
 pub async fn disable_plugins(registry: &mut PluginRegistry, config: &Config, events: &EventBus) {
     events.publish(HOST_EMITTER, "app:shutdown", &json!({}));
-    events.flush().await;
+    flush_within(events, config.shutdown_timeout).await;
     for index in registry.load_order.clone().into_iter().rev() {
         let record = &mut registry.records[index];
         if record.state != PluginState::Enabled {
             continue;
         }
         let id = record.label().to_owned();
+        // Its queue drained and closed first: no on_event after (or during) on_disable.
+        events.retire(&id, config.shutdown_timeout).await;
         let module = record.library.expect("enabled has a library").module;
         match run_hook((module.on_disable())(), config.hook_timeout).await {
             Ok(()) => tracing::info!(plugin = %id, "Disabled plugin {id}"),
@@ -247,9 +249,21 @@ pub async fn disable_plugins(registry: &mut PluginRegistry, config: &Config, eve
         }
         record.state = PluginState::Disabled;
         record.reason = Some("the host shut down".to_owned());
-        events.unsubscribe(&id);
         events.publish(HOST_EMITTER, "plugin:disabled", &json!({"plugin_id": id}));
-        events.flush().await;
+        flush_within(events, config.shutdown_timeout).await;
+    }
+}
+
+/// Waits for the bus to deliver what is queued, but not forever.
+async fn flush_within(events: &EventBus, patience: Duration) {
+    if tokio::time::timeout(patience, events.flush())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "pending events were not all delivered within {} s",
+            patience.as_secs()
+        );
     }
 }
 

@@ -190,6 +190,29 @@ fn events_arrive_in_emission_order_and_never_from_failed_requests() {
 }
 
 #[test]
+fn a_request_whose_client_went_away_still_finishes_and_announces_its_changes() {
+    use std::io::Write;
+    let dir = PluginDir::with(&["fixture_events", "fixture_events_listener"]);
+    let host = pixsim7(&dir).start();
+    let body = json!({"topic": "test:abandoned", "count": 1, "then_wait_ms": 300}).to_string();
+    let token = crate::harness::token_for(1, &["admin"]);
+    let mut stream = std::net::TcpStream::connect(host.address()).unwrap();
+    write!(
+        stream,
+        "POST /api/v1/fixture-events/emit HTTP/1.1\r\nhost: test\r\nauthorization: Bearer {token}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    host.wait_for_log("fixture-events emitted 1, now waiting");
+    drop(stream); // the client gives up before the answer
+    let payloads = received(&host, "fixture-events-listener", "test:abandoned", 1);
+    assert_eq!(
+        payloads[0]["seq"], 0,
+        "the emitted event was delivered once the handler finished"
+    );
+}
+
+#[test]
 fn a_panicking_subscriber_harms_neither_the_emitter_nor_the_others() {
     let dir = PluginDir::with(&["fixture_events", "fixture_events_listener"]);
     let config = dir.config_file("[plugins.fixture-events]\npanic_on = \"test:boom\"\n");

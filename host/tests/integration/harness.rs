@@ -415,6 +415,14 @@ impl Reply {
 }
 
 impl RunningHost {
+    /// The address the host serves on.
+    pub fn address(&self) -> std::net::SocketAddr {
+        self.base_url
+            .trim_start_matches("http://")
+            .parse()
+            .expect("host:port")
+    }
+
     /// Sends a JSON request as the default user and requires 200; the answer's JSON.
     #[track_caller]
     pub fn ok(&self, method: &str, path: &str, body: Value) -> Value {
