@@ -49,7 +49,7 @@ fn pickpocket(session_id: i64) -> Value {
 #[test]
 fn sign_in_then_only_your_own_game_state_is_yours() {
     for database in test_databases() {
-        let dir = PluginDir::with(&game_plugins_and(&["auth"]));
+        let dir = PluginDir::with(&game_plugins_and(&["auth", "game_relationships"]));
         let config = dir.config_file("[plugins.auth]\nadmin_usernames = [\"gamemaster\"]\n");
         let host = pixsim7(&dir)
             .env("PIXSIM7_DATABASE_URL", &database.url)
@@ -205,6 +205,25 @@ fn sign_in_then_only_your_own_game_state_is_yours() {
                     json!({"detail": format!("GameSession {sid} not found")})
                 ),
                 "{method} {path}"
+            );
+        }
+        for path in [
+            format!("/api/v1/game/relationships/{sid}"),
+            format!("/api/v1/game/dialogue/sessions/{sid}/history"),
+        ] {
+            let (status, body) = call(&host, Some(&bob), "GET", &path, json!(null));
+            assert_eq!(
+                (status, body),
+                (
+                    404,
+                    json!({"detail": format!("GameSession {sid} not found")})
+                ),
+                "{path}"
+            );
+            assert_eq!(
+                call(&host, Some(&alice), "GET", &path, json!(null)).0,
+                200,
+                "{path}"
             );
         }
         let world_path = format!("/api/v1/game/worlds/{}", world["id"]);
