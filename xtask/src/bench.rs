@@ -552,7 +552,7 @@ pub fn run_bench(workspace: &Workspace, quick: bool) -> anyhow::Result<()> {
         )?;
         let routes = 1 + copies * 10;
         sides.push((
-            format!("{} plugin(s), {routes} plugin routes", copies + 1),
+            format!("{} plugin libraries, {routes} plugin routes", copies + 1),
             server.url("/api/v1/bench/echo"),
             echo_script.clone(),
         ));
