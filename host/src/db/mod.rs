@@ -59,7 +59,10 @@ impl Database {
             .with_context(|| format!("invalid database URL {}", redact(&url)))?;
         let pool = AnyPoolOptions::new()
             .max_connections(match backend {
-                Backend::Sqlite => 8,
+                // SQLite has one writer at a time; several connections only make writers
+                // collide and sleep in SQLite's busy handler (seconds under load). One
+                // connection queues them in the pool instead, without sleeping.
+                Backend::Sqlite => 1,
                 Backend::Postgres => 16,
             })
             .acquire_timeout(Duration::from_secs(10))
