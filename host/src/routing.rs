@@ -197,12 +197,17 @@ impl RouteTable {
         }
         path_routes.methods.push(entry);
         path_routes.methods.sort_by_key(|m| m.method);
-        path_routes.allow = path_routes
+        let has = |wanted: Method| path_routes.methods.iter().any(|m| m.method == wanted);
+        let head_from_get = has(Method::Get) && !has(Method::Head);
+        let mut allowed: Vec<&str> = path_routes
             .methods
             .iter()
             .map(|m| m.method.as_str())
-            .collect::<Vec<_>>()
-            .join(", ");
+            .collect();
+        if head_from_get {
+            allowed.push(Method::Head.as_str());
+        }
+        path_routes.allow = allowed.join(", ");
         Ok(())
     }
 
@@ -217,11 +222,14 @@ impl RouteTable {
             return Lookup::NotFound;
         };
         let path_routes = &self.paths[*matched.value];
-        match path_routes
-            .methods
-            .iter()
-            .find(|m| Some(m.method) == method)
-        {
+        let find = |wanted: Method| path_routes.methods.iter().find(|m| m.method == wanted);
+        // HEAD is served by the GET route unless one is declared (actix sends no body).
+        let route = match method {
+            Some(Method::Head) => find(Method::Head).or_else(|| find(Method::Get)),
+            Some(method) => find(method),
+            None => None,
+        };
+        match route {
             Some(route) => Lookup::Found {
                 target: route.target,
                 access: route.access,
@@ -283,7 +291,17 @@ mod tests {
         assert!(matches!(
             table.lookup(Some(Method::Delete), "/api/v1/game/sessions/42"),
             Lookup::MethodNotAllowed {
-                allow: "GET, PATCH"
+                allow: "GET, PATCH, HEAD"
+            }
+        ));
+        assert!(matches!(
+            table.lookup(Some(Method::Head), "/api/v1/game/sessions/42"),
+            Lookup::Found {
+                target: Target::Plugin {
+                    plugin: 0,
+                    route: 1
+                },
+                ..
             }
         ));
         assert!(matches!(
