@@ -1,16 +1,15 @@
-//! The host services a plugin may call, as typed async methods over the one FFI `call`.
-//! Each needs the permission named in `crate::game::ops`; without it the host refuses with
-//! [`ServiceError`] `PermissionDenied` (and logs the denial).
+//! The host services a plugin may call, as typed async methods over the one FFI `call`
+//! (plus `run_blocking`). Each needs the permission named in `crate::game::ops`; without it
+//! the host refuses with [`ServiceError`] `PermissionDenied` (and logs the denial).
 
 use std::{
     cell::RefCell,
     fmt,
     future::Future,
     pin::Pin,
+    sync::{Arc, Mutex},
     task::{Context, Poll},
 };
-
-use std::sync::{Arc, Mutex};
 
 use abi_stable::{
     sabi_trait::TD_Opaque,
