@@ -190,16 +190,16 @@ impl Bound {
         request: Option<&RequestState>,
         payload: &[u8],
     ) -> Result<Vec<u8>, ServiceError> {
-        let invalid = |message: String| game::service_error(ServiceErrorKind::BadCall, message);
+        let bad_call = |message: String| game::service_error(ServiceErrorKind::BadCall, message);
         let emit: Emit = serde_json::from_slice(payload)
-            .map_err(|e| invalid(format!("invalid payload: {e}")))?;
-        plugin_api::events::validate_topic(&emit.topic).map_err(invalid)?;
+            .map_err(|e| bad_call(format!("invalid payload: {e}")))?;
+        plugin_api::events::validate_topic(&emit.topic).map_err(bad_call)?;
         if !self
             .emits
             .iter()
             .any(|pattern| plugin_api::events::matches(pattern, &emit.topic))
         {
-            return Err(invalid(format!(
+            return Err(bad_call(format!(
                 "plugin {} may not emit {}: its manifest's emits declares [{}]",
                 self.plugin_id,
                 emit.topic,
@@ -207,7 +207,7 @@ impl Bound {
             )));
         }
         if plugin_api::events::is_host_topic(&emit.topic) {
-            return Err(invalid(format!(
+            return Err(bad_call(format!(
                 "topic {} is reserved for the host",
                 emit.topic
             )));

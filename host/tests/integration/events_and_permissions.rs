@@ -277,18 +277,15 @@ fn lifecycle_events_reach_subscribers_and_pending_events_are_delivered_before_on
         json!(["dice-game", "fixture-events", "fixture-events-listener"])
     );
     let exited = host.stop();
-    let position = |text: &str| {
-        exited
-            .logs
-            .iter()
-            .position(|l| l.message().contains(text))
-            .unwrap_or_else(|| panic!("no {text:?}"))
-    };
-    assert!(position("fixture-events got app:shutdown") < position("fixture-events on_disable"));
+    assert!(
+        exited.position("fixture-events got app:shutdown")
+            < exited.position("fixture-events on_disable")
+    );
     // The listener (later in load order) is disabled first; the events plugin hears of it.
     assert!(
-        position(r#"fixture-events got plugin:disabled {"plugin_id":"fixture-events-listener"}"#)
-            < position("fixture-events on_disable")
+        exited.position(
+            r#"fixture-events got plugin:disabled {"plugin_id":"fixture-events-listener"}"#
+        ) < exited.position("fixture-events on_disable")
     );
 }
 

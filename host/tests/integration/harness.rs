@@ -376,6 +376,16 @@ impl Exited {
             .iter()
             .any(|l| l.level() == level && l.message().contains(text))
     }
+
+    /// The index of the first log line containing `text` (panics when there is none), for
+    /// asserting the order of what happened.
+    #[track_caller]
+    pub fn position(&self, text: &str) -> usize {
+        self.logs
+            .iter()
+            .position(|l| l.message().contains(text))
+            .unwrap_or_else(|| panic!("no log line contains {text:?}"))
+    }
 }
 
 /// A host that is serving.

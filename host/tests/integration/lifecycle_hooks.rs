@@ -29,15 +29,13 @@ fn hooks_run_in_dependency_order_and_in_reverse_at_shutdown() {
             "on_disable fixture-hooks-base",
         ]
     );
-    let position = |text: &str| {
-        exited
-            .logs
-            .iter()
-            .position(|l| l.message().contains(text))
-            .unwrap()
-    };
-    assert!(position("Serving on") > position("hook on_enable fixture-hooks-dependent"));
-    assert!(position("Shutdown complete") > position("hook on_disable fixture-hooks-base"));
+    assert!(
+        exited.position("Serving on") > exited.position("hook on_enable fixture-hooks-dependent")
+    );
+    assert!(
+        exited.position("Shutdown complete")
+            > exited.position("hook on_disable fixture-hooks-base")
+    );
 }
 
 #[test]
@@ -57,12 +55,7 @@ fn shutdown_lets_in_flight_requests_finish_before_on_disable() {
     });
     let exited = host.wait();
     assert!(exited.status.success());
-    let position = |text: &str| {
-        exited
-            .logs
-            .iter()
-            .position(|l| l.message().contains(text))
-            .unwrap()
-    };
-    assert!(position("SIGTERM received") < position("hook on_disable fixture-hooks-base"));
+    assert!(
+        exited.position("SIGTERM received") < exited.position("hook on_disable fixture-hooks-base")
+    );
 }

@@ -79,17 +79,7 @@ impl Request {
 
     /// A path parameter parsed as `T`; a value that does not parse answers 422.
     pub fn param_as<T: FromStr>(&self, name: &str) -> Result<T, ApiError> {
-        let text = self.param(name)?;
-        text.parse().map_err(|_| {
-            ApiError::validation(
-                "parsing",
-                vec![json!("path"), json!(name)],
-                format!(
-                    "Input should be a valid {}, unable to parse {text:?}",
-                    short_type_name::<T>()
-                ),
-            )
-        })
+        parse_field("path", name, self.param(name)?)
     }
 
     /// The raw query string (without `?`).
@@ -114,16 +104,7 @@ impl Request {
         let Some(text) = self.query(name) else {
             return Ok(None);
         };
-        text.parse().map(Some).map_err(|_| {
-            ApiError::validation(
-                "parsing",
-                vec![json!("query"), json!(name)],
-                format!(
-                    "Input should be a valid {}, unable to parse {text:?}",
-                    short_type_name::<T>()
-                ),
-            )
-        })
+        parse_field("query", name, &text).map(Some)
     }
 
     /// A header value by (case-insensitive) name; the first when repeated.
@@ -169,6 +150,21 @@ impl Caller {
     pub fn has_role(&self, role: &str) -> bool {
         self.roles.iter().any(|r| r == role)
     }
+}
+
+/// Parses a path or query value, or a FastAPI-shaped 422 naming where it was and what it
+/// should have been.
+fn parse_field<T: FromStr>(location: &str, name: &str, text: &str) -> Result<T, ApiError> {
+    text.parse().map_err(|_| {
+        ApiError::validation(
+            "parsing",
+            vec![json!(location), json!(name)],
+            format!(
+                "Input should be a valid {}, unable to parse {text:?}",
+                short_type_name::<T>()
+            ),
+        )
+    })
 }
 
 /// Parses a JSON body into `T`, or a FastAPI-shaped 422.
