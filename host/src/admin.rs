@@ -77,10 +77,20 @@ impl AdminSnapshot {
     }
 
     /// `GET /api/v1/plugins/{id}`, with the plugin's event counters per topic
-    /// (`emitted`, `delivered`, `failed`, `dropped`) as of now.
-    pub fn get(&self, id: &str, events: &EventBus) -> Option<Bytes> {
+    /// (`emitted`, `delivered`, `failed`) and, for a subscriber, `event_lag`: the events in
+    /// the outbox it subscribes to and has not handled yet (`null` if the database cannot
+    /// say right now).
+    pub async fn get(&self, id: &str, events: &EventBus) -> Option<Bytes> {
         let mut plugin = self.by_id.get(id)?.clone();
         plugin["events"] = json!(events.counters(id));
+        match events.lag(id).await {
+            Ok(None) => {}
+            Ok(Some(lag)) => plugin["event_lag"] = json!(lag),
+            Err(error) => {
+                tracing::warn!(plugin = id, error = %error, "cannot count the pending events of plugin {id}: {error}");
+                plugin["event_lag"] = Value::Null;
+            }
+        }
         Some(Bytes::from(plugin.to_string()))
     }
 }

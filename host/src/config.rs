@@ -58,9 +58,38 @@ pub struct Config {
     pub plugins: BTreeMap<String, PluginConfig>,
     /// Permissions no plugin gets (`[permissions] deny`).
     pub denied_permissions: Vec<String>,
-    /// Events a subscriber may have waiting before new ones are dropped (`[events]
-    /// queue_capacity`).
-    pub event_queue_capacity: usize,
+    /// How the event outbox is delivered and pruned (`[events]`).
+    pub events: EventSettings,
+    /// Bounds on what the game state accepts (`[game]`).
+    pub game_limits: GameLimits,
+}
+
+/// `[events]`: delivery from the outbox table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventSettings {
+    /// How long a delivered event stays in the outbox before it is pruned
+    /// (`retention_secs`, default a day).
+    pub retention: Duration,
+    /// How often each subscriber looks at the outbox when nothing woke it (`poll_interval_ms`,
+    /// default 1000): the bound on the delay a lost wake-up (or an event written by another
+    /// instance without a notification) can cause.
+    pub poll_interval: Duration,
+}
+
+/// `[game]`: bounds on game state documents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GameLimits {
+    /// Largest `flags` or `relationships` document of one session, in bytes of JSON
+    /// (`max_session_document_bytes`, default 256 KiB).
+    pub max_session_document_bytes: usize,
+}
+
+impl Default for GameLimits {
+    fn default() -> Self {
+        GameLimits {
+            max_session_document_bytes: DEFAULT_MAX_SESSION_DOCUMENT_BYTES,
+        }
+    }
 }
 
 /// One `[plugins.<id>]` table.
@@ -121,6 +150,8 @@ struct FileConfig {
     #[serde(default)]
     events: EventsTable,
     #[serde(default)]
+    game: GameTable,
+    #[serde(default)]
     cors: CorsTable,
 }
 
@@ -144,11 +175,23 @@ struct PermissionsTable {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct EventsTable {
-    queue_capacity: Option<usize>,
+    retention_secs: Option<u64>,
+    poll_interval_ms: Option<u64>,
 }
 
-/// Default `[events] queue_capacity`.
-pub const DEFAULT_EVENT_QUEUE_CAPACITY: usize = 1024;
+/// `[game]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GameTable {
+    max_session_document_bytes: Option<usize>,
+}
+
+/// Default `[events] retention_secs`: a day.
+pub const DEFAULT_EVENT_RETENTION_SECS: u64 = 86_400;
+/// Default `[events] poll_interval_ms`.
+pub const DEFAULT_EVENT_POLL_INTERVAL_MS: u64 = 1000;
+/// Default `[game] max_session_document_bytes`: 256 KiB.
+pub const DEFAULT_MAX_SESSION_DOCUMENT_BYTES: usize = 256 * 1024;
 
 impl Config {
     /// Resolves the configuration: defaults < file < environment < flags.
@@ -187,12 +230,30 @@ impl Config {
             .map(|(id, table)| plugin_config(&id, table).map(|config| (id, config)))
             .collect::<anyhow::Result<_>>()?;
         check_permission_names("[permissions] deny", &file.permissions.deny)?;
-        let event_queue_capacity = file
-            .events
-            .queue_capacity
-            .unwrap_or(DEFAULT_EVENT_QUEUE_CAPACITY);
-        if event_queue_capacity == 0 {
-            bail!("[events] queue_capacity must be at least 1");
+        let events = EventSettings {
+            retention: Duration::from_secs(
+                file.events
+                    .retention_secs
+                    .unwrap_or(DEFAULT_EVENT_RETENTION_SECS),
+            ),
+            poll_interval: Duration::from_millis(
+                file.events
+                    .poll_interval_ms
+                    .unwrap_or(DEFAULT_EVENT_POLL_INTERVAL_MS),
+            ),
+        };
+        if !(10..=60_000).contains(&events.poll_interval.as_millis()) {
+            bail!(
+                "[events] poll_interval_ms must be between 10 and 60000, got {}",
+                events.poll_interval.as_millis()
+            );
+        }
+        let max_session_document_bytes = file
+            .game
+            .max_session_document_bytes
+            .unwrap_or(DEFAULT_MAX_SESSION_DOCUMENT_BYTES);
+        if max_session_document_bytes < 2 {
+            bail!("[game] max_session_document_bytes must be at least 2 (the size of {{}})");
         }
         let relative_to_file = |path: PathBuf| match &file_dir {
             Some(base) if path.is_relative() => base.join(path),
@@ -234,7 +295,10 @@ impl Config {
             hook_timeout: Duration::from_secs(file.hook_timeout_secs.unwrap_or(30)),
             plugins,
             denied_permissions: file.permissions.deny,
-            event_queue_capacity,
+            events,
+            game_limits: GameLimits {
+                max_session_document_bytes,
+            },
         })
     }
 

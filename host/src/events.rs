@@ -1,12 +1,30 @@
-//! The event bus: plugins (and the host) emit events; each subscribing plugin gets its own
-//! bounded queue and one delivery task that calls its `on_event` one event at a time.
+//! The event bus, as a transactional outbox: an event is a row of `pixsim7_events`, written
+//! in the unit of work of whoever emitted it, so a rolled-back request publishes nothing and
+//! a committed one can never lose its events. Each subscribing plugin has a delivery task
+//! that reads the table after its cursor and calls `on_event` one event at a time.
 //!
-//! Guarantees: every subscriber sees events in the order they were published (publishing
-//! holds one lock across all queues); delivery never blocks the emitter (a full queue drops
-//! the event for that subscriber, counts it and says so in the log); one subscriber's error,
-//! panic or slowness affects no other; `flush` waits until everything published so far has
-//! been handled. Events emitted while handling a request are published only when that
-//! request has succeeded (see `forward`), so none describes a change that did not happen.
+//! Delivery modes (chosen by the subscriber's manifest):
+//! - *cluster* (the default): the cursor is a row of `pixsim7_event_cursors`, locked while
+//!   an instance delivers (`FOR UPDATE SKIP LOCKED` on PostgreSQL) and advanced in the same
+//!   transaction as the subscriber's own writes. Each event is applied once per database,
+//!   in order, across crashes, restarts and instances.
+//! - *instance*: the cursor lives in memory, starting at the end of the table when the
+//!   instance starts; every instance sees every event (caches and other in-memory state).
+//!
+//! Wake-ups: a commit that wrote events wakes this instance's tasks; on PostgreSQL it also
+//! sends `NOTIFY pixsim7_events`, which wakes the other instances. The table stays the truth:
+//! each task also looks every `poll_interval`, so a lost wake-up only delays.
+//!
+//! Ordering on PostgreSQL: event ids are taken when rows are inserted, not when they commit,
+//! so a reader could see id 6 before id 5 commits and skip 5 for good. Rows are therefore
+//! ordered by the id of the transaction that wrote them and read only once every older
+//! transaction has ended (`tx_id < pg_snapshot_xmin`). On SQLite writers commit one at a
+//! time, so id order is commit order.
+//!
+//! Must never: deliver an event of a unit that rolled back, advance a cluster cursor in a
+//! transaction other than the one holding the subscriber's writes (except to skip an event
+//! whose handler failed, after rolling those writes back), or let one subscriber's failure
+//! touch another.
 
 use std::{
     collections::BTreeMap,
@@ -15,12 +33,20 @@ use std::{
 };
 
 use abi_stable::std_types::{RString, RVec};
-use plugin_api::abi::PluginModule_Ref;
+use plugin_api::{abi::PluginModule_Ref, EventDelivery};
 use serde::Serialize;
 use serde_json::Value;
-use tokio::sync::{mpsc, oneshot};
+use sqlx::{any::AnyRow, AnyConnection, Row};
+use tokio::sync::watch;
 
-use crate::plugins::lifecycle::run_hook;
+use crate::{
+    config::EventSettings,
+    db::{
+        unit_of_work::{Ending, UnitError, UnitOfWork},
+        unix_now, Backend, Database,
+    },
+    plugins::lifecycle::run_hook,
+};
 
 /// The tracing target of per-event delivery lines (debug level).
 pub const EVENTS_TARGET: &str = "pixsim7::events";
@@ -28,79 +54,144 @@ pub const EVENTS_TARGET: &str = "pixsim7::events";
 /// The name counters use for events the host itself emits.
 pub const HOST_EMITTER: &str = "host";
 
-/// Counts of one plugin and one topic.
+/// The PostgreSQL notification channel that says "new events were committed".
+const NOTIFY_CHANNEL: &str = "pixsim7_events";
+
+/// Events read from the outbox per query.
+const BATCH: i64 = 128;
+
+/// How often delivered events are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+/// Counts of one plugin and one topic, in this instance since it started.
 #[derive(Debug, Default, Clone, Copy, Serialize, PartialEq, Eq)]
 pub struct TopicCounters {
-    /// Events this plugin emitted on this topic.
+    /// Events this plugin emitted on this topic (committed).
     pub emitted: u64,
     /// Events on this topic this plugin's `on_event` handled.
     pub delivered: u64,
-    /// Events on this topic this plugin's `on_event` failed on (error, panic, timeout).
+    /// Events on this topic this plugin's `on_event` failed on (error, panic, timeout); its
+    /// writes for the event were rolled back and the event skipped.
     pub failed: u64,
-    /// Events on this topic dropped because this plugin's queue was full.
-    pub dropped: u64,
 }
 
-struct Envelope {
+/// A position in the outbox: events are ordered by `(tx_id, id)`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Position {
+    /// The writing transaction's id (0 on SQLite).
+    pub tx_id: i64,
+    /// The event's id.
+    pub event_id: i64,
+}
+
+/// An event emitted in a unit of work, kept by the unit until it commits (for counters).
+#[derive(Debug, Clone)]
+pub struct EmittedEvent {
+    /// The emitting plugin, or `host`.
+    pub emitter: String,
+    /// The topic.
+    pub topic: String,
+}
+
+struct StoredEvent {
+    position: Position,
     source: String,
     topic: String,
-    payload: Vec<u8>,
-}
-
-enum Delivery {
-    Event(Arc<Envelope>),
-    /// Answered when everything queued before it has been handled.
-    Barrier(oneshot::Sender<()>),
+    payload: String,
 }
 
 struct Subscriber {
     plugin_id: String,
     patterns: Vec<String>,
     module: PluginModule_Ref,
-    sender: mpsc::Sender<Delivery>,
-    /// Taken when delivery starts.
-    receiver: Option<mpsc::Receiver<Delivery>>,
-    dropped_total: u64,
+    mode: EventDelivery,
+    /// The position this subscriber has handled up to, as this instance last saw it.
+    reached: watch::Sender<Position>,
+    /// Set to stop the delivery task once it is idle.
+    stop: watch::Sender<bool>,
 }
 
 /// The bus. Shared by the request path, the host services and the lifecycle.
 pub struct EventBus {
-    capacity: usize,
+    database: Database,
+    settings: EventSettings,
     hook_timeout: Duration,
-    subscribers: Mutex<Vec<Subscriber>>,
+    subscribers: Mutex<Vec<Arc<Subscriber>>>,
     counters: Mutex<BTreeMap<String, BTreeMap<String, TopicCounters>>>,
+    /// Bumped whenever events may have been committed.
+    wake: watch::Sender<u64>,
     /// Each subscriber's delivery task, once started.
     deliveries: Mutex<BTreeMap<String, tokio::task::JoinHandle<()>>>,
+    /// The PostgreSQL listener and the pruner.
+    background: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl EventBus {
-    /// A bus whose queues hold `capacity` events each.
-    pub fn new(capacity: usize, hook_timeout: Duration) -> Arc<EventBus> {
+    /// A bus over `database`'s outbox.
+    pub fn new(database: &Database, settings: EventSettings, hook_timeout: Duration) -> Arc<Self> {
         Arc::new(EventBus {
-            capacity,
+            database: database.clone(),
+            settings,
             hook_timeout,
             subscribers: Mutex::new(Vec::new()),
             counters: Mutex::new(BTreeMap::new()),
+            wake: watch::channel(0).0,
             deliveries: Mutex::new(BTreeMap::new()),
+            background: Mutex::new(Vec::new()),
         })
     }
 
-    /// Gives `plugin_id` a queue for events matching `patterns`. Events queue from now on;
-    /// they are handed to the plugin once delivery starts.
-    pub fn subscribe(&self, plugin_id: &str, patterns: &[String], module: PluginModule_Ref) {
-        let (sender, receiver) = mpsc::channel(self.capacity);
-        self.subscribers.lock().expect("bus lock").push(Subscriber {
-            plugin_id: plugin_id.to_owned(),
-            patterns: patterns.to_vec(),
-            module,
-            sender,
-            receiver: Some(receiver),
-            dropped_total: 0,
-        });
+    /// The database the outbox lives in.
+    pub fn database(&self) -> &Database {
+        &self.database
     }
 
-    /// Removes a plugin's queue before delivery starts (a plugin that failed to load); what
-    /// it held is discarded.
+    /// Registers `plugin_id` for events matching `patterns`. A cluster subscriber seen for the
+    /// first time starts at the end of the outbox (it is not handed the history); one seen
+    /// before resumes where it stopped. Events are handed over once delivery starts.
+    pub async fn subscribe(
+        &self,
+        plugin_id: &str,
+        patterns: &[String],
+        module: PluginModule_Ref,
+        mode: EventDelivery,
+    ) -> Result<(), sqlx::Error> {
+        let head = self.head().await?;
+        let start = match mode {
+            EventDelivery::Instance => head,
+            EventDelivery::Cluster => {
+                let mut connection = self.database.pool.acquire().await?;
+                sqlx::query(
+                    "INSERT INTO pixsim7_event_cursors (subscriber, tx_id, event_id, updated_at) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (subscriber) DO NOTHING",
+                )
+                .bind(plugin_id)
+                .bind(head.tx_id)
+                .bind(head.event_id)
+                .bind(unix_now())
+                .execute(&mut *connection)
+                .await?;
+                read_cursor(&mut connection, plugin_id)
+                    .await?
+                    .unwrap_or(head)
+            }
+        };
+        self.subscribers
+            .lock()
+            .expect("bus lock")
+            .push(Arc::new(Subscriber {
+                plugin_id: plugin_id.to_owned(),
+                patterns: patterns.to_vec(),
+                module,
+                mode,
+                reached: watch::channel(start).0,
+                stop: watch::channel(false).0,
+            }));
+        Ok(())
+    }
+
+    /// Removes a plugin's subscription before delivery starts (a plugin that failed to load).
+    /// A cluster cursor stays in the database, so the events it has not handled wait for it.
     pub fn unsubscribe(&self, plugin_id: &str) {
         self.subscribers
             .lock()
@@ -108,148 +199,170 @@ impl EventBus {
             .retain(|s| s.plugin_id != plugin_id);
     }
 
-    /// Stops giving a plugin new events and waits (at most `patience`) until it has handled
-    /// those already queued: after this, its `on_event` is not called again.
-    pub async fn retire(&self, plugin_id: &str, patience: Duration) {
-        self.unsubscribe(plugin_id);
-        let delivery = self.deliveries.lock().expect("bus lock").remove(plugin_id);
-        if let Some(delivery) = delivery {
-            if tokio::time::timeout(patience, delivery).await.is_err() {
-                tracing::warn!(
-                    plugin = plugin_id,
-                    "plugin {plugin_id} did not finish its queued events within {} s; the rest are dropped",
-                    patience.as_secs()
+    /// Writes an event into `unit`'s transaction: it is delivered only if the unit commits.
+    pub async fn emit_in(
+        &self,
+        unit: &UnitOfWork,
+        emitter: &str,
+        topic: &str,
+        payload: &Value,
+    ) -> Result<(), UnitError> {
+        let mut connection = unit.transaction().await?;
+        let tx_id = match self.database.backend {
+            Backend::Sqlite => "0",
+            Backend::Postgres => "pg_current_xact_id()::text::bigint",
+        };
+        sqlx::query(&format!(
+            "INSERT INTO pixsim7_events (tx_id, source, topic, payload, created_at) \
+             VALUES ({tx_id}, $1, $2, $3, $4)"
+        ))
+        .bind(emitter)
+        .bind(topic)
+        .bind(payload.to_string())
+        .bind(unix_now())
+        .execute(&mut *connection)
+        .await?;
+        if self.database.backend == Backend::Postgres {
+            // Sent at commit (and only then); several in one transaction fold into one.
+            sqlx::query("SELECT pg_notify($1, '')")
+                .bind(NOTIFY_CHANNEL)
+                .execute(&mut *connection)
+                .await?;
+        }
+        drop(connection);
+        unit.record_emitted(EmittedEvent {
+            emitter: emitter.to_owned(),
+            topic: topic.to_owned(),
+        });
+        Ok(())
+    }
+
+    /// Emits a host event in a unit of its own (lifecycle announcements). A failure is
+    /// logged: the host's own announcements never stop startup or shutdown.
+    pub async fn emit_now(&self, emitter: &str, topic: &str, payload: &Value) {
+        let unit = UnitOfWork::new(&self.database);
+        let outcome = match self.emit_in(&unit, emitter, topic, payload).await {
+            Ok(()) => self.settle(&unit, true).await.map(|_| ()),
+            Err(UnitError::Database(error)) => Err(error),
+            Err(UnitError::Ended) => unreachable!("a fresh unit has not ended"),
+        };
+        if let Err(error) = outcome {
+            tracing::error!(topic, error = %error, "could not write the event {topic} to the outbox: {error}");
+        }
+    }
+
+    /// Ends `unit`: commits it if `succeeded` (then counts and announces its events), rolls it
+    /// back otherwise. A failed commit is an error: nothing the unit did was kept.
+    pub async fn settle(&self, unit: &UnitOfWork, succeeded: bool) -> Result<Ending, sqlx::Error> {
+        if !succeeded {
+            let ending = unit.rollback().await;
+            let discarded = unit.take_emitted();
+            if !discarded.is_empty() {
+                tracing::debug!(
+                    target: EVENTS_TARGET,
+                    count = discarded.len(),
+                    "discarded the events of a unit of work that failed"
                 );
             }
+            return Ok(ending);
         }
+        let ending = unit.commit().await?;
+        let emitted = unit.take_emitted();
+        if !emitted.is_empty() {
+            for event in &emitted {
+                self.count(&event.emitter, &event.topic, |c| c.emitted += 1);
+            }
+            self.wake.send_modify(|n| *n = n.wrapping_add(1));
+        }
+        Ok(ending)
     }
 
-    /// Queues an event for every matching subscriber, without waiting for any of them.
-    pub fn publish(&self, emitter: &str, topic: &str, payload: &Value) {
-        let envelope = Arc::new(Envelope {
-            source: emitter.to_owned(),
-            topic: topic.to_owned(),
-            payload: payload.to_string().into_bytes(),
-        });
-        self.count(emitter, topic, |c| c.emitted += 1);
-        let mut subscribers = self.subscribers.lock().expect("bus lock");
-        for subscriber in subscribers.iter_mut() {
-            if !subscriber
-                .patterns
-                .iter()
-                .any(|p| plugin_api::events::matches(p, topic))
-            {
-                continue;
-            }
-            match subscriber
-                .sender
-                .try_send(Delivery::Event(envelope.clone()))
-            {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    subscriber.dropped_total += 1;
-                    self.count(&subscriber.plugin_id, topic, |c| c.dropped += 1);
-                    // 1st, 2nd, 4th, 8th... drop: visible without flooding the log.
-                    if subscriber.dropped_total.is_power_of_two() {
-                        tracing::warn!(
-                            plugin = %subscriber.plugin_id,
-                            topic,
-                            dropped = subscriber.dropped_total,
-                            "event queue of plugin {} is full ({} events): dropped {topic} ({} dropped so far); the subscriber is too slow",
-                            subscriber.plugin_id,
-                            self.capacity,
-                            subscriber.dropped_total
-                        );
-                    }
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => {}
-            }
-        }
-    }
-
-    /// Starts one delivery task per subscriber (on the current actix runtime).
+    /// Starts one delivery task per subscriber, the PostgreSQL listener and the pruner (on
+    /// the current actix runtime).
     pub fn start_delivery(self: &Arc<Self>) {
-        let mut subscribers = self.subscribers.lock().expect("bus lock");
-        for subscriber in subscribers.iter_mut() {
-            let Some(receiver) = subscriber.receiver.take() else {
+        let subscribers = self.subscribers.lock().expect("bus lock").clone();
+        let mut deliveries = self.deliveries.lock().expect("bus lock");
+        for subscriber in subscribers {
+            if deliveries.contains_key(&subscriber.plugin_id) {
                 continue;
-            };
+            }
             let bus = self.clone();
             let plugin_id = subscriber.plugin_id.clone();
-            let module = subscriber.module;
-            let task_plugin = plugin_id.clone();
-            let task =
-                actix_web::rt::spawn(
-                    async move { bus.deliver(task_plugin, module, receiver).await },
-                );
-            self.deliveries
-                .lock()
-                .expect("bus lock")
-                .insert(plugin_id, task);
+            let task = actix_web::rt::spawn(async move { bus.deliver(subscriber).await });
+            deliveries.insert(plugin_id, task);
         }
-    }
-
-    async fn deliver(
-        &self,
-        plugin_id: String,
-        module: PluginModule_Ref,
-        mut receiver: mpsc::Receiver<Delivery>,
-    ) {
-        while let Some(item) = receiver.recv().await {
-            let envelope = match item {
-                Delivery::Barrier(done) => {
-                    let _ = done.send(());
-                    continue;
-                }
-                Delivery::Event(envelope) => envelope,
-            };
-            let topic = envelope.topic.as_str();
-            let hook = (module.on_event())(
-                RString::from(envelope.source.as_str()),
-                RString::from(topic),
-                RVec::from(envelope.payload.clone()),
-            );
-            match run_hook(hook, self.hook_timeout).await {
-                Ok(()) => {
-                    self.count(&plugin_id, topic, |c| c.delivered += 1);
-                    tracing::debug!(target: EVENTS_TARGET, plugin = %plugin_id, topic, "delivered {topic} to plugin {plugin_id}");
-                }
-                Err(reason) => {
-                    self.count(&plugin_id, topic, |c| c.failed += 1);
-                    tracing::error!(
-                        plugin = %plugin_id,
-                        topic,
-                        "plugin {plugin_id} failed to handle event {topic}: {reason}"
-                    );
-                }
+        drop(deliveries);
+        let mut background = self.background.lock().expect("bus lock");
+        if background.is_empty() {
+            let bus = self.clone();
+            background.push(actix_web::rt::spawn(
+                async move { bus.prune_forever().await },
+            ));
+            if self.database.backend == Backend::Postgres {
+                let bus = self.clone();
+                background.push(actix_web::rt::spawn(
+                    async move { bus.listen_forever().await },
+                ));
             }
         }
     }
 
-    /// Waits until every subscriber has handled everything published before this call.
-    /// Only meaningful once delivery has started.
-    pub async fn flush(&self) {
-        let waits: Vec<(
-            mpsc::Sender<Delivery>,
-            oneshot::Receiver<()>,
-            oneshot::Sender<()>,
-        )> = self
+    /// Stops giving a plugin new events: waits (at most `patience`) until it has handled
+    /// everything committed so far, then ends its delivery task. After this its `on_event`
+    /// is not called again.
+    pub async fn retire(&self, plugin_id: &str, patience: Duration) {
+        let subscriber = self
             .subscribers
             .lock()
             .expect("bus lock")
             .iter()
-            .filter(|s| s.receiver.is_none())
-            .map(|s| {
-                let (done, wait) = oneshot::channel();
-                (s.sender.clone(), wait, done)
-            })
-            .collect();
-        for (sender, wait, done) in waits {
-            // A barrier waits for room rather than being dropped like an event.
-            if sender.send(Delivery::Barrier(done)).await.is_ok() {
-                let _ = wait.await;
+            .find(|s| s.plugin_id == plugin_id)
+            .cloned();
+        let Some(subscriber) = subscriber else {
+            return;
+        };
+        let caught_up = match self.head().await {
+            Ok(head) => tokio::time::timeout(patience, self.reach(&subscriber, head))
+                .await
+                .is_ok(),
+            Err(_) => false,
+        };
+        subscriber.stop.send_replace(true);
+        self.unsubscribe(plugin_id);
+        let delivery = self.deliveries.lock().expect("bus lock").remove(plugin_id);
+        if let Some(delivery) = delivery {
+            let abort = delivery.abort_handle();
+            if tokio::time::timeout(patience, delivery).await.is_err() {
+                // Cut off mid-event: its transaction rolls back and the event waits for the
+                // next start.
+                abort.abort();
             }
         }
+        if !caught_up {
+            tracing::warn!(
+                plugin = plugin_id,
+                "plugin {plugin_id} did not handle its pending events within {} s; they stay in the outbox for the next start",
+                patience.as_secs()
+            );
+        }
+    }
+
+    /// Waits until every subscriber of this instance has handled every event committed
+    /// before this call.
+    pub async fn flush(&self) {
+        let Ok(head) = self.head().await else {
+            return;
+        };
+        let subscribers = self.subscribers.lock().expect("bus lock").clone();
+        for subscriber in subscribers {
+            self.reach(&subscriber, head).await;
+        }
+    }
+
+    async fn reach(&self, subscriber: &Subscriber, target: Position) {
+        let mut reached = subscriber.reached.subscribe();
+        self.wake.send_modify(|n| *n = n.wrapping_add(1));
+        let _ = reached.wait_for(|position| *position >= target).await;
     }
 
     /// The counters of one plugin, by topic.
@@ -260,6 +373,328 @@ impl EventBus {
             .get(plugin_id)
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// Events in the outbox that `plugin_id` subscribes to and has not handled yet (`None`
+    /// when it subscribes to nothing here).
+    pub async fn lag(&self, plugin_id: &str) -> Result<Option<u64>, sqlx::Error> {
+        let subscriber = self
+            .subscribers
+            .lock()
+            .expect("bus lock")
+            .iter()
+            .find(|s| s.plugin_id == plugin_id)
+            .cloned();
+        let Some(subscriber) = subscriber else {
+            return Ok(None);
+        };
+        let mut connection = self.database.pool.acquire().await?;
+        let position = match subscriber.mode {
+            EventDelivery::Cluster => read_cursor(&mut connection, plugin_id)
+                .await?
+                .unwrap_or_default(),
+            EventDelivery::Instance => *subscriber.reached.borrow(),
+        };
+        let (filter, values) = topic_filter(&subscriber.patterns, 3);
+        let sql = format!(
+            "SELECT COUNT(*) FROM pixsim7_events \
+             WHERE (tx_id > $1 OR (tx_id = $1 AND id > $2)) AND ({filter})"
+        );
+        let mut query = sqlx::query(&sql)
+            .bind(position.tx_id)
+            .bind(position.event_id);
+        for value in values {
+            query = query.bind(value);
+        }
+        let count: i64 = query.fetch_one(&mut *connection).await?.try_get(0)?;
+        Ok(Some(u64::try_from(count).unwrap_or_default()))
+    }
+
+    /// One subscriber's delivery task: hands it every event after its cursor, then waits to
+    /// be woken (or for the poll interval) and looks again, until stopped.
+    async fn deliver(self: Arc<Self>, subscriber: Arc<Subscriber>) {
+        let mut wake = self.wake.subscribe();
+        let mut stop = subscriber.stop.subscribe();
+        let mut failures_in_a_row = 0u32;
+        loop {
+            wake.mark_unchanged();
+            match self.deliver_next(&subscriber).await {
+                Ok(Step::Progress) => {
+                    failures_in_a_row = 0;
+                    continue;
+                }
+                Ok(Step::Idle) => failures_in_a_row = 0,
+                Err(error) => {
+                    failures_in_a_row += 1;
+                    // Once per outage, not once per poll.
+                    if failures_in_a_row == 1 {
+                        tracing::error!(
+                            plugin = %subscriber.plugin_id,
+                            error = %error,
+                            "event delivery to plugin {} cannot read the outbox: {error}; retrying every {} ms",
+                            subscriber.plugin_id,
+                            self.settings.poll_interval.as_millis()
+                        );
+                    }
+                }
+            }
+            if *stop.borrow() {
+                return;
+            }
+            tokio::select! {
+                _ = wake.changed() => {}
+                _ = stop.changed() => {}
+                () = tokio::time::sleep(self.settings.poll_interval) => {}
+            }
+        }
+    }
+
+    /// Delivers the next event for `subscriber`, or skips past events it does not want.
+    async fn deliver_next(&self, subscriber: &Subscriber) -> Result<Step, UnitError> {
+        match subscriber.mode {
+            EventDelivery::Cluster => self.deliver_next_in_cluster(subscriber).await,
+            EventDelivery::Instance => self.deliver_next_in_instance(subscriber).await,
+        }
+    }
+
+    async fn deliver_next_in_cluster(&self, subscriber: &Subscriber) -> Result<Step, UnitError> {
+        let unit = Arc::new(UnitOfWork::begin(&self.database).await?);
+        let plugin_id = subscriber.plugin_id.as_str();
+        let (cursor, batch) = {
+            let mut connection = unit.transaction().await?;
+            let lock = match self.database.backend {
+                Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+                // One writer at a time already (the unit began with BEGIN IMMEDIATE).
+                Backend::Sqlite => "",
+            };
+            let row = sqlx::query(&format!(
+                "SELECT tx_id, event_id FROM pixsim7_event_cursors WHERE subscriber = $1{lock}"
+            ))
+            .bind(plugin_id)
+            .fetch_optional(&mut *connection)
+            .await?;
+            let Some(row) = row else {
+                // Another instance is delivering to this subscriber right now.
+                drop(connection);
+                unit.rollback().await;
+                self.note_reached(subscriber).await;
+                return Ok(Step::Idle);
+            };
+            let cursor = Position {
+                tx_id: row.try_get(0)?,
+                event_id: row.try_get(1)?,
+            };
+            let batch = self.events_after(&mut connection, cursor).await?;
+            (cursor, batch)
+        };
+        let Some(last) = batch.last().map(|e| e.position) else {
+            unit.rollback().await;
+            subscriber.reached.send_replace(cursor);
+            return Ok(Step::Idle);
+        };
+        let wanted = batch.into_iter().find(|e| subscriber.wants(&e.topic));
+        let Some(event) = wanted else {
+            // Nothing here for it: move its cursor past the whole batch.
+            write_cursor(&mut *unit.transaction().await?, plugin_id, last).await?;
+            unit.commit().await?;
+            subscriber.reached.send_replace(last);
+            return Ok(Step::Progress);
+        };
+        write_cursor(&mut *unit.transaction().await?, plugin_id, event.position).await?;
+        let outcome = unit
+            .run_ambient(self.run_on_event(subscriber, &event))
+            .await;
+        match outcome {
+            Ok(()) => {
+                self.settle(&unit, true).await?;
+                self.count(plugin_id, &event.topic, |c| c.delivered += 1);
+                log_delivered(plugin_id, &event);
+            }
+            Err(reason) => {
+                self.settle(&unit, false).await?;
+                self.record_failure(plugin_id, &event, &reason);
+                // Skip it: a new transaction moves the cursor past it, unless another
+                // instance already has.
+                let skip = UnitOfWork::begin(&self.database).await?;
+                sqlx::query(
+                    "UPDATE pixsim7_event_cursors SET tx_id = $2, event_id = $3, updated_at = $4 \
+                     WHERE subscriber = $1 AND (tx_id < $2 OR (tx_id = $2 AND event_id < $3))",
+                )
+                .bind(plugin_id)
+                .bind(event.position.tx_id)
+                .bind(event.position.event_id)
+                .bind(unix_now())
+                .execute(&mut *skip.transaction().await?)
+                .await?;
+                skip.commit().await?;
+            }
+        }
+        subscriber.reached.send_replace(event.position);
+        Ok(Step::Progress)
+    }
+
+    async fn deliver_next_in_instance(&self, subscriber: &Subscriber) -> Result<Step, UnitError> {
+        let cursor = *subscriber.reached.borrow();
+        let batch = {
+            let mut connection = self.database.pool.acquire().await?;
+            self.events_after(&mut connection, cursor).await?
+        };
+        let Some(last) = batch.last().map(|e| e.position) else {
+            return Ok(Step::Idle);
+        };
+        let Some(event) = batch.into_iter().find(|e| subscriber.wants(&e.topic)) else {
+            subscriber.reached.send_replace(last);
+            return Ok(Step::Progress);
+        };
+        let unit = Arc::new(UnitOfWork::new(&self.database));
+        let outcome = unit
+            .run_ambient(self.run_on_event(subscriber, &event))
+            .await;
+        let plugin_id = subscriber.plugin_id.as_str();
+        match outcome {
+            Ok(()) => {
+                self.settle(&unit, true).await?;
+                self.count(plugin_id, &event.topic, |c| c.delivered += 1);
+                log_delivered(plugin_id, &event);
+            }
+            Err(reason) => {
+                self.settle(&unit, false).await?;
+                self.record_failure(plugin_id, &event, &reason);
+            }
+        }
+        subscriber.reached.send_replace(event.position);
+        Ok(Step::Progress)
+    }
+
+    async fn run_on_event(
+        &self,
+        subscriber: &Subscriber,
+        event: &StoredEvent,
+    ) -> Result<(), String> {
+        let hook = (subscriber.module.on_event())(
+            RString::from(event.source.as_str()),
+            RString::from(event.topic.as_str()),
+            RVec::from(event.payload.as_bytes()),
+        );
+        run_hook(hook, self.hook_timeout).await
+    }
+
+    fn record_failure(&self, plugin_id: &str, event: &StoredEvent, reason: &str) {
+        let topic = event.topic.as_str();
+        self.count(plugin_id, topic, |c| c.failed += 1);
+        tracing::error!(
+            plugin = %plugin_id,
+            topic,
+            event_id = event.position.event_id,
+            "plugin {plugin_id} failed to handle event {topic}: {reason}; its writes for this event were rolled back and the event is skipped"
+        );
+    }
+
+    /// Where another instance has taken a cluster subscriber to (read without a lock).
+    async fn note_reached(&self, subscriber: &Subscriber) {
+        if let Ok(mut connection) = self.database.pool.acquire().await {
+            if let Ok(Some(position)) = read_cursor(&mut connection, &subscriber.plugin_id).await {
+                subscriber.reached.send_replace(position);
+            }
+        }
+    }
+
+    /// The next events after `cursor` that every reader will see the same way (on
+    /// PostgreSQL, those whose transaction is older than every transaction still running).
+    async fn events_after(
+        &self,
+        connection: &mut AnyConnection,
+        cursor: Position,
+    ) -> Result<Vec<StoredEvent>, sqlx::Error> {
+        let settled = match self.database.backend {
+            Backend::Sqlite => "",
+            Backend::Postgres => {
+                " AND tx_id < pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
+            }
+        };
+        let rows = sqlx::query(&format!(
+            "SELECT tx_id, id, source, topic, payload FROM pixsim7_events \
+             WHERE (tx_id > $1 OR (tx_id = $1 AND id > $2)){settled} \
+             ORDER BY tx_id, id LIMIT {BATCH}"
+        ))
+        .bind(cursor.tx_id)
+        .bind(cursor.event_id)
+        .fetch_all(&mut *connection)
+        .await?;
+        rows.iter().map(stored_event).collect()
+    }
+
+    /// The last event in the outbox (the start of a new subscriber, the target of a flush).
+    async fn head(&self) -> Result<Position, sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT tx_id, id FROM pixsim7_events ORDER BY tx_id DESC, id DESC LIMIT 1",
+        )
+        .fetch_optional(&self.database.pool)
+        .await?;
+        match row {
+            Some(row) => Ok(Position {
+                tx_id: row.try_get(0)?,
+                event_id: row.try_get(1)?,
+            }),
+            None => Ok(Position::default()),
+        }
+    }
+
+    /// Deletes events older than the retention that every cluster subscriber has handled.
+    /// A cursor not moved for longer than the retention (a plugin no longer installed) does
+    /// not hold events back.
+    async fn prune(&self) -> Result<u64, sqlx::Error> {
+        let cutoff =
+            unix_now() - i64::try_from(self.settings.retention.as_secs()).unwrap_or(i64::MAX);
+        let done = sqlx::query(
+            "DELETE FROM pixsim7_events WHERE created_at < $1 AND NOT EXISTS ( \
+                SELECT 1 FROM pixsim7_event_cursors c WHERE c.updated_at >= $1 \
+                AND (c.tx_id < pixsim7_events.tx_id \
+                     OR (c.tx_id = pixsim7_events.tx_id AND c.event_id < pixsim7_events.id)))",
+        )
+        .bind(cutoff)
+        .execute(&self.database.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn prune_forever(self: Arc<Self>) {
+        loop {
+            match self.prune().await {
+                Ok(0) => {}
+                Ok(count) => {
+                    tracing::debug!(target: EVENTS_TARGET, count, "pruned {count} delivered events")
+                }
+                Err(error) => {
+                    tracing::warn!(error = %error, "pruning the event outbox failed: {error}")
+                }
+            }
+            tokio::time::sleep(PRUNE_EVERY).await;
+        }
+    }
+
+    /// Wakes this instance's subscribers whenever another instance commits events.
+    async fn listen_forever(self: Arc<Self>) {
+        loop {
+            match sqlx::postgres::PgListener::connect(self.database.url()).await {
+                Ok(mut listener) => {
+                    if let Err(error) = listener.listen(NOTIFY_CHANNEL).await {
+                        tracing::warn!(error = %error, "cannot LISTEN {NOTIFY_CHANNEL}: {error}; events from other instances arrive by polling");
+                    } else {
+                        // Anything committed while not listening is found by this wake.
+                        self.wake.send_modify(|n| *n = n.wrapping_add(1));
+                        while listener.recv().await.is_ok() {
+                            self.wake.send_modify(|n| *n = n.wrapping_add(1));
+                        }
+                        tracing::warn!("the LISTEN connection for events was lost; reconnecting");
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(error = %error, "cannot open a LISTEN connection: {error}; events from other instances arrive by polling");
+                }
+            }
+            tokio::time::sleep(self.settings.poll_interval).await;
+        }
     }
 
     fn count(&self, plugin_id: &str, topic: &str, change: impl FnOnce(&mut TopicCounters)) {
@@ -273,5 +708,125 @@ impl EventBus {
                 per_topic.insert(topic.to_owned(), fresh);
             }
         }
+    }
+}
+
+impl Drop for EventBus {
+    fn drop(&mut self) {
+        for task in self.background.get_mut().expect("bus lock").drain(..) {
+            task.abort();
+        }
+    }
+}
+
+/// What one delivery step did.
+enum Step {
+    /// Delivered or skipped events; look again at once.
+    Progress,
+    /// Nothing to do (or another instance is on it).
+    Idle,
+}
+
+impl Subscriber {
+    fn wants(&self, topic: &str) -> bool {
+        self.patterns
+            .iter()
+            .any(|p| plugin_api::events::matches(p, topic))
+    }
+}
+
+fn log_delivered(plugin_id: &str, event: &StoredEvent) {
+    let topic = event.topic.as_str();
+    tracing::debug!(target: EVENTS_TARGET, plugin = %plugin_id, topic, event_id = event.position.event_id, "delivered {topic} to plugin {plugin_id}");
+}
+
+fn stored_event(row: &AnyRow) -> Result<StoredEvent, sqlx::Error> {
+    Ok(StoredEvent {
+        position: Position {
+            tx_id: row.try_get(0)?,
+            event_id: row.try_get(1)?,
+        },
+        source: row.try_get(2)?,
+        topic: row.try_get(3)?,
+        payload: row.try_get(4)?,
+    })
+}
+
+async fn read_cursor(
+    connection: &mut AnyConnection,
+    subscriber: &str,
+) -> Result<Option<Position>, sqlx::Error> {
+    let row =
+        sqlx::query("SELECT tx_id, event_id FROM pixsim7_event_cursors WHERE subscriber = $1")
+            .bind(subscriber)
+            .fetch_optional(&mut *connection)
+            .await?;
+    row.map(|row| {
+        Ok(Position {
+            tx_id: row.try_get(0)?,
+            event_id: row.try_get(1)?,
+        })
+    })
+    .transpose()
+}
+
+async fn write_cursor(
+    connection: &mut AnyConnection,
+    subscriber: &str,
+    position: Position,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE pixsim7_event_cursors SET tx_id = $2, event_id = $3, updated_at = $4 WHERE subscriber = $1",
+    )
+    .bind(subscriber)
+    .bind(position.tx_id)
+    .bind(position.event_id)
+    .bind(unix_now())
+    .execute(&mut *connection)
+    .await?;
+    Ok(())
+}
+
+/// An SQL condition on `topic` matching any of `patterns`, with its parameters numbered from
+/// `first` (`namespace:*` compares the prefix, so `_` in a name is never a wildcard).
+fn topic_filter(patterns: &[String], first: usize) -> (String, Vec<String>) {
+    let mut clauses = Vec::with_capacity(patterns.len());
+    let mut values = Vec::with_capacity(patterns.len());
+    for (offset, pattern) in patterns.iter().enumerate() {
+        let n = first + offset;
+        match pattern.strip_suffix('*') {
+            Some(prefix) => {
+                clauses.push(format!("substr(topic, 1, {}) = ${n}", prefix.len()));
+                values.push(prefix.to_owned());
+            }
+            None => {
+                clauses.push(format!("topic = ${n}"));
+                values.push(pattern.clone());
+            }
+        }
+    }
+    if clauses.is_empty() {
+        return ("1 = 0".to_owned(), values);
+    }
+    (clauses.join(" OR "), values)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_filters_compare_prefixes_not_like_patterns() {
+        let (sql, values) = topic_filter(&["stealth:*".into(), "app:startup".into()], 3);
+        assert_eq!(sql, "substr(topic, 1, 8) = $3 OR topic = $4");
+        assert_eq!(values, ["stealth:", "app:startup"]);
+        assert_eq!(topic_filter(&[], 1).0, "1 = 0");
+    }
+
+    #[test]
+    fn positions_order_by_transaction_then_id() {
+        let p = |tx_id, event_id| Position { tx_id, event_id };
+        assert!(p(5, 9) < p(6, 1));
+        assert!(p(6, 1) < p(6, 2));
     }
 }

@@ -56,7 +56,7 @@ pub struct ServingState {
     pub openapi: Bytes,
     /// Largest request body accepted.
     pub body_limit: usize,
-    /// Where events emitted during successful requests go.
+    /// The event outbox; it also ends each request's unit of work.
     pub events: Arc<EventBus>,
     /// Verifies bearer tokens.
     pub keys: TokenKeys,
@@ -117,14 +117,15 @@ async fn route_request(
         Err(Refusal::Forbidden) => return http_error::forbidden(),
     };
     let (plugin, route) = match target {
-        Target::Host(route) => return serve_host_route(route, params.get("id"), state),
+        Target::Host(route) => return serve_host_route(route, params.get("id"), state).await,
         Target::Plugin { plugin, route } => (plugin, route),
     };
     let path_params: RVec<Tuple2<RString, RString>> = params
         .iter()
         .map(|(name, value)| Tuple2(RString::from(name), RString::from(percent_decode(value))))
         .collect();
-    let (request_state, context) = new_request_context(request_id_header, caller.clone());
+    let (request_state, context) =
+        new_request_context(request_id_header, caller.clone(), state.events.database());
     let call = PluginCall {
         plugin: &state.plugins[plugin],
         route,
@@ -134,8 +135,13 @@ async fn route_request(
         caller,
     };
     let response = forward_request(call, request, payload, request_id, state.body_limit).await;
-    release_events(&state.events, &request_state, response.status());
-    response
+    settle_request(
+        &state.events,
+        &request_state,
+        response,
+        &state.plugins[plugin].id,
+    )
+    .await
 }
 
 /// Why a caller may not use a route.
@@ -173,23 +179,32 @@ fn authenticate(
     }
 }
 
-/// Publishes the events a request emitted if it succeeded (status below 400); discards them
-/// if it failed, so no subscriber hears of a change that was refused.
-fn release_events(events: &EventBus, request: &RequestState, status: StatusCode) {
-    let pending = request.take_events();
-    if pending.is_empty() {
-        return;
-    }
-    if status.as_u16() < 400 {
-        for event in pending {
-            events.publish(&event.emitter, &event.topic, &event.payload);
+/// Ends the request's unit of work: commits its writes and events if the response is a
+/// success (below 400), rolls them back otherwise. The response leaves only after the
+/// commit, so a client never sees success for a change that was not kept; a commit that
+/// fails turns the answer into 503. (A request whose client went away never gets here: its
+/// future is dropped, and with it the unit, which rolls back.)
+async fn settle_request(
+    events: &EventBus,
+    request: &RequestState,
+    response: HttpResponse,
+    plugin_id: &str,
+) -> HttpResponse {
+    let succeeded = response.status().as_u16() < 400;
+    match events.settle(&request.unit, succeeded).await {
+        Ok(_) => response,
+        Err(error) => {
+            tracing::error!(
+                plugin = plugin_id,
+                request_id = request.request_id(),
+                error = %error,
+                "could not commit the request's changes: {error}; answered 503 and nothing was kept"
+            );
+            http_error::detail_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the game database could not save this request's changes; nothing was changed",
+            )
         }
-    } else {
-        tracing::debug!(
-            request_id = request.request_id(),
-            count = pending.len(),
-            "discarded the events of a failed request ({status})"
-        );
     }
 }
 
@@ -341,7 +356,11 @@ fn into_http_response(
     builder.body(Bytes::from_owner(response.body))
 }
 
-fn serve_host_route(route: HostRoute, id: Option<&str>, state: &ServingState) -> HttpResponse {
+async fn serve_host_route(
+    route: HostRoute,
+    id: Option<&str>,
+    state: &ServingState,
+) -> HttpResponse {
     let json = |body: Bytes| {
         HttpResponse::Ok()
             .insert_header((CONTENT_TYPE, "application/json"))
@@ -353,7 +372,7 @@ fn serve_host_route(route: HostRoute, id: Option<&str>, state: &ServingState) ->
         HostRoute::ListPlugins => json(state.admin.list()),
         HostRoute::GetPlugin => {
             let id = percent_decode(id.unwrap_or_default());
-            match state.admin.get(&id, &state.events) {
+            match state.admin.get(&id, &state.events).await {
                 Some(body) => json(body),
                 None => http_error::detail_response(
                     StatusCode::NOT_FOUND,

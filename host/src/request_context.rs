@@ -1,9 +1,10 @@
 //! The host's record of one request in flight, handed to the plugin as an opaque
 //! `RequestContext` and passed back with every host service call made while handling it:
-//! it names the request in audit lines and holds the events emitted during it until the
-//! response shows the request succeeded.
+//! it names the request in audit lines, says whose data the calls may see, and holds the
+//! request's unit of work, which every call joins and which commits only if the response
+//! shows the request succeeded.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use abi_stable::{
     sabi_trait::TD_CanDowncast,
@@ -11,19 +12,11 @@ use abi_stable::{
 };
 use actix_web::http::header::HeaderValue;
 use plugin_api::abi::{RequestContext, RequestContextHandle, RequestContext_TO};
-use serde_json::Value;
 
-use crate::auth::Caller;
-
-/// An event emitted during a request, waiting for its outcome.
-pub struct PendingEvent {
-    /// The emitting plugin.
-    pub emitter: String,
-    /// Its topic.
-    pub topic: String,
-    /// Its payload.
-    pub payload: Value,
-}
+use crate::{
+    auth::Caller,
+    db::{unit_of_work::UnitOfWork, Database},
+};
 
 /// One request in flight.
 pub struct RequestState {
@@ -31,26 +24,14 @@ pub struct RequestState {
     request_id: HeaderValue,
     /// Who is calling, as verified from the bearer token.
     pub caller: Option<Caller>,
-    pending_events: Mutex<Vec<PendingEvent>>,
+    /// The request's database transaction and the events written in it.
+    pub unit: UnitOfWork,
 }
 
 impl RequestState {
     /// The request id.
     pub fn request_id(&self) -> &str {
         self.request_id.to_str().unwrap_or_default()
-    }
-
-    /// Holds an event until the request's outcome is known.
-    pub fn hold_event(&self, event: PendingEvent) {
-        self.pending_events
-            .lock()
-            .expect("request lock")
-            .push(event);
-    }
-
-    /// The held events, in emission order.
-    pub fn take_events(&self) -> Vec<PendingEvent> {
-        std::mem::take(&mut *self.pending_events.lock().expect("request lock"))
     }
 }
 
@@ -68,11 +49,12 @@ impl RequestContext for RequestHandle {
 pub fn new_request_context(
     request_id: &HeaderValue,
     caller: Option<Caller>,
+    database: &Database,
 ) -> (Arc<RequestState>, RequestContextHandle) {
     let state = Arc::new(RequestState {
         request_id: request_id.clone(),
         caller,
-        pending_events: Mutex::new(Vec::new()),
+        unit: UnitOfWork::new(database),
     });
     let handle =
         RequestContext_TO::from_ptr(RArc::new(RequestHandle(state.clone())), TD_CanDowncast);

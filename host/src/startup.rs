@@ -30,15 +30,16 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 
     let keys = token_keys(&config)?;
     let database = open_database(&config).await?;
-    let events = EventBus::new(config.event_queue_capacity, config.hook_timeout);
+    let events = EventBus::new(&database, config.events, config.hook_timeout);
     let shared = Arc::new(SharedServices {
         database: database.clone(),
         events: events.clone(),
         keys: keys.clone(),
         max_token_ttl: config.max_token_ttl,
         blocking: Arc::new(Semaphore::new(config.max_blocking_jobs)),
+        limits: config.game_limits,
     });
-    lifecycle::subscribe_plugins(&registry, &events);
+    lifecycle::subscribe_plugins(&mut registry, &events).await;
     lifecycle::load_plugins(&mut registry, &config, &shared).await;
     abort_on_fatal_failure(&registry, &config)?;
 
@@ -80,7 +81,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .filter(|r| r.state == PluginState::Enabled)
         .map(|r| r.label())
         .collect();
-    events.publish(HOST_EMITTER, "app:startup", &json!({ "plugins": serving }));
+    events
+        .emit_now(HOST_EMITTER, "app:startup", &json!({ "plugins": serving }))
+        .await;
     // Events queued during startup (plugin:loaded, plugin:enabled, app:startup) flow now.
     events.start_delivery();
     tracing::info!(%address, plugins = enabled, "Serving on http://{address}");

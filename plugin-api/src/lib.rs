@@ -40,7 +40,7 @@ pub mod route;
 pub mod sdk;
 
 pub use log;
-pub use manifest::{Dependency, Manifest, ManifestErrors};
+pub use manifest::{Dependency, EventDelivery, Manifest, ManifestErrors};
 pub use route::{Access, Method, Migration, PluginDescriptor, RouteSpec};
 pub use sdk::{
     error::{ApiError, PluginError},

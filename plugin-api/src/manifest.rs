@@ -52,6 +52,10 @@ pub struct Manifest {
     /// `event:subscribe`.
     #[serde(default)]
     pub subscriptions: Vec<String>,
+    /// How the plugin's subscribed events are delivered when several instances share one
+    /// database: once per cluster (the default) or to every instance.
+    #[serde(default)]
+    pub event_delivery: EventDelivery,
     /// Event topics (or `namespace:*` patterns) the plugin may emit; needs `event:emit`.
     /// Emitting anything else is refused, so no plugin can speak under another's topics.
     #[serde(default)]
@@ -59,6 +63,20 @@ pub struct Manifest {
     /// When `true`, a failure of this plugin stops the host at startup.
     #[serde(default)]
     pub required: bool,
+}
+
+/// How a subscriber's events are delivered (see [`Manifest::event_delivery`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventDelivery {
+    /// Each event is handled once, by one instance, in the same transaction as the handler's
+    /// writes: exactly once across crashes and restarts. For reactions that change game
+    /// state.
+    #[default]
+    Cluster,
+    /// Every instance handles every event committed while it runs (not those from before it
+    /// started). For in-memory reactions such as caches.
+    Instance,
 }
 
 fn default_prefix() -> String {
@@ -121,6 +139,7 @@ impl Manifest {
             permissions: Vec::new(),
             optional_permissions: Vec::new(),
             subscriptions: Vec::new(),
+            event_delivery: EventDelivery::Cluster,
             emits: Vec::new(),
             required: false,
         }
@@ -168,6 +187,13 @@ impl Manifest {
     /// Sets the event topics or `namespace:*` patterns the plugin receives.
     pub fn subscribes<I: IntoIterator<Item = S>, S: Into<String>>(mut self, topics: I) -> Manifest {
         self.subscriptions = topics.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Asks for every instance to receive every event (for in-memory reactions), instead of
+    /// the default once-per-cluster delivery.
+    pub fn deliver_events_per_instance(mut self) -> Manifest {
+        self.event_delivery = EventDelivery::Instance;
         self
     }
 

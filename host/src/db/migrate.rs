@@ -9,11 +9,18 @@ use super::{unix_now, Backend, Database};
 pub const HOST_OWNER: &str = "host";
 
 /// The host's migrations, embedded from `migrations/`.
-pub const HOST_MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "game state",
-    include_str!("../../../migrations/0001_game_state.sql"),
-)];
+pub const HOST_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "game state",
+        include_str!("../../../migrations/0001_game_state.sql"),
+    ),
+    (
+        2,
+        "event outbox",
+        include_str!("../../../migrations/0002_event_outbox.sql"),
+    ),
+];
 
 /// Arbitrary, fixed key of the PostgreSQL advisory lock held while migrating.
 const ADVISORY_LOCK_KEY: i64 = 0x0070_6978_7369_6d37; // "pixsim7" in ASCII

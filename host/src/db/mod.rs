@@ -5,6 +5,7 @@
 //! Invariant: only the host touches the database; plugins reach it through host services.
 
 pub mod migrate;
+pub mod unit_of_work;
 
 use std::time::Duration;
 
@@ -30,6 +31,9 @@ pub struct Database {
     pub pool: AnyPool,
     /// Which database it is.
     pub backend: Backend,
+    /// The URL it was opened with (for a PostgreSQL listener connection; never logged
+    /// unredacted).
+    url: String,
 }
 
 impl Database {
@@ -82,7 +86,12 @@ impl Database {
             .connect_with(options)
             .await
             .with_context(|| format!("cannot connect to the database {}", redact(&url)))?;
-        Ok(Database { pool, backend })
+        Ok(Database { pool, backend, url })
+    }
+
+    /// The URL the database was opened with.
+    pub fn url(&self) -> &str {
+        &self.url
     }
 
     /// Closes every connection (at shutdown).

@@ -4,17 +4,17 @@ use plugin_api::{
     abi::ServiceError,
     game::{Hotspot, Location, LocationSummary, NewLocation},
 };
-use sqlx::{AnyPool, Row};
+use sqlx::{AnyConnection, Connection, Row};
 
 use super::{
     database_error, invalid, json_column, not_found, object_text, optional_json_column,
     require_name,
 };
 
-pub async fn list(pool: &AnyPool) -> Result<Vec<LocationSummary>, ServiceError> {
+pub async fn list(db: &mut AnyConnection) -> Result<Vec<LocationSummary>, ServiceError> {
     let rows =
         sqlx::query("SELECT id, name, asset_id, default_spawn FROM game_locations ORDER BY id")
-            .fetch_all(pool)
+            .fetch_all(&mut *db)
             .await
             .map_err(database_error)?;
     rows.iter()
@@ -30,12 +30,12 @@ pub async fn list(pool: &AnyPool) -> Result<Vec<LocationSummary>, ServiceError> 
         .map_err(database_error)
 }
 
-pub async fn get(pool: &AnyPool, id: i64) -> Result<Location, ServiceError> {
+pub async fn get(db: &mut AnyConnection, id: i64) -> Result<Location, ServiceError> {
     let row = sqlx::query(
         "SELECT id, name, asset_id, default_spawn, meta FROM game_locations WHERE id = $1",
     )
     .bind(id)
-    .fetch_optional(pool)
+    .fetch_optional(&mut *db)
     .await
     .map_err(database_error)?
     .ok_or_else(|| not_found("GameLocation", id))?;
@@ -43,7 +43,7 @@ pub async fn get(pool: &AnyPool, id: i64) -> Result<Location, ServiceError> {
         "SELECT object_name, hotspot_id, linked_scene_id, meta FROM game_hotspots WHERE location_id = $1 ORDER BY id",
     )
     .bind(id)
-    .fetch_all(pool)
+    .fetch_all(&mut *db)
     .await
     .map_err(database_error)?;
     let read = || -> Result<Location, sqlx::Error> {
@@ -69,7 +69,7 @@ pub async fn get(pool: &AnyPool, id: i64) -> Result<Location, ServiceError> {
     read().map_err(database_error)
 }
 
-pub async fn create(pool: &AnyPool, new: &NewLocation) -> Result<Location, ServiceError> {
+pub async fn create(db: &mut AnyConnection, new: &NewLocation) -> Result<Location, ServiceError> {
     require_name(&new.name)?;
     let meta = object_text("meta", new.meta.as_ref())?;
     let row = sqlx::query(
@@ -79,19 +79,19 @@ pub async fn create(pool: &AnyPool, new: &NewLocation) -> Result<Location, Servi
     .bind(new.asset_id)
     .bind(new.default_spawn.as_deref())
     .bind(meta)
-    .fetch_one(pool)
+    .fetch_one(&mut *db)
     .await
     .map_err(database_error)?;
-    get(pool, row.try_get("id").map_err(database_error)?).await
+    get(db, row.try_get("id").map_err(database_error)?).await
 }
 
 /// Replaces all hotspots in one transaction.
 pub async fn set_hotspots(
-    pool: &AnyPool,
+    db: &mut AnyConnection,
     location_id: i64,
     hotspots: &[Hotspot],
 ) -> Result<Location, ServiceError> {
-    get(pool, location_id).await?;
+    get(db, location_id).await?;
     for hotspot in hotspots {
         if hotspot.object_name.trim().is_empty() || hotspot.hotspot_id.trim().is_empty() {
             return Err(invalid(
@@ -99,7 +99,7 @@ pub async fn set_hotspots(
             ));
         }
     }
-    let mut tx = pool.begin().await.map_err(database_error)?;
+    let mut tx = db.begin().await.map_err(database_error)?;
     sqlx::query("DELETE FROM game_hotspots WHERE location_id = $1")
         .bind(location_id)
         .execute(&mut *tx)
@@ -120,5 +120,5 @@ pub async fn set_hotspots(
         .map_err(database_error)?;
     }
     tx.commit().await.map_err(database_error)?;
-    get(pool, location_id).await
+    get(db, location_id).await
 }

@@ -1,9 +1,11 @@
 //! The game state behind the host services: worlds, sessions, NPCs, locations, and plugins'
-//! own tables. `execute` dispatches one permitted operation; the permission check happens
-//! before, in `plugins::services`.
+//! own tables. `execute` dispatches one permitted operation inside the caller's unit of
+//! work; the permission check happens before, in `plugins::services`.
 //!
-//! Invariant: every change is one statement or one transaction, so a failed call changes
-//! nothing; session updates are compare-and-set on `version`, so none is ever lost.
+//! Invariant: every change runs in the caller's unit of work (so it commits or rolls back
+//! with the request), and one call is one statement or one nested transaction, so a failed
+//! call changes nothing even in a unit that goes on; session updates are compare-and-set on
+//! `version`, so none is ever lost.
 
 mod locations;
 mod npcs;
@@ -19,8 +21,12 @@ use plugin_api::{
 };
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::Value;
+use sqlx::{AnyConnection, Connection};
 
-use crate::db::Database;
+use crate::{
+    config::GameLimits,
+    db::unit_of_work::{UnitError, UnitOfWork},
+};
 
 /// Whose game state a call may see. Worlds and sessions belong to the user who created
 /// them; NPCs and locations are world content, visible to all.
@@ -53,15 +59,44 @@ impl Scope {
     }
 }
 
-/// Runs operation `op` for plugin `plugin_id` with a JSON payload, answering JSON.
+/// Whether `op` changes anything (and so needs the unit's transaction).
+fn writes(op: Operation) -> bool {
+    op.permission.ends_with(":write")
+}
+
+/// Runs operation `op` for plugin `plugin_id` with a JSON payload in `unit`, answering JSON.
 pub async fn execute(
-    db: &Database,
+    unit: &UnitOfWork,
+    limits: &GameLimits,
     plugin_id: &str,
     scope: Scope,
     op: Operation,
     payload: &[u8],
 ) -> Result<Vec<u8>, ServiceError> {
-    let pool = &db.pool;
+    let mut connection = unit.connection(writes(op)).await.map_err(unit_error)?;
+    // On PostgreSQL a failed statement aborts the whole transaction; a savepoint confines the
+    // failure of one call (a refused write, bad plugin SQL) to that call, so a plugin that
+    // handles the error can go on in the same unit.
+    let contained = connection.in_transaction() && (writes(op) || op == ops::DB_QUERY);
+    if !contained {
+        return run(&mut connection, limits, plugin_id, scope, op, payload).await;
+    }
+    let mut savepoint = connection.begin().await.map_err(database_error)?;
+    let result = run(&mut savepoint, limits, plugin_id, scope, op, payload).await;
+    if result.is_ok() {
+        savepoint.commit().await.map_err(database_error)?;
+    }
+    result
+}
+
+async fn run(
+    pool: &mut AnyConnection,
+    limits: &GameLimits,
+    plugin_id: &str,
+    scope: Scope,
+    op: Operation,
+    payload: &[u8],
+) -> Result<Vec<u8>, ServiceError> {
     match op.name {
         n if n == ops::WORLD_LIST.name => answer(worlds::list(pool, scope).await),
         n if n == ops::WORLD_GET.name => {
@@ -75,14 +110,14 @@ pub async fn execute(
             answer(worlds::advance(pool, call.id, call.delta_seconds, scope).await)
         }
         n if n == ops::SESSION_CREATE.name => {
-            answer(sessions::create(pool, &parse(payload)?, scope).await)
+            answer(sessions::create(pool, &parse(payload)?, scope, limits).await)
         }
         n if n == ops::SESSION_GET.name => {
             answer(sessions::get(pool, parse::<calls::ById>(payload)?.id, scope).await)
         }
         n if n == ops::SESSION_UPDATE.name => {
             let call: calls::UpdateSession = parse(payload)?;
-            answer(sessions::update(pool, call.id, &call.update, scope).await)
+            answer(sessions::update(pool, call.id, &call.update, scope, limits).await)
         }
         n if n == ops::NPC_LIST.name => answer(npcs::list(pool).await),
         n if n == ops::NPC_GET.name => {
@@ -163,8 +198,19 @@ fn invalid(message: impl Into<String>) -> ServiceError {
     service_error(ServiceErrorKind::Invalid, message)
 }
 
+/// A unit of work that cannot serve a call.
+pub fn unit_error(error: UnitError) -> ServiceError {
+    match error {
+        UnitError::Ended => service_error(
+            ServiceErrorKind::BadCall,
+            "the request this call belongs to has already been answered; its unit of work has ended",
+        ),
+        UnitError::Database(error) => database_error(error),
+    }
+}
+
 /// A database failure: logged in full here, reported to the plugin without internals.
-fn database_error(error: sqlx::Error) -> ServiceError {
+pub fn database_error(error: sqlx::Error) -> ServiceError {
     tracing::error!(error = %error, "database error in a host service");
     service_error(
         ServiceErrorKind::Unavailable,

@@ -4,7 +4,7 @@ use plugin_api::{
     abi::ServiceError,
     game::{NewNpc, Npc, NpcExpression, NpcPresence, NpcScheduleEntry, NpcSummary, PresenceQuery},
 };
-use sqlx::{any::AnyRow, AnyPool, Row};
+use sqlx::{any::AnyRow, AnyConnection, Connection, Row};
 
 use super::{
     database_error, invalid, json_column, not_found, object_text, optional_json_column,
@@ -23,9 +23,9 @@ fn npc(row: &AnyRow) -> Result<Npc, sqlx::Error> {
     })
 }
 
-pub async fn list(pool: &AnyPool) -> Result<Vec<NpcSummary>, ServiceError> {
+pub async fn list(db: &mut AnyConnection) -> Result<Vec<NpcSummary>, ServiceError> {
     let rows = sqlx::query("SELECT id, name FROM game_npcs ORDER BY id")
-        .fetch_all(pool)
+        .fetch_all(&mut *db)
         .await
         .map_err(database_error)?;
     rows.iter()
@@ -39,27 +39,27 @@ pub async fn list(pool: &AnyPool) -> Result<Vec<NpcSummary>, ServiceError> {
         .map_err(database_error)
 }
 
-pub async fn get(pool: &AnyPool, id: i64) -> Result<Npc, ServiceError> {
+pub async fn get(db: &mut AnyConnection, id: i64) -> Result<Npc, ServiceError> {
     let row = sqlx::query(
         "SELECT id, name, world_id, home_location_id, personality FROM game_npcs WHERE id = $1",
     )
     .bind(id)
-    .fetch_optional(pool)
+    .fetch_optional(&mut *db)
     .await
     .map_err(database_error)?
     .ok_or_else(|| not_found("GameNPC", id))?;
     npc(&row).map_err(database_error)
 }
 
-pub async fn create(pool: &AnyPool, new: &NewNpc) -> Result<Npc, ServiceError> {
+pub async fn create(db: &mut AnyConnection, new: &NewNpc) -> Result<Npc, ServiceError> {
     require_name(&new.name)?;
     let personality = object_text("personality", new.personality.as_ref())?;
     if let Some(world_id) = new.world_id {
         // NPCs are world content: the world must exist, whoever plays in it.
-        super::worlds::get(pool, world_id, super::Scope::System).await?;
+        super::worlds::get(db, world_id, super::Scope::System).await?;
     }
     if let Some(location_id) = new.home_location_id {
-        super::locations::get(pool, location_id).await?;
+        super::locations::get(db, location_id).await?;
     }
     let row = sqlx::query(
         "INSERT INTO game_npcs (name, world_id, home_location_id, personality) VALUES ($1, $2, $3, $4) \
@@ -69,19 +69,22 @@ pub async fn create(pool: &AnyPool, new: &NewNpc) -> Result<Npc, ServiceError> {
     .bind(new.world_id)
     .bind(new.home_location_id)
     .bind(personality)
-    .fetch_one(pool)
+    .fetch_one(&mut *db)
     .await
     .map_err(database_error)?;
     npc(&row).map_err(database_error)
 }
 
-pub async fn expressions(pool: &AnyPool, npc_id: i64) -> Result<Vec<NpcExpression>, ServiceError> {
-    get(pool, npc_id).await?;
+pub async fn expressions(
+    db: &mut AnyConnection,
+    npc_id: i64,
+) -> Result<Vec<NpcExpression>, ServiceError> {
+    get(db, npc_id).await?;
     let rows = sqlx::query(
         "SELECT state, asset_id, crop, meta FROM game_npc_expressions WHERE npc_id = $1 ORDER BY id",
     )
     .bind(npc_id)
-    .fetch_all(pool)
+    .fetch_all(&mut *db)
     .await
     .map_err(database_error)?;
     rows.iter()
@@ -99,12 +102,12 @@ pub async fn expressions(pool: &AnyPool, npc_id: i64) -> Result<Vec<NpcExpressio
 
 /// Replaces all expressions in one transaction.
 pub async fn set_expressions(
-    pool: &AnyPool,
+    db: &mut AnyConnection,
     npc_id: i64,
     expressions: &[NpcExpression],
 ) -> Result<Vec<NpcExpression>, ServiceError> {
-    get(pool, npc_id).await?;
-    let mut tx = pool.begin().await.map_err(database_error)?;
+    get(db, npc_id).await?;
+    let mut tx = db.begin().await.map_err(database_error)?;
     sqlx::query("DELETE FROM game_npc_expressions WHERE npc_id = $1")
         .bind(npc_id)
         .execute(&mut *tx)
@@ -125,17 +128,20 @@ pub async fn set_expressions(
             .map_err(database_error)?;
     }
     tx.commit().await.map_err(database_error)?;
-    self::expressions(pool, npc_id).await
+    self::expressions(db, npc_id).await
 }
 
-pub async fn schedules(pool: &AnyPool, npc_id: i64) -> Result<Vec<NpcScheduleEntry>, ServiceError> {
-    get(pool, npc_id).await?;
+pub async fn schedules(
+    db: &mut AnyConnection,
+    npc_id: i64,
+) -> Result<Vec<NpcScheduleEntry>, ServiceError> {
+    get(db, npc_id).await?;
     let rows = sqlx::query(
         "SELECT day_of_week, start_time, end_time, location_id FROM game_npc_schedules \
          WHERE npc_id = $1 ORDER BY day_of_week, start_time, id",
     )
     .bind(npc_id)
-    .fetch_all(pool)
+    .fetch_all(&mut *db)
     .await
     .map_err(database_error)?;
     rows.iter()
@@ -153,11 +159,11 @@ pub async fn schedules(pool: &AnyPool, npc_id: i64) -> Result<Vec<NpcScheduleEnt
 
 /// Replaces the weekly schedule in one transaction.
 pub async fn set_schedules(
-    pool: &AnyPool,
+    db: &mut AnyConnection,
     npc_id: i64,
     entries: &[NpcScheduleEntry],
 ) -> Result<Vec<NpcScheduleEntry>, ServiceError> {
-    get(pool, npc_id).await?;
+    get(db, npc_id).await?;
     for entry in entries {
         if !(0..=6).contains(&entry.day_of_week) {
             return Err(invalid(format!(
@@ -175,9 +181,9 @@ pub async fn set_schedules(
                 entry.start_time, entry.end_time
             )));
         }
-        super::locations::get(pool, entry.location_id).await?;
+        super::locations::get(db, entry.location_id).await?;
     }
-    let mut tx = pool.begin().await.map_err(database_error)?;
+    let mut tx = db.begin().await.map_err(database_error)?;
     sqlx::query("DELETE FROM game_npc_schedules WHERE npc_id = $1")
         .bind(npc_id)
         .execute(&mut *tx)
@@ -198,7 +204,7 @@ pub async fn set_schedules(
         .map_err(database_error)?;
     }
     tx.commit().await.map_err(database_error)?;
-    schedules(pool, npc_id).await
+    schedules(db, npc_id).await
 }
 
 /// The day of week (0 = Monday) and seconds into the day of a world time; world time 0 is
@@ -210,7 +216,7 @@ pub fn split_world_time(world_time: f64) -> (i64, f64) {
 }
 
 pub async fn presence(
-    pool: &AnyPool,
+    db: &mut AnyConnection,
     query: &PresenceQuery,
 ) -> Result<Vec<NpcPresence>, ServiceError> {
     if !query.world_time.is_finite() || query.world_time < 0.0 {
@@ -227,7 +233,7 @@ pub async fn presence(
     .bind(seconds)
     .bind(query.location_id)
     .bind(query.world_id)
-    .fetch_all(pool)
+    .fetch_all(&mut *db)
     .await
     .map_err(database_error)?;
     rows.iter()

@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use sqlx::{
     any::{AnyArguments, AnyRow, AnyTypeInfoKind},
     query::Query,
-    Any, AnyPool, Column, Row, ValueRef,
+    Any, AnyConnection, Column, Row, ValueRef,
 };
 
 use super::{database_error, service_error};
@@ -121,22 +121,26 @@ fn bind_all<'q>(
 }
 
 pub async fn query(
-    pool: &AnyPool,
+    db: &mut AnyConnection,
     plugin_id: &str,
     sql: &Sql,
 ) -> Result<Vec<Map<String, Value>>, ServiceError> {
     check_statement(plugin_id, &sql.sql, true)?;
     let rows = bind_all(sqlx::query(&sql.sql), &sql.params)?
-        .fetch_all(pool)
+        .fetch_all(&mut *db)
         .await
         .map_err(sql_error)?;
     Ok(rows.iter().map(row_to_json).collect())
 }
 
-pub async fn execute(pool: &AnyPool, plugin_id: &str, sql: &Sql) -> Result<Executed, ServiceError> {
+pub async fn execute(
+    db: &mut AnyConnection,
+    plugin_id: &str,
+    sql: &Sql,
+) -> Result<Executed, ServiceError> {
     check_statement(plugin_id, &sql.sql, false)?;
     let result = bind_all(sqlx::query(&sql.sql), &sql.params)?
-        .execute(pool)
+        .execute(&mut *db)
         .await
         .map_err(sql_error)?;
     Ok(Executed {

@@ -5,10 +5,10 @@ use plugin_api::{
     abi::{ServiceError, ServiceErrorKind},
     game::{NewSession, Session, SessionUpdate},
 };
-use sqlx::{any::AnyRow, AnyPool, Row};
+use sqlx::{any::AnyRow, AnyConnection, Row};
 
 use super::{database_error, json_column, not_found, object_text, service_error, Scope};
-use crate::db::unix_now;
+use crate::{config::GameLimits, db::unix_now};
 
 const COLUMNS: &str =
     "id, user_id, world_id, scene_id, current_node_id, flags, relationships, world_time, version";
@@ -27,16 +27,36 @@ fn session(row: &AnyRow) -> Result<Session, sqlx::Error> {
     })
 }
 
+/// `text` (a session's `field` document as JSON) if it is within the configured bound.
+fn bounded(text: String, field: &str, limits: &GameLimits) -> Result<String, ServiceError> {
+    let limit = limits.max_session_document_bytes;
+    if text.len() > limit {
+        return Err(service_error(
+            ServiceErrorKind::Invalid,
+            format!(
+                "the session's {field} would be {} bytes of JSON, over the limit of {limit} bytes ([game] max_session_document_bytes)",
+                text.len()
+            ),
+        ));
+    }
+    Ok(text)
+}
+
 /// Creates a session owned by the scope's user, in one of its own worlds.
 pub async fn create(
-    pool: &AnyPool,
+    db: &mut AnyConnection,
     new: &NewSession,
     scope: Scope,
+    limits: &GameLimits,
 ) -> Result<Session, ServiceError> {
-    let flags = object_text("flags", new.flags.as_ref())?;
-    let relationships = object_text("relationships", new.relationships.as_ref())?;
+    let flags = bounded(object_text("flags", new.flags.as_ref())?, "flags", limits)?;
+    let relationships = bounded(
+        object_text("relationships", new.relationships.as_ref())?,
+        "relationships",
+        limits,
+    )?;
     if let Some(world_id) = new.world_id {
-        super::worlds::get(pool, world_id, scope).await?;
+        super::worlds::get(db, world_id, scope).await?;
     }
     let now = unix_now();
     let row = sqlx::query(&format!(
@@ -50,20 +70,20 @@ pub async fn create(
     .bind(0.0_f64)
     .bind(now)
     .bind(scope.new_owner())
-    .fetch_one(pool)
+    .fetch_one(&mut *db)
     .await
     .map_err(database_error)?;
     session(&row).map_err(database_error)
 }
 
 /// One session; another user's answers not found, like a missing one.
-pub async fn get(pool: &AnyPool, id: i64, scope: Scope) -> Result<Session, ServiceError> {
+pub async fn get(db: &mut AnyConnection, id: i64, scope: Scope) -> Result<Session, ServiceError> {
     let row = sqlx::query(&format!(
         "SELECT {COLUMNS} FROM game_sessions WHERE id = $1 AND ($2 IS NULL OR user_id = $2)"
     ))
     .bind(id)
     .bind(scope.owner_filter())
-    .fetch_optional(pool)
+    .fetch_optional(&mut *db)
     .await
     .map_err(database_error)?
     .ok_or_else(|| not_found("GameSession", id))?;
@@ -73,20 +93,27 @@ pub async fn get(pool: &AnyPool, id: i64, scope: Scope) -> Result<Session, Servi
 /// Replaces the given fields and bumps `version`, in one statement; with
 /// `expected_version`, only if the session still has that version.
 pub async fn update(
-    pool: &AnyPool,
+    db: &mut AnyConnection,
     id: i64,
     update: &SessionUpdate,
     scope: Scope,
+    limits: &GameLimits,
 ) -> Result<Session, ServiceError> {
     let flags = update
         .flags
         .as_ref()
-        .map(|f| object_text("flags", Some(f)))
+        .map(|f| bounded(object_text("flags", Some(f))?, "flags", limits))
         .transpose()?;
     let relationships = update
         .relationships
         .as_ref()
-        .map(|r| object_text("relationships", Some(r)))
+        .map(|r| {
+            bounded(
+                object_text("relationships", Some(r))?,
+                "relationships",
+                limits,
+            )
+        })
         .transpose()?;
     if let Some(world_time) = update.world_time {
         if !world_time.is_finite() || !(0.0..=super::worlds::MAX_WORLD_TIME).contains(&world_time) {
@@ -116,14 +143,14 @@ pub async fn update(
     .bind(update.expected_version)
     .bind(i64::from(update.world_time.is_some()))
     .bind(scope.owner_filter())
-    .fetch_optional(pool)
+    .fetch_optional(&mut *db)
     .await
     .map_err(database_error)?;
     match row {
         Some(row) => session(&row).map_err(database_error),
         None => {
             // Either it does not exist or the version moved on; tell which.
-            let current = get(pool, id, scope).await?;
+            let current = get(db, id, scope).await?;
             Err(service_error(
                 ServiceErrorKind::Conflict,
                 format!(

@@ -1,7 +1,7 @@
 //! Worlds and their clocks.
 
 use plugin_api::game::{NewWorld, World, WorldSummary};
-use sqlx::{any::AnyRow, AnyPool, Row};
+use sqlx::{any::AnyRow, AnyConnection, Row};
 
 use super::{database_error, invalid, json_column, not_found, object_text, require_name, Scope};
 
@@ -21,12 +21,12 @@ fn world(row: &AnyRow) -> Result<World, sqlx::Error> {
 }
 
 /// The worlds the scope owns.
-pub async fn list(pool: &AnyPool, scope: Scope) -> Result<Vec<WorldSummary>, ServiceError> {
+pub async fn list(db: &mut AnyConnection, scope: Scope) -> Result<Vec<WorldSummary>, ServiceError> {
     let rows = sqlx::query(
         "SELECT id, name FROM game_worlds WHERE ($1 IS NULL OR owner_user_id = $1) ORDER BY id",
     )
     .bind(scope.owner_filter())
-    .fetch_all(pool)
+    .fetch_all(&mut *db)
     .await
     .map_err(database_error)?;
     rows.iter()
@@ -41,14 +41,14 @@ pub async fn list(pool: &AnyPool, scope: Scope) -> Result<Vec<WorldSummary>, Ser
 }
 
 /// One world; another user's answers not found, like a missing one, so ids cannot be probed.
-pub async fn get(pool: &AnyPool, id: i64, scope: Scope) -> Result<World, ServiceError> {
+pub async fn get(db: &mut AnyConnection, id: i64, scope: Scope) -> Result<World, ServiceError> {
     let row = sqlx::query(
         "SELECT id, name, meta, world_time FROM game_worlds \
          WHERE id = $1 AND ($2 IS NULL OR owner_user_id = $2)",
     )
     .bind(id)
     .bind(scope.owner_filter())
-    .fetch_optional(pool)
+    .fetch_optional(&mut *db)
     .await
     .map_err(database_error)?
     .ok_or_else(|| not_found("GameWorld", id))?;
@@ -56,7 +56,11 @@ pub async fn get(pool: &AnyPool, id: i64, scope: Scope) -> Result<World, Service
 }
 
 /// Creates a world owned by the scope's user.
-pub async fn create(pool: &AnyPool, new: &NewWorld, scope: Scope) -> Result<World, ServiceError> {
+pub async fn create(
+    db: &mut AnyConnection,
+    new: &NewWorld,
+    scope: Scope,
+) -> Result<World, ServiceError> {
     require_name(&new.name)?;
     let meta = object_text("meta", new.meta.as_ref())?;
     let row = sqlx::query(
@@ -68,7 +72,7 @@ pub async fn create(pool: &AnyPool, new: &NewWorld, scope: Scope) -> Result<Worl
     .bind(0.0_f64)
     .bind(unix_now())
     .bind(scope.new_owner())
-    .fetch_one(pool)
+    .fetch_one(&mut *db)
     .await
     .map_err(database_error)?;
     world(&row).map_err(database_error)
@@ -77,7 +81,7 @@ pub async fn create(pool: &AnyPool, new: &NewWorld, scope: Scope) -> Result<Worl
 /// Advances the clock; the new time must stay at most [`MAX_WORLD_TIME`], checked in the
 /// same statement, so an absurd delta changes nothing.
 pub async fn advance(
-    pool: &AnyPool,
+    db: &mut AnyConnection,
     id: i64,
     delta_seconds: f64,
     scope: Scope,
@@ -95,13 +99,13 @@ pub async fn advance(
     .bind(id)
     .bind(MAX_WORLD_TIME)
     .bind(scope.owner_filter())
-    .fetch_optional(pool)
+    .fetch_optional(&mut *db)
     .await
     .map_err(database_error)?;
     match row {
         Some(row) => world(&row).map_err(database_error),
         None => {
-            let current = get(pool, id, scope).await?;
+            let current = get(db, id, scope).await?;
             Err(invalid(format!(
                 "advancing world {id} by {delta} s would take its time ({}) past the maximum of {MAX_WORLD_TIME} s",
                 current.world_time

@@ -21,6 +21,7 @@ use crate::{
     config::Config,
     db::{
         migrate::{migrate, PendingMigration},
+        unit_of_work::UnitOfWork,
         Database,
     },
     events::{EventBus, HOST_EMITTER},
@@ -88,21 +89,36 @@ async fn migrate_plugin(
     }
 }
 
-/// Gives every pending plugin whose subscriptions are in force a queue on the bus, before
-/// any hook runs, so it sees the lifecycle events of the plugins loaded before it. A plugin
-/// with subscriptions but without `event:subscribe` gets none, and the audit log says so.
-pub fn subscribe_plugins(registry: &PluginRegistry, events: &EventBus) {
-    for &index in &registry.load_order {
+/// Subscribes every pending plugin whose subscriptions are in force, before any hook runs,
+/// so it sees the lifecycle events of the plugins loaded before it. A plugin with
+/// subscriptions but without `event:subscribe` gets none, and the audit log says so. A
+/// plugin whose cursor cannot be set up fails.
+pub async fn subscribe_plugins(registry: &mut PluginRegistry, events: &EventBus) {
+    for index in registry.load_order.clone() {
         let record = &registry.records[index];
         let (Some(descriptor), Some(library)) = (&record.descriptor, record.library) else {
             continue;
         };
         let manifest = &descriptor.manifest;
-        if manifest.subscriptions.is_empty() {
+        if manifest.subscriptions.is_empty() || record.state != PluginState::Pending {
             continue;
         }
         if record.subscriptions_active() {
-            events.subscribe(&manifest.id, &manifest.subscriptions, library.module);
+            let subscribed = events
+                .subscribe(
+                    &manifest.id,
+                    &manifest.subscriptions,
+                    library.module,
+                    manifest.event_delivery,
+                )
+                .await;
+            if let Err(error) = subscribed {
+                registry.set_outcome(
+                    index,
+                    PluginState::Failed,
+                    format!("its event cursor could not be set up: {error}"),
+                );
+            }
         } else {
             tracing::warn!(
                 target: AUDIT_TARGET,
@@ -159,16 +175,18 @@ pub async fn load_plugins(
             manifest.name.clone(),
             manifest.version.clone(),
         );
-        match run_hook((module.on_load())(context), config.hook_timeout).await {
+        match run_hook_in_unit(events, (module.on_load())(context), config.hook_timeout).await {
             Ok(()) => {
                 registry.records[index].state = PluginState::Loaded;
                 loaded += 1;
                 tracing::info!(plugin = %id, "Loaded plugin: {name} v{version}");
-                events.publish(
-                    HOST_EMITTER,
-                    "plugin:loaded",
-                    &json!({"plugin_id": id, "name": name, "version": version}),
-                );
+                events
+                    .emit_now(
+                        HOST_EMITTER,
+                        "plugin:loaded",
+                        &json!({"plugin_id": id, "name": name, "version": version}),
+                    )
+                    .await;
             }
             Err(reason) => {
                 events.unsubscribe(&id);
@@ -207,11 +225,13 @@ pub async fn enable_plugins(registry: &mut PluginRegistry, config: &Config, even
             .library
             .expect("loaded has a library")
             .module;
-        match run_hook((module.on_enable())(), config.hook_timeout).await {
+        match run_hook_in_unit(events, (module.on_enable())(), config.hook_timeout).await {
             Ok(()) => {
                 registry.records[index].state = PluginState::Enabled;
                 tracing::info!(plugin = %id, "Enabled plugin {id}");
-                events.publish(HOST_EMITTER, "plugin:enabled", &json!({"plugin_id": id}));
+                events
+                    .emit_now(HOST_EMITTER, "plugin:enabled", &json!({"plugin_id": id}))
+                    .await;
             }
             Err(reason) => {
                 events.unsubscribe(&id);
@@ -230,7 +250,9 @@ pub async fn enable_plugins(registry: &mut PluginRegistry, config: &Config, even
 /// `plugin:disabled` (delivered to the plugins still enabled). Failures are logged;
 /// shutdown goes on.
 pub async fn disable_plugins(registry: &mut PluginRegistry, config: &Config, events: &EventBus) {
-    events.publish(HOST_EMITTER, "app:shutdown", &json!({}));
+    events
+        .emit_now(HOST_EMITTER, "app:shutdown", &json!({}))
+        .await;
     flush_within(events, config.shutdown_timeout).await;
     for index in registry.load_order.clone().into_iter().rev() {
         let record = &mut registry.records[index];
@@ -241,7 +263,7 @@ pub async fn disable_plugins(registry: &mut PluginRegistry, config: &Config, eve
         // Its queue drained and closed first: no on_event after (or during) on_disable.
         events.retire(&id, config.shutdown_timeout).await;
         let module = record.library.expect("enabled has a library").module;
-        match run_hook((module.on_disable())(), config.hook_timeout).await {
+        match run_hook_in_unit(events, (module.on_disable())(), config.hook_timeout).await {
             Ok(()) => tracing::info!(plugin = %id, "Disabled plugin {id}"),
             Err(reason) => {
                 tracing::warn!(plugin = %id, "on_disable of plugin {id} failed: {reason}")
@@ -249,7 +271,9 @@ pub async fn disable_plugins(registry: &mut PluginRegistry, config: &Config, eve
         }
         record.state = PluginState::Disabled;
         record.reason = Some("the host shut down".to_owned());
-        events.publish(HOST_EMITTER, "plugin:disabled", &json!({"plugin_id": id}));
+        events
+            .emit_now(HOST_EMITTER, "plugin:disabled", &json!({"plugin_id": id}))
+            .await;
         flush_within(events, config.shutdown_timeout).await;
     }
 }
@@ -264,6 +288,21 @@ async fn flush_within(events: &EventBus, patience: Duration) {
             "pending events were not all delivered within {} s",
             patience.as_secs()
         );
+    }
+}
+
+/// Runs one lifecycle hook in a unit of work of its own: the host-service calls it makes
+/// commit together if it succeeds and roll back if it fails.
+async fn run_hook_in_unit(
+    events: &EventBus,
+    hook: FfiFuture<RResult<(), PluginFault>>,
+    timeout: Duration,
+) -> Result<(), String> {
+    let unit = Arc::new(UnitOfWork::new(events.database()));
+    let outcome = unit.run_ambient(run_hook(hook, timeout)).await;
+    match events.settle(&unit, outcome.is_ok()).await {
+        Ok(_) => outcome,
+        Err(error) => Err(format!("its changes could not be committed: {error}")),
     }
 }
 

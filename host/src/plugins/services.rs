@@ -32,10 +32,11 @@ use tracing::level_filters::LevelFilter;
 
 use crate::{
     auth::TokenKeys,
-    db::Database,
+    config::GameLimits,
+    db::{unit_of_work::UnitOfWork, Database},
     events::EventBus,
     game::{self, Scope},
-    request_context::{request_state, PendingEvent, RequestState},
+    request_context::{request_state, RequestState},
 };
 
 /// The tracing target of every log line a plugin writes.
@@ -75,6 +76,8 @@ pub struct SharedServices {
     pub max_token_ttl: Duration,
     /// Permits for blocking jobs running at once.
     pub blocking: Arc<Semaphore>,
+    /// Bounds on game state documents.
+    pub limits: GameLimits,
 }
 
 impl PluginServices {
@@ -146,12 +149,35 @@ impl Bound {
             None => Scope::System,
             Some(request) => Scope::Caller(request.caller.as_ref().map(|c| c.user_id)),
         };
+        // The unit this call joins: the request's; else the event delivery's or hook's in
+        // progress; else (a call outside all of them) one of its own, ended with the call.
+        let ambient = match &request {
+            Some(_) => None,
+            None => UnitOfWork::ambient(),
+        };
+        let own = match (&request, &ambient) {
+            (None, None) => Some(UnitOfWork::new(&self.shared.database)),
+            _ => None,
+        };
+        let unit: &UnitOfWork = match (&request, &ambient, &own) {
+            (Some(request), _, _) => &request.unit,
+            (None, Some(ambient), _) => ambient,
+            (None, None, Some(own)) => own,
+            (None, None, None) => unreachable!("one of the three is set"),
+        };
         let result = if op == ops::EVENT_EMIT {
-            self.emit(request.as_deref(), payload)
+            self.emit(unit, payload).await
         } else if op == ops::AUTH_ISSUE_TOKEN {
             self.issue_token(payload)
         } else {
-            game::execute(&self.shared.database, plugin, scope, op, payload).await
+            game::execute(unit, &self.shared.limits, plugin, scope, op, payload).await
+        };
+        let result = match own {
+            Some(own) => match self.shared.events.settle(&own, result.is_ok()).await {
+                Ok(_) => result,
+                Err(error) => Err(game::database_error(error)),
+            },
+            None => result,
         };
         if PRIVILEGED.contains(&op.permission) {
             let outcome = if result.is_ok() { "allowed" } else { "failed" };
@@ -183,13 +209,9 @@ impl Bound {
         Ok(serde_json::to_vec(&issued).expect("a token serializes"))
     }
 
-    /// `event.emit`: held by the request when there is one (published if it succeeds),
-    /// published at once otherwise.
-    fn emit(
-        &self,
-        request: Option<&RequestState>,
-        payload: &[u8],
-    ) -> Result<Vec<u8>, ServiceError> {
+    /// `event.emit`: written to the outbox in the caller's unit of work, so it is delivered
+    /// only if that unit commits.
+    async fn emit(&self, unit: &UnitOfWork, payload: &[u8]) -> Result<Vec<u8>, ServiceError> {
         let bad_call = |message: String| game::service_error(ServiceErrorKind::BadCall, message);
         let emit: Emit = serde_json::from_slice(payload)
             .map_err(|e| bad_call(format!("invalid payload: {e}")))?;
@@ -212,17 +234,11 @@ impl Bound {
                 emit.topic
             )));
         }
-        match request {
-            Some(request) => request.hold_event(PendingEvent {
-                emitter: self.plugin_id.clone(),
-                topic: emit.topic,
-                payload: emit.payload,
-            }),
-            None => self
-                .shared
-                .events
-                .publish(&self.plugin_id, &emit.topic, &emit.payload),
-        }
+        self.shared
+            .events
+            .emit_in(unit, &self.plugin_id, &emit.topic, &emit.payload)
+            .await
+            .map_err(game::unit_error)?;
         Ok(b"null".to_vec())
     }
 }

@@ -1,0 +1,246 @@
+//! One unit of work: the database transaction that every host-service call made while
+//! handling one request (or one event delivery, or one lifecycle hook) joins. Whoever
+//! created the unit decides its outcome: commit when the request answered below 400 (the
+//! hook or delivery succeeded), roll back otherwise; a unit dropped undecided (a client that
+//! went away, a timeout) rolls back.
+//!
+//! The transaction begins lazily, at the unit's first write: a request that only reads
+//! holds no transaction and no connection between its calls, and reads made before the
+//! first write run on any pooled connection (the game's compare-and-set keeps such
+//! read-then-write sequences safe). Once the unit has written, every call, read or write,
+//! runs inside its transaction and so sees its own writes.
+//!
+//! Invariant: nothing outside this module begins, commits or rolls back a unit's
+//! transaction, and a unit never commits after it was told to roll back.
+
+use std::ops::{Deref, DerefMut};
+
+use sqlx::{pool::PoolConnection, Any, AnyConnection, Transaction};
+use tokio::sync::{Mutex, MutexGuard};
+
+use super::{Backend, Database};
+use crate::events::EmittedEvent;
+
+tokio::task_local! {
+    /// The unit of an event delivery or a lifecycle hook in progress on this task: host
+    /// service calls that come without a request context (the plugin is not handling a
+    /// request) join it.
+    static AMBIENT_UNIT: std::sync::Arc<UnitOfWork>;
+}
+
+/// A unit of work; see the module documentation.
+pub struct UnitOfWork {
+    database: Database,
+    state: Mutex<UnitState>,
+    /// Events written to the outbox in this unit, counted once it commits.
+    emitted: std::sync::Mutex<Vec<EmittedEvent>>,
+}
+
+enum UnitState {
+    /// Nothing written yet.
+    Idle,
+    /// Written; the transaction holds a connection until the unit ends.
+    Open(Transaction<'static, Any>),
+    /// Committed or rolled back; later calls are refused.
+    Ended,
+}
+
+/// Why a unit of work could not do what was asked.
+#[derive(Debug)]
+pub enum UnitError {
+    /// The unit already ended (a call made after its request was answered).
+    Ended,
+    /// The database failed.
+    Database(sqlx::Error),
+}
+
+impl std::fmt::Display for UnitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UnitError::Ended => f.write_str("the unit of work has already ended"),
+            UnitError::Database(error) => write!(f, "{error}"),
+        }
+    }
+}
+
+impl From<sqlx::Error> for UnitError {
+    fn from(error: sqlx::Error) -> Self {
+        UnitError::Database(error)
+    }
+}
+
+/// A connection lent for one host-service call: the unit's transaction, or a pooled
+/// connection for a read before the unit's first write.
+pub struct UnitConnection<'a>(Lent<'a>);
+
+enum Lent<'a> {
+    /// A read outside any transaction.
+    Pooled(PoolConnection<Any>),
+    /// The unit's transaction (held exclusively for the call).
+    InTransaction(MutexGuard<'a, UnitState>),
+}
+
+impl UnitConnection<'_> {
+    /// Whether this is the unit's transaction (not a pooled connection for a read).
+    pub fn in_transaction(&self) -> bool {
+        matches!(self.0, Lent::InTransaction(_))
+    }
+}
+
+impl Deref for UnitConnection<'_> {
+    type Target = AnyConnection;
+
+    fn deref(&self) -> &AnyConnection {
+        match &self.0 {
+            Lent::Pooled(connection) => connection,
+            Lent::InTransaction(state) => match &**state {
+                UnitState::Open(transaction) => transaction,
+                _ => unreachable!("lent only while open"),
+            },
+        }
+    }
+}
+
+impl DerefMut for UnitConnection<'_> {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        match &mut self.0 {
+            Lent::Pooled(connection) => connection,
+            Lent::InTransaction(state) => match &mut **state {
+                UnitState::Open(transaction) => transaction,
+                _ => unreachable!("lent only while open"),
+            },
+        }
+    }
+}
+
+/// What ending a unit did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// Nothing had been written: there was nothing to commit or roll back.
+    NothingWritten,
+    /// The transaction committed.
+    Committed,
+    /// The transaction rolled back.
+    RolledBack,
+}
+
+impl UnitOfWork {
+    /// A unit that begins its transaction at its first write.
+    pub fn new(database: &Database) -> UnitOfWork {
+        UnitOfWork {
+            database: database.clone(),
+            state: Mutex::new(UnitState::Idle),
+            emitted: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// A unit whose transaction is already open (an event delivery, which locks its cursor
+    /// first).
+    pub async fn begin(database: &Database) -> Result<UnitOfWork, sqlx::Error> {
+        let transaction = begin_transaction(database).await?;
+        Ok(UnitOfWork {
+            database: database.clone(),
+            state: Mutex::new(UnitState::Open(transaction)),
+            emitted: std::sync::Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The database the unit works on.
+    pub fn database(&self) -> &Database {
+        &self.database
+    }
+
+    /// A connection for one call; `write` begins the transaction if it is not open yet.
+    pub async fn connection(&self, write: bool) -> Result<UnitConnection<'_>, UnitError> {
+        let mut state = self.state.lock().await;
+        match &*state {
+            UnitState::Open(_) => return Ok(UnitConnection(Lent::InTransaction(state))),
+            UnitState::Ended => return Err(UnitError::Ended),
+            UnitState::Idle if write => {}
+            UnitState::Idle => {
+                drop(state);
+                return Ok(UnitConnection(Lent::Pooled(
+                    self.database.pool.acquire().await?,
+                )));
+            }
+        }
+        *state = UnitState::Open(begin_transaction(&self.database).await?);
+        Ok(UnitConnection(Lent::InTransaction(state)))
+    }
+
+    /// The unit's transaction, begun if need be (for host-made writes such as the outbox).
+    pub async fn transaction(&self) -> Result<UnitConnection<'_>, UnitError> {
+        self.connection(true).await
+    }
+
+    /// Commits what the unit wrote. After this, the unit refuses further calls.
+    pub async fn commit(&self) -> Result<Ending, sqlx::Error> {
+        let previous = std::mem::replace(&mut *self.state.lock().await, UnitState::Ended);
+        match previous {
+            UnitState::Open(transaction) => {
+                transaction.commit().await?;
+                Ok(Ending::Committed)
+            }
+            UnitState::Idle | UnitState::Ended => Ok(Ending::NothingWritten),
+        }
+    }
+
+    /// Rolls back what the unit wrote. After this, the unit refuses further calls.
+    pub async fn rollback(&self) -> Ending {
+        let previous = std::mem::replace(&mut *self.state.lock().await, UnitState::Ended);
+        match previous {
+            UnitState::Open(transaction) => {
+                if let Err(error) = transaction.rollback().await {
+                    // The connection is closed by the pool; the transaction is gone either way.
+                    tracing::warn!(error = %error, "rolling back a unit of work failed");
+                }
+                Ending::RolledBack
+            }
+            UnitState::Idle | UnitState::Ended => Ending::NothingWritten,
+        }
+    }
+
+    /// Notes an event written to the outbox in this unit.
+    pub fn record_emitted(&self, event: EmittedEvent) {
+        self.emitted.lock().expect("unit lock").push(event);
+    }
+
+    /// The events written in this unit so far, in order, leaving none.
+    pub fn take_emitted(&self) -> Vec<EmittedEvent> {
+        std::mem::take(&mut *self.emitted.lock().expect("unit lock"))
+    }
+
+    /// Runs `work` with this unit as the ambient one: host-service calls made during it
+    /// without a request context join this unit.
+    pub async fn run_ambient<F: std::future::Future>(
+        self: &std::sync::Arc<Self>,
+        work: F,
+    ) -> F::Output {
+        AMBIENT_UNIT.scope(self.clone(), work).await
+    }
+
+    /// The ambient unit of the task being polled, if any.
+    pub fn ambient() -> Option<std::sync::Arc<UnitOfWork>> {
+        AMBIENT_UNIT.try_with(|unit| unit.clone()).ok()
+    }
+}
+
+impl Drop for UnitOfWork {
+    fn drop(&mut self) {
+        // Undecided: sqlx rolls a dropped transaction back on its connection before the
+        // connection is reused. Say so, since it means a request or hook was cut off.
+        if let UnitState::Open(_) = self.state.get_mut() {
+            tracing::debug!("a unit of work ended undecided; its transaction rolls back");
+        }
+    }
+}
+
+/// `BEGIN` for the backend. On SQLite the write lock is taken at once (`IMMEDIATE`), since
+/// a unit begins its transaction only to write: a deferred transaction that read first could
+/// not upgrade while another process writes.
+async fn begin_transaction(database: &Database) -> Result<Transaction<'static, Any>, sqlx::Error> {
+    match database.backend {
+        Backend::Sqlite => database.pool.begin_with("BEGIN IMMEDIATE").await,
+        Backend::Postgres => database.pool.begin().await,
+    }
+}
