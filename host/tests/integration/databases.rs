@@ -7,7 +7,7 @@ use std::{
     sync::atomic::{AtomicU32, Ordering},
 };
 
-use sqlx::{Connection, Executor, PgConnection};
+use sqlx::{AnyConnection, Connection, Executor, PgConnection};
 
 /// One database for one test.
 pub struct TestDatabase {
@@ -32,6 +32,34 @@ pub fn test_databases() -> Vec<TestDatabase> {
         }
     }
     databases
+}
+
+impl TestDatabase {
+    /// The integer one query answers (a count), read straight from the database: what a test
+    /// checks the host left behind.
+    #[track_caller]
+    pub fn scalar(&self, sql: &str) -> i64 {
+        block_on(async {
+            sqlx::any::install_default_drivers();
+            let mut connection = AnyConnection::connect(&self.url)
+                .await
+                .unwrap_or_else(|e| panic!("{}: cannot connect: {e}", self.kind));
+            let value: i64 = sqlx::query_scalar(sql)
+                .fetch_one(&mut connection)
+                .await
+                .unwrap_or_else(|e| panic!("{sql} on {}: {e}", self.kind));
+            let _ = connection.close().await;
+            value
+        })
+    }
+}
+
+fn block_on<T>(work: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+        .block_on(work)
 }
 
 fn unique_name() -> String {
@@ -78,11 +106,7 @@ fn postgres(admin_url: &str) -> TestDatabase {
 }
 
 fn run_admin(admin_url: &str, statement: &str) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    runtime.block_on(async {
+    block_on(async {
         let mut connection = PgConnection::connect(admin_url)
             .await
             .unwrap_or_else(|e| panic!("PIXSIM7_TEST_DATABASE_URL: cannot connect: {e}"));

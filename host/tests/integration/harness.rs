@@ -545,6 +545,15 @@ impl RunningHost {
             .unwrap_or_else(|| panic!("the host exited before logging {text:?}"))
     }
 
+    /// Kills the process with SIGKILL (a crash: nothing runs after it) and waits for it.
+    pub fn kill(self) -> Exited {
+        let pid = i32::try_from(self.child.id()).expect("pid fits");
+        // SAFETY: kill(2) with a pid we spawned and still own (not yet reaped).
+        let result = unsafe { libc::kill(pid, libc::SIGKILL) };
+        assert_eq!(result, 0, "kill failed");
+        self.wait()
+    }
+
     /// Sends SIGTERM and waits for the process to exit.
     pub fn stop(self) -> Exited {
         self.terminate();

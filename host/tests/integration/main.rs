@@ -13,3 +13,4 @@ mod lifecycle_hooks;
 mod migrations_cli;
 mod plugin_loading;
 mod startup_failures;
+mod unit_of_work;

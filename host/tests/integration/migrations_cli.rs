@@ -42,6 +42,7 @@ fn migrate_applies_host_and_plugin_migrations_once_even_concurrently() {
             [
                 "Applied migration game-dialogue 1: dialogue lines",
                 "Applied migration host 1: game state",
+                "Applied migration host 2: event outbox",
             ],
             "each migration applied exactly once across both runs on {}",
             database.kind
