@@ -347,6 +347,21 @@ impl EventBus {
         }
     }
 
+    /// Ends the listener and the pruner (after the plugins were retired, before the database
+    /// closes): their connections are dropped while the runtime still runs.
+    pub async fn stop_background(&self) {
+        let tasks: Vec<_> = self
+            .background
+            .lock()
+            .expect("bus lock")
+            .drain(..)
+            .collect();
+        for task in tasks {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
     /// Waits until every subscriber of this instance has handled every event committed
     /// before this call.
     pub async fn flush(&self) {
@@ -707,14 +722,6 @@ impl EventBus {
                 change(&mut fresh);
                 per_topic.insert(topic.to_owned(), fresh);
             }
-        }
-    }
-}
-
-impl Drop for EventBus {
-    fn drop(&mut self) {
-        for task in self.background.get_mut().expect("bus lock").drain(..) {
-            task.abort();
         }
     }
 }

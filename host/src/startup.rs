@@ -91,6 +91,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 
     tracing::info!("Stopped accepting; in-flight requests finished");
     lifecycle::disable_plugins(&mut registry, &config, &events).await;
+    events.stop_background().await;
     database.close().await;
     tracing::info!("Shutdown complete");
     Ok(())

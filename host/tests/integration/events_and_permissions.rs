@@ -57,6 +57,8 @@ fn a_detected_pickpocket_lowers_affinity_through_the_relationships_plugin() {
         host.wait_for_log(&format!(
             "lowered affinity of npc:{npc} in session {sid} from 50 to 40"
         ));
+        // The plugin logs before its change commits; the host logs the delivery after.
+        host.wait_for_log("delivered stealth:pickpocket to plugin game-relationships");
         let view = host.ok(
             "GET",
             &format!("/api/v1/game/relationships/{sid}"),

@@ -3,6 +3,7 @@
 
 mod auth_and_ownership;
 mod databases;
+mod event_outbox;
 mod harness;
 
 mod cli_plugins;

@@ -74,7 +74,7 @@ fn a_request_that_fails_after_writing_leaves_nothing_behind() {
         );
         host.wait_for_log("fixture-unit-of-work reacted to m-ok");
         let exited = host.stop();
-        assert!(exited.status.success());
+        assert!(exited.status.success(), "{kind}: {:?}", exited.logs);
         assert_eq!(
             traces(&database, "m-ok"),
             [1, 1, 1, 1],
