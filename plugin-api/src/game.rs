@@ -6,6 +6,33 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+/// Bounds on the strings of game request bodies, in characters. They appear as `maxLength`
+/// in the OpenAPI schema; the host refuses longer values (400) and changes nothing.
+pub mod limits {
+    /// Names of worlds, NPCs and locations.
+    pub const MAX_NAME_CHARS: usize = 200;
+    /// Short identifiers: expression states, hotspot ids and object names, spawn points,
+    /// pickpocket slots.
+    pub const MAX_KEY_CHARS: usize = 128;
+    /// Free text a player types (dialogue input).
+    pub const MAX_TEXT_CHARS: usize = 4000;
+
+    /// `Err` naming the field and both lengths when `value` is longer than `max` characters.
+    pub fn check_length(field: &str, value: &str, max: usize) -> Result<(), String> {
+        // Bytes bound characters from above: most values never need counting.
+        if value.len() <= max {
+            return Ok(());
+        }
+        let chars = value.chars().count();
+        if chars <= max {
+            return Ok(());
+        }
+        Err(format!(
+            "{field} is {chars} characters long, over the limit of {max}"
+        ))
+    }
+}
+
 /// A world, with its clock.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct World {
@@ -31,7 +58,8 @@ pub struct WorldSummary {
 /// The body that creates a world; its time starts at 0.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct NewWorld {
-    /// Name (not empty).
+    /// Name (not empty, at most [`limits::MAX_NAME_CHARS`] characters).
+    #[schemars(length(min = 1, max = limits::MAX_NAME_CHARS))]
     pub name: String,
     /// Free-form metadata (a JSON object).
     #[serde(default)]
@@ -122,7 +150,8 @@ pub struct NpcSummary {
 /// The body that creates an NPC.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct NewNpc {
-    /// Name (not empty).
+    /// Name (not empty, at most [`limits::MAX_NAME_CHARS`] characters).
+    #[schemars(length(min = 1, max = limits::MAX_NAME_CHARS))]
     pub name: String,
     /// The world the NPC lives in.
     #[serde(default)]
@@ -138,7 +167,9 @@ pub struct NewNpc {
 /// One expression (portrait) of an NPC.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct NpcExpression {
-    /// The state it shows, e.g. `"happy"`.
+    /// The state it shows, e.g. `"happy"` (not empty, at most [`limits::MAX_KEY_CHARS`]
+    /// characters).
+    #[schemars(length(min = 1, max = limits::MAX_KEY_CHARS))]
     pub state: String,
     /// The image asset.
     pub asset_id: i64,
@@ -221,13 +252,15 @@ pub struct LocationSummary {
 /// The body that creates a location.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct NewLocation {
-    /// Name (not empty).
+    /// Name (not empty, at most [`limits::MAX_NAME_CHARS`] characters).
+    #[schemars(length(min = 1, max = limits::MAX_NAME_CHARS))]
     pub name: String,
     /// The background asset.
     #[serde(default)]
     pub asset_id: Option<i64>,
-    /// Where the player appears.
+    /// Where the player appears (at most [`limits::MAX_KEY_CHARS`] characters).
     #[serde(default)]
+    #[schemars(length(max = limits::MAX_KEY_CHARS))]
     pub default_spawn: Option<String>,
     /// Free-form metadata.
     #[serde(default)]
@@ -237,9 +270,13 @@ pub struct NewLocation {
 /// An interactive spot of a location.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Hotspot {
-    /// The scene object it is attached to.
+    /// The scene object it is attached to (not empty, at most [`limits::MAX_KEY_CHARS`]
+    /// characters).
+    #[schemars(length(min = 1, max = limits::MAX_KEY_CHARS))]
     pub object_name: String,
-    /// Its id within the location.
+    /// Its id within the location (not empty, at most [`limits::MAX_KEY_CHARS`]
+    /// characters).
+    #[schemars(length(min = 1, max = limits::MAX_KEY_CHARS))]
     pub hotspot_id: String,
     /// The scene it leads to.
     #[serde(default)]

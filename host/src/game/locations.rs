@@ -2,13 +2,13 @@
 
 use plugin_api::{
     abi::ServiceError,
-    game::{Hotspot, Location, LocationSummary, NewLocation},
+    game::{limits, Hotspot, Location, LocationSummary, NewLocation},
 };
 use sqlx::{AnyConnection, Connection, Row};
 
 use super::{
     database_error, invalid, json_column, not_found, object_text, optional_json_column,
-    require_name,
+    require_name, within,
 };
 
 pub async fn list(db: &mut AnyConnection) -> Result<Vec<LocationSummary>, ServiceError> {
@@ -71,6 +71,9 @@ pub async fn get(db: &mut AnyConnection, id: i64) -> Result<Location, ServiceErr
 
 pub async fn create(db: &mut AnyConnection, new: &NewLocation) -> Result<Location, ServiceError> {
     require_name(&new.name)?;
+    if let Some(spawn) = &new.default_spawn {
+        within("default_spawn", spawn, limits::MAX_KEY_CHARS)?;
+    }
     let meta = object_text("meta", new.meta.as_ref())?;
     let row = sqlx::query(
         "INSERT INTO game_locations (name, asset_id, default_spawn, meta) VALUES ($1, $2, $3, $4) RETURNING id",
@@ -93,6 +96,8 @@ pub async fn set_hotspots(
 ) -> Result<Location, ServiceError> {
     get(db, location_id).await?;
     for hotspot in hotspots {
+        within("object_name", &hotspot.object_name, limits::MAX_KEY_CHARS)?;
+        within("hotspot_id", &hotspot.hotspot_id, limits::MAX_KEY_CHARS)?;
         if hotspot.object_name.trim().is_empty() || hotspot.hotspot_id.trim().is_empty() {
             return Err(invalid(
                 "hotspot object_name and hotspot_id must not be empty",

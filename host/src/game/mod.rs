@@ -17,7 +17,7 @@ mod worlds;
 
 use plugin_api::{
     abi::{ServiceError, ServiceErrorKind},
-    game::{calls, ops, Operation},
+    game::{calls, limits, ops, Operation},
 };
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::Value;
@@ -243,5 +243,10 @@ fn require_name(name: &str) -> Result<(), ServiceError> {
     if name.trim().is_empty() {
         return Err(invalid("name must not be empty"));
     }
-    Ok(())
+    within("name", name, limits::MAX_NAME_CHARS)
+}
+
+/// `Ok` if `value` (the string field `field`) is at most `max` characters long.
+fn within(field: &str, value: &str, max: usize) -> Result<(), ServiceError> {
+    limits::check_length(field, value, max).map_err(invalid)
 }

@@ -2,13 +2,16 @@
 
 use plugin_api::{
     abi::ServiceError,
-    game::{NewNpc, Npc, NpcExpression, NpcPresence, NpcScheduleEntry, NpcSummary, PresenceQuery},
+    game::{
+        limits, NewNpc, Npc, NpcExpression, NpcPresence, NpcScheduleEntry, NpcSummary,
+        PresenceQuery,
+    },
 };
 use sqlx::{any::AnyRow, AnyConnection, Connection, Row};
 
 use super::{
     database_error, invalid, json_column, not_found, object_text, optional_json_column,
-    require_name,
+    require_name, within,
 };
 
 const SECONDS_PER_DAY: f64 = 86_400.0;
@@ -114,6 +117,7 @@ pub async fn set_expressions(
         .await
         .map_err(database_error)?;
     for expression in expressions {
+        within("state", &expression.state, limits::MAX_KEY_CHARS)?;
         if expression.state.trim().is_empty() {
             return Err(invalid("expression state must not be empty"));
         }

@@ -55,16 +55,13 @@ fn assert_each_attempt_applied_once(session: &Value, context: &str) {
     let mut changed = BTreeSet::new();
     for (key, entry) in relationships {
         let npc_id: i64 = key.trim_start_matches("npc:").parse().unwrap();
-        match entry.get("affinity") {
-            Some(affinity) => {
-                assert_eq!(
-                    *affinity,
-                    json!(40),
-                    "{context}: npc {npc_id}'s consequence was applied more than once"
-                );
-                changed.insert(npc_id);
-            }
-            None => {}
+        if let Some(affinity) = entry.get("affinity") {
+            assert_eq!(
+                *affinity,
+                json!(40),
+                "{context}: npc {npc_id}'s consequence was applied more than once"
+            );
+            changed.insert(npc_id);
         }
     }
     let lost: Vec<_> = attempts.difference(&changed).collect();

@@ -2,7 +2,8 @@
 //! transaction, committed only when the handler answers below 400. A handler that writes and
 //! then fails, refuses or panics leaves nothing behind, in the game tables, its own tables or
 //! the event outbox; reads inside the request see its own writes; an event delivery is
-//! applied once; an oversize session document is refused and changes nothing.
+//! applied once; an oversize session document or string field is refused and changes
+//! nothing.
 
 use serde_json::{json, Value};
 
@@ -120,6 +121,25 @@ fn an_oversize_session_document_is_refused_and_changes_nothing() {
         let reply = host.post_json("/api/v1/game/sessions", &json!({"flags": {"big": big}}));
         assert_eq!(reply.status, 400, "create on {kind}: {}", reply.body);
 
+        // A string field over its bound: 422 from the plugin, 400 from the host's service.
+        let reply = host.post_json(
+            "/api/v1/game/stealth/pickpocket",
+            &json!({"npc_id": 1, "slot_id": "s".repeat(300_000), "base_success_chance": 1.0,
+                    "detection_chance": 0.0, "session_id": session["id"]}),
+        );
+        assert_eq!(reply.status, 422, "{kind}: {}", reply.body);
+        assert_eq!(reply.json()["detail"][0]["loc"], json!(["body", "slot_id"]));
+        assert!(
+            reply.body.contains("over the limit of 128"),
+            "{}",
+            reply.body
+        );
+        let reply = host.post_json("/api/v1/game/worlds", &json!({"name": "w".repeat(201)}));
+        assert_eq!(reply.status, 400, "{kind}: {}", reply.body);
+        assert!(reply
+            .body
+            .contains("name is 201 characters long, over the limit of 200"));
+
         let unchanged = host.ok("GET", &path, json!(null));
         assert_eq!(unchanged["flags"], json!({"a": 1}), "{kind}");
         assert_eq!(unchanged["version"], session["version"], "{kind}");
@@ -127,6 +147,14 @@ fn an_oversize_session_document_is_refused_and_changes_nothing() {
             database.scalar("SELECT COUNT(*) FROM game_sessions"),
             1,
             "the refused create made no session on {kind}"
+        );
+        let openapi = host.get("/openapi.json").json();
+        let pickpocket = &openapi["paths"]["/api/v1/game/stealth/pickpocket"]["post"]
+            ["requestBody"]["content"]["application/json"]["schema"];
+        assert_eq!(
+            pickpocket["properties"]["slot_id"]["maxLength"],
+            json!(128),
+            "the bound is in the schema"
         );
     }
 }

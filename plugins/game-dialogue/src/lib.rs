@@ -4,7 +4,7 @@
 //! in its own table (`game_dialogue__lines`, created by its own migration).
 
 use plugin_api::{
-    game::{relationship_tier, Npc, PresenceQuery, Session, DEFAULT_AFFINITY},
+    game::{limits, relationship_tier, Npc, PresenceQuery, Session, DEFAULT_AFFINITY},
     prelude::*,
 };
 
@@ -66,7 +66,9 @@ impl Plugin for GameDialogue {
 pub struct NextLineRequest {
     npc_id: i64,
     session_id: i64,
+    /// What the player said (at most 4000 characters).
     #[serde(default)]
+    #[schemars(length(max = limits::MAX_TEXT_CHARS))]
     player_input: Option<String>,
 }
 
@@ -96,6 +98,15 @@ async fn next_line(plugin: &GameDialogue, request: Request) -> Result<Json<NextL
         return Err(ApiError::bad_request("npc_id and session_id are required"));
     }
     let body: NextLineRequest = request.json()?;
+    if let Some(input) = &body.player_input {
+        if let Err(message) = limits::check_length("player_input", input, limits::MAX_TEXT_CHARS) {
+            return Err(ApiError::validation(
+                "string_too_long",
+                vec![json!("body"), json!("player_input")],
+                message,
+            ));
+        }
+    }
     let npc = plugin.host.get_npc(body.npc_id).await?;
     let session = plugin.host.get_session(body.session_id).await?;
     let location = where_is(plugin, &npc, &session).await?;

@@ -8,7 +8,10 @@ use std::sync::{
     Mutex,
 };
 
-use plugin_api::{game::Session, prelude::*};
+use plugin_api::{
+    game::{limits, Session},
+    prelude::*,
+};
 
 /// The plugin: the RNG (seedable for play-tests) and a count of attempts served.
 pub struct GameStealth {
@@ -86,6 +89,8 @@ impl Plugin for GameStealth {
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct PickpocketRequest {
     npc_id: i64,
+    /// The pocket or slot picked (at most 128 characters; it is kept in the session's flags).
+    #[schemars(length(max = limits::MAX_KEY_CHARS))]
     slot_id: String,
     base_success_chance: f64,
     detection_chance: f64,
@@ -118,6 +123,13 @@ async fn pickpocket(
     if !(0.0..=1.0).contains(&body.detection_chance) {
         return Err(ApiError::bad_request(
             "detection_chance must be between 0 and 1",
+        ));
+    }
+    if let Err(message) = limits::check_length("slot_id", &body.slot_id, limits::MAX_KEY_CHARS) {
+        return Err(ApiError::validation(
+            "string_too_long",
+            vec![json!("body"), json!("slot_id")],
+            message,
         ));
     }
     // Roll once, and only once the session is known to exist (a 404 must not consume rolls
