@@ -36,12 +36,13 @@ use abi_stable::std_types::{RString, RVec};
 use plugin_api::{abi::PluginModule_Ref, EventDelivery};
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::{any::AnyRow, AnyConnection, Row};
+
 use tokio::sync::watch;
 
 use crate::{
     config::EventSettings,
     db::{
+        sql::{query, Conn, DbError, Row, SqlValue},
         unit_of_work::{Ending, UnitError, UnitOfWork},
         unix_now, Backend, Database,
     },
@@ -155,25 +156,29 @@ impl EventBus {
         patterns: &[String],
         module: PluginModule_Ref,
         mode: EventDelivery,
-    ) -> Result<(), sqlx::Error> {
+    ) -> Result<(), DbError> {
         let head = self.head().await?;
         let start = match mode {
             EventDelivery::Instance => head,
             EventDelivery::Cluster => {
-                let mut connection = self.database.pool.acquire().await?;
-                sqlx::query(
-                    "INSERT INTO pixsim7_event_cursors (subscriber, tx_id, event_id, updated_at) \
-                     VALUES ($1, $2, $3, $4) ON CONFLICT (subscriber) DO NOTHING",
-                )
-                .bind(plugin_id)
-                .bind(head.tx_id)
-                .bind(head.event_id)
-                .bind(unix_now())
-                .execute(&mut *connection)
-                .await?;
-                read_cursor(&mut connection, plugin_id)
-                    .await?
-                    .unwrap_or(head)
+                let unit = UnitOfWork::new(&self.database);
+                let cursor = {
+                    let mut connection = unit.transaction().await.map_err(unit_db_error)?;
+                    let mut conn = connection.conn();
+                    query(
+                        "INSERT INTO pixsim7_event_cursors (subscriber, tx_id, event_id, updated_at) \
+                         VALUES ($1, $2, $3, $4) ON CONFLICT (subscriber) DO NOTHING",
+                    )
+                    .bind(plugin_id)
+                    .bind(head.tx_id)
+                    .bind(head.event_id)
+                    .bind(unix_now())
+                    .execute(&mut conn)
+                    .await?;
+                    read_cursor(&mut conn, plugin_id).await?.unwrap_or(head)
+                };
+                unit.commit().await?;
+                cursor
             }
         };
         self.subscribers
@@ -208,11 +213,12 @@ impl EventBus {
         payload: &Value,
     ) -> Result<(), UnitError> {
         let mut connection = unit.transaction().await?;
+        let mut conn = connection.conn();
         let tx_id = match self.database.backend {
             Backend::Sqlite => "0",
             Backend::Postgres => "pg_current_xact_id()::text::bigint",
         };
-        sqlx::query(&format!(
+        query(&format!(
             "INSERT INTO pixsim7_events (tx_id, source, topic, payload, created_at) \
              VALUES ({tx_id}, $1, $2, $3, $4)"
         ))
@@ -220,13 +226,13 @@ impl EventBus {
         .bind(topic)
         .bind(payload.to_string())
         .bind(unix_now())
-        .execute(&mut *connection)
+        .execute(&mut conn)
         .await?;
         if self.database.backend == Backend::Postgres {
             // Sent at commit (and only then); several in one transaction fold into one.
-            sqlx::query("SELECT pg_notify($1, '')")
+            query("SELECT pg_notify($1, '')")
                 .bind(NOTIFY_CHANNEL)
-                .execute(&mut *connection)
+                .execute(&mut conn)
                 .await?;
         }
         drop(connection);
@@ -253,7 +259,7 @@ impl EventBus {
 
     /// Ends `unit`: commits it if `succeeded` (then counts and announces its events), rolls it
     /// back otherwise. A failed commit is an error: nothing the unit did was kept.
-    pub async fn settle(&self, unit: &UnitOfWork, succeeded: bool) -> Result<Ending, sqlx::Error> {
+    pub async fn settle(&self, unit: &UnitOfWork, succeeded: bool) -> Result<Ending, DbError> {
         if !succeeded {
             let ending = unit.rollback().await;
             let discarded = unit.take_emitted();
@@ -392,7 +398,7 @@ impl EventBus {
 
     /// Events in the outbox that `plugin_id` subscribes to and has not handled yet (`None`
     /// when it subscribes to nothing here).
-    pub async fn lag(&self, plugin_id: &str) -> Result<Option<u64>, sqlx::Error> {
+    pub async fn lag(&self, plugin_id: &str) -> Result<Option<u64>, DbError> {
         let subscriber = self
             .subscribers
             .lock()
@@ -403,11 +409,10 @@ impl EventBus {
         let Some(subscriber) = subscriber else {
             return Ok(None);
         };
-        let mut connection = self.database.pool.acquire().await?;
+        let mut connection = self.database.read_connection().await?;
+        let mut conn = connection.conn();
         let position = match subscriber.mode {
-            EventDelivery::Cluster => read_cursor(&mut connection, plugin_id)
-                .await?
-                .unwrap_or_default(),
+            EventDelivery::Cluster => read_cursor(&mut conn, plugin_id).await?.unwrap_or_default(),
             EventDelivery::Instance => *subscriber.reached.borrow(),
         };
         let (filter, values) = topic_filter(&subscriber.patterns, 3);
@@ -415,13 +420,13 @@ impl EventBus {
             "SELECT COUNT(*) FROM pixsim7_events \
              WHERE (tx_id > $1 OR (tx_id = $1 AND id > $2)) AND ({filter})"
         );
-        let mut query = sqlx::query(&sql)
+        let count: i64 = query(&sql)
             .bind(position.tx_id)
-            .bind(position.event_id);
-        for value in values {
-            query = query.bind(value);
-        }
-        let count: i64 = query.fetch_one(&mut *connection).await?.try_get(0)?;
+            .bind(position.event_id)
+            .bind_all(values.into_iter().map(SqlValue::from))
+            .fetch_one(&mut conn)
+            .await?
+            .try_get(0usize)?;
         Ok(Some(u64::try_from(count).unwrap_or_default()))
     }
 
@@ -477,16 +482,17 @@ impl EventBus {
         let plugin_id = subscriber.plugin_id.as_str();
         let (cursor, batch) = {
             let mut connection = unit.transaction().await?;
+            let mut conn = connection.conn();
             let lock = match self.database.backend {
                 Backend::Postgres => " FOR UPDATE SKIP LOCKED",
                 // One writer at a time already (the unit began with BEGIN IMMEDIATE).
                 Backend::Sqlite => "",
             };
-            let row = sqlx::query(&format!(
+            let row = query(&format!(
                 "SELECT tx_id, event_id FROM pixsim7_event_cursors WHERE subscriber = $1{lock}"
             ))
             .bind(plugin_id)
-            .fetch_optional(&mut *connection)
+            .fetch_optional(&mut conn)
             .await?;
             let Some(row) = row else {
                 // Another instance is delivering to this subscriber right now.
@@ -496,10 +502,10 @@ impl EventBus {
                 return Ok(Step::Idle);
             };
             let cursor = Position {
-                tx_id: row.try_get(0)?,
-                event_id: row.try_get(1)?,
+                tx_id: row.try_get(0usize)?,
+                event_id: row.try_get(1usize)?,
             };
-            let batch = self.events_after(&mut connection, cursor).await?;
+            let batch = self.events_after(&mut conn, cursor).await?;
             (cursor, batch)
         };
         let Some(last) = batch.last().map(|e| e.position) else {
@@ -510,12 +516,17 @@ impl EventBus {
         let wanted = batch.into_iter().find(|e| subscriber.wants(&e.topic));
         let Some(event) = wanted else {
             // Nothing here for it: move its cursor past the whole batch.
-            write_cursor(&mut *unit.transaction().await?, plugin_id, last).await?;
+            write_cursor(&mut unit.transaction().await?.conn(), plugin_id, last).await?;
             unit.commit().await?;
             subscriber.reached.send_replace(last);
             return Ok(Step::Progress);
         };
-        write_cursor(&mut *unit.transaction().await?, plugin_id, event.position).await?;
+        write_cursor(
+            &mut unit.transaction().await?.conn(),
+            plugin_id,
+            event.position,
+        )
+        .await?;
         let outcome = unit
             .run_ambient(self.run_on_event(subscriber, &event))
             .await;
@@ -531,7 +542,7 @@ impl EventBus {
                 // Skip it: a new transaction moves the cursor past it, unless another
                 // instance already has.
                 let skip = UnitOfWork::begin(&self.database).await?;
-                sqlx::query(
+                query(
                     "UPDATE pixsim7_event_cursors SET tx_id = $2, event_id = $3, updated_at = $4 \
                      WHERE subscriber = $1 AND (tx_id < $2 OR (tx_id = $2 AND event_id < $3))",
                 )
@@ -539,7 +550,7 @@ impl EventBus {
                 .bind(event.position.tx_id)
                 .bind(event.position.event_id)
                 .bind(unix_now())
-                .execute(&mut *skip.transaction().await?)
+                .execute(&mut skip.transaction().await?.conn())
                 .await?;
                 skip.commit().await?;
             }
@@ -551,8 +562,8 @@ impl EventBus {
     async fn deliver_next_in_instance(&self, subscriber: &Subscriber) -> Result<Step, UnitError> {
         let cursor = *subscriber.reached.borrow();
         let batch = {
-            let mut connection = self.database.pool.acquire().await?;
-            self.events_after(&mut connection, cursor).await?
+            let mut connection = self.database.read_connection().await?;
+            self.events_after(&mut connection.conn(), cursor).await?
         };
         let Some(last) = batch.last().map(|e| e.position) else {
             return Ok(Step::Idle);
@@ -607,8 +618,10 @@ impl EventBus {
 
     /// Where another instance has taken a cluster subscriber to (read without a lock).
     async fn note_reached(&self, subscriber: &Subscriber) {
-        if let Ok(mut connection) = self.database.pool.acquire().await {
-            if let Ok(Some(position)) = read_cursor(&mut connection, &subscriber.plugin_id).await {
+        if let Ok(mut connection) = self.database.read_connection().await {
+            if let Ok(Some(position)) =
+                read_cursor(&mut connection.conn(), &subscriber.plugin_id).await
+            {
                 subscriber.reached.send_replace(position);
             }
         }
@@ -618,38 +631,38 @@ impl EventBus {
     /// PostgreSQL, those whose transaction is older than every transaction still running).
     async fn events_after(
         &self,
-        connection: &mut AnyConnection,
+        connection: &mut Conn<'_>,
         cursor: Position,
-    ) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    ) -> Result<Vec<StoredEvent>, DbError> {
         let settled = match self.database.backend {
             Backend::Sqlite => "",
             Backend::Postgres => {
                 " AND tx_id < pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
             }
         };
-        let rows = sqlx::query(&format!(
+        let rows = query(&format!(
             "SELECT tx_id, id, source, topic, payload FROM pixsim7_events \
              WHERE (tx_id > $1 OR (tx_id = $1 AND id > $2)){settled} \
              ORDER BY tx_id, id LIMIT {BATCH}"
         ))
         .bind(cursor.tx_id)
         .bind(cursor.event_id)
-        .fetch_all(&mut *connection)
+        .fetch_all(connection)
         .await?;
         rows.iter().map(stored_event).collect()
     }
 
     /// The last event in the outbox (the start of a new subscriber, the target of a flush).
-    async fn head(&self) -> Result<Position, sqlx::Error> {
-        let row = sqlx::query(
-            "SELECT tx_id, id FROM pixsim7_events ORDER BY tx_id DESC, id DESC LIMIT 1",
-        )
-        .fetch_optional(&self.database.pool)
-        .await?;
+    async fn head(&self) -> Result<Position, DbError> {
+        let mut connection = self.database.read_connection().await?;
+        let row =
+            query("SELECT tx_id, id FROM pixsim7_events ORDER BY tx_id DESC, id DESC LIMIT 1")
+                .fetch_optional(&mut connection.conn())
+                .await?;
         match row {
             Some(row) => Ok(Position {
-                tx_id: row.try_get(0)?,
-                event_id: row.try_get(1)?,
+                tx_id: row.try_get(0usize)?,
+                event_id: row.try_get(1usize)?,
             }),
             None => Ok(Position::default()),
         }
@@ -658,19 +671,23 @@ impl EventBus {
     /// Deletes events older than the retention that every cluster subscriber has handled.
     /// A cursor not moved for longer than the retention (a plugin no longer installed) does
     /// not hold events back.
-    async fn prune(&self) -> Result<u64, sqlx::Error> {
+    async fn prune(&self) -> Result<u64, DbError> {
         let cutoff =
             unix_now() - i64::try_from(self.settings.retention.as_secs()).unwrap_or(i64::MAX);
-        let done = sqlx::query(
+        let unit = UnitOfWork::new(&self.database);
+        let mut connection = unit.transaction().await.map_err(unit_db_error)?;
+        let done = query(
             "DELETE FROM pixsim7_events WHERE created_at < $1 AND NOT EXISTS ( \
                 SELECT 1 FROM pixsim7_event_cursors c WHERE c.updated_at >= $1 \
                 AND (c.tx_id < pixsim7_events.tx_id \
                      OR (c.tx_id = pixsim7_events.tx_id AND c.event_id < pixsim7_events.id)))",
         )
         .bind(cutoff)
-        .execute(&self.database.pool)
+        .execute(&mut connection.conn())
         .await?;
-        Ok(done.rows_affected())
+        drop(connection);
+        unit.commit().await?;
+        Ok(done)
     }
 
     async fn prune_forever(self: Arc<Self>) {
@@ -747,27 +764,34 @@ fn log_delivered(plugin_id: &str, event: &StoredEvent) {
     tracing::debug!(target: EVENTS_TARGET, plugin = %plugin_id, topic, event_id = event.position.event_id, "delivered {topic} to plugin {plugin_id}");
 }
 
-fn stored_event(row: &AnyRow) -> Result<StoredEvent, sqlx::Error> {
+fn stored_event(row: &Row) -> Result<StoredEvent, DbError> {
     Ok(StoredEvent {
         position: Position {
-            tx_id: row.try_get(0)?,
-            event_id: row.try_get(1)?,
+            tx_id: row.try_get(0usize)?,
+            event_id: row.try_get(1usize)?,
         },
-        source: row.try_get(2)?,
-        topic: row.try_get(3)?,
-        payload: row.try_get(4)?,
+        source: row.try_get(2usize)?,
+        topic: row.try_get(3usize)?,
+        payload: row.try_get(4usize)?,
     })
 }
 
+/// A unit's failure as a database error (a unit made here has not ended).
+fn unit_db_error(error: UnitError) -> DbError {
+    match error {
+        UnitError::Database(error) => error,
+        UnitError::Ended => DbError::Unavailable(error.to_string()),
+    }
+}
+
 async fn read_cursor(
-    connection: &mut AnyConnection,
+    connection: &mut Conn<'_>,
     subscriber: &str,
-) -> Result<Option<Position>, sqlx::Error> {
-    let row =
-        sqlx::query("SELECT tx_id, event_id FROM pixsim7_event_cursors WHERE subscriber = $1")
-            .bind(subscriber)
-            .fetch_optional(&mut *connection)
-            .await?;
+) -> Result<Option<Position>, DbError> {
+    let row = query("SELECT tx_id, event_id FROM pixsim7_event_cursors WHERE subscriber = $1")
+        .bind(subscriber)
+        .fetch_optional(&mut *connection)
+        .await?;
     row.map(|row| {
         Ok(Position {
             tx_id: row.try_get(0)?,
@@ -778,18 +802,18 @@ async fn read_cursor(
 }
 
 async fn write_cursor(
-    connection: &mut AnyConnection,
+    connection: &mut Conn<'_>,
     subscriber: &str,
     position: Position,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+) -> Result<(), DbError> {
+    query(
         "UPDATE pixsim7_event_cursors SET tx_id = $2, event_id = $3, updated_at = $4 WHERE subscriber = $1",
     )
     .bind(subscriber)
     .bind(position.tx_id)
     .bind(position.event_id)
     .bind(unix_now())
-    .execute(&mut *connection)
+    .execute(connection)
     .await?;
     Ok(())
 }

@@ -1,9 +1,10 @@
 //! Schema migrations for the host and for plugins, tracked per owner in one table, each
 //! applied once in a transaction, safe when several instances start at once.
 
-use sqlx::{pool::PoolConnection, Any, Connection, Executor, Row};
-
-use super::{unix_now, Backend, Database};
+use super::{
+    sql::{execute_script, query, Conn},
+    unix_now, Backend, Database, Engine,
+};
 
 /// The owner name of the host's own migrations.
 pub const HOST_OWNER: &str = "host";
@@ -65,42 +66,54 @@ pub async fn migrate(
     owner: &str,
     migrations: &[PendingMigration<'_>],
 ) -> anyhow::Result<MigrationReport> {
-    let mut connection = db.pool.acquire().await?;
-    if db.backend == Backend::Postgres {
-        // Held by this connection until unlocked; a second instance waits here.
-        sqlx::query("SELECT pg_advisory_lock($1)")
-            .bind(ADVISORY_LOCK_KEY)
-            .execute(&mut *connection)
-            .await?;
+    match &db.engine {
+        Engine::Sqlite(store) => {
+            // A connection of its own: migrations manage their transactions themselves.
+            let mut connection = store.dedicated_connection()?;
+            migrate_locked(
+                db.backend,
+                &mut Conn::Sqlite(&mut connection),
+                owner,
+                migrations,
+            )
+            .await
+        }
+        Engine::Postgres(pool) => {
+            let mut connection = pool.acquire().await?;
+            let mut conn = Conn::Postgres(&mut connection);
+            // Held by this connection until unlocked; a second instance waits here.
+            query("SELECT pg_advisory_lock($1)")
+                .bind(ADVISORY_LOCK_KEY)
+                .execute(&mut conn)
+                .await?;
+            let result = migrate_locked(db.backend, &mut conn, owner, migrations).await;
+            query("SELECT pg_advisory_unlock($1)")
+                .bind(ADVISORY_LOCK_KEY)
+                .execute(&mut conn)
+                .await?;
+            result
+        }
     }
-    let result = migrate_locked(db.backend, &mut connection, owner, migrations).await;
-    if db.backend == Backend::Postgres {
-        sqlx::query("SELECT pg_advisory_unlock($1)")
-            .bind(ADVISORY_LOCK_KEY)
-            .execute(&mut *connection)
-            .await?;
-    }
-    result
 }
 
 async fn migrate_locked(
     backend: Backend,
-    connection: &mut PoolConnection<Any>,
+    connection: &mut Conn<'_>,
     owner: &str,
     migrations: &[PendingMigration<'_>],
 ) -> anyhow::Result<MigrationReport> {
-    connection
-        .execute(
-            "CREATE TABLE IF NOT EXISTS pixsim7_migrations (
-                owner TEXT NOT NULL,
-                version BIGINT NOT NULL,
-                description TEXT NOT NULL,
-                checksum TEXT NOT NULL,
-                applied_at BIGINT NOT NULL,
-                PRIMARY KEY (owner, version)
-            )",
-        )
-        .await?;
+    execute_script(
+        connection,
+        "CREATE TABLE IF NOT EXISTS pixsim7_migrations (
+            owner TEXT NOT NULL,
+            version BIGINT NOT NULL,
+            description TEXT NOT NULL,
+            checksum TEXT NOT NULL,
+            applied_at BIGINT NOT NULL,
+            PRIMARY KEY (owner, version)
+        )",
+    )
+    .await?;
     let mut ordered: Vec<&PendingMigration<'_>> = migrations.iter().collect();
     ordered.sort_by_key(|m| m.version);
     let mut report = MigrationReport::default();
@@ -112,11 +125,11 @@ async fn migrate_locked(
             Backend::Sqlite => "BEGIN IMMEDIATE",
             Backend::Postgres => "BEGIN",
         };
-        connection.execute(begin).await?;
+        execute_script(connection, begin).await?;
         let outcome = apply_one(backend, connection, owner, migration, &checksum).await;
         match outcome {
             Ok(applied) => {
-                connection.execute("COMMIT").await?;
+                execute_script(connection, "COMMIT").await?;
                 if applied {
                     tracing::info!(
                         owner,
@@ -132,28 +145,27 @@ async fn migrate_locked(
                 }
             }
             Err(error) => {
-                let _ = connection.execute("ROLLBACK").await;
+                let _ = execute_script(connection, "ROLLBACK").await;
                 return Err(error);
             }
         }
     }
-    let _ = connection.ping().await;
     Ok(report)
 }
 
 /// Applies one migration inside the caller's transaction; `false` if it was applied before.
 async fn apply_one(
     backend: Backend,
-    connection: &mut PoolConnection<Any>,
+    connection: &mut Conn<'_>,
     owner: &str,
     migration: &PendingMigration<'_>,
     checksum: &str,
 ) -> anyhow::Result<bool> {
     let recorded =
-        sqlx::query("SELECT checksum FROM pixsim7_migrations WHERE owner = $1 AND version = $2")
+        query("SELECT checksum FROM pixsim7_migrations WHERE owner = $1 AND version = $2")
             .bind(owner)
             .bind(migration.version)
-            .fetch_optional(&mut **connection)
+            .fetch_optional(connection)
             .await?;
     if let Some(row) = recorded {
         let recorded: String = row.try_get("checksum")?;
@@ -166,17 +178,14 @@ async fn apply_one(
         return Ok(false);
     }
     let sql = expand_dialect(migration.sql, backend);
-    sqlx::raw_sql(&sql)
-        .execute(&mut **connection)
-        .await
-        .map_err(|error| {
-            anyhow::anyhow!(
-                "migration {} of {owner} ({}) failed: {error}",
-                migration.version,
-                migration.description
-            )
-        })?;
-    sqlx::query(
+    execute_script(connection, &sql).await.map_err(|error| {
+        anyhow::anyhow!(
+            "migration {} of {owner} ({}) failed: {error}",
+            migration.version,
+            migration.description
+        )
+    })?;
+    query(
         "INSERT INTO pixsim7_migrations (owner, version, description, checksum, applied_at) \
          VALUES ($1, $2, $3, $4, $5)",
     )
@@ -185,7 +194,7 @@ async fn apply_one(
     .bind(migration.description)
     .bind(checksum)
     .bind(unix_now())
-    .execute(&mut **connection)
+    .execute(connection)
     .await?;
     Ok(true)
 }

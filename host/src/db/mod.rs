@@ -1,18 +1,24 @@
-//! The database: one sqlx `Any` pool over SQLite (the embedded default, a file created on
-//! first start, WAL, foreign keys on) or PostgreSQL (for several instances), chosen by URL.
-//! The same code and the same migrations serve both.
+//! The database: SQLite (the embedded default, a file created on first start, WAL, foreign
+//! keys on) through rusqlite on the calling thread, or PostgreSQL (for several instances)
+//! through an sqlx pool, chosen by URL. The same SQL (`$1` parameters, see `sql`) and the
+//! same migrations serve both.
 //!
-//! Invariant: only the host touches the database; plugins reach it through host services.
+//! Invariant: only the host touches the database; plugins reach it through host services,
+//! and every host service call runs in a unit of work (`unit_of_work`).
 
 pub mod migrate;
+pub mod sql;
+pub mod sqlite;
 pub mod unit_of_work;
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use anyhow::Context;
-use sqlx::{
-    any::{AnyConnectOptions, AnyPoolOptions},
-    AnyPool, Executor,
+use sqlx::{pool::PoolConnection, postgres::PgPoolOptions, PgPool, Postgres};
+
+use self::{
+    sql::{Conn, DbError},
+    sqlite::{ReaderLease, SqliteStore},
 };
 
 /// Which database the URL named.
@@ -24,11 +30,20 @@ pub enum Backend {
     Postgres,
 }
 
+/// How the database is reached.
+#[derive(Clone)]
+pub enum Engine {
+    /// The embedded store.
+    Sqlite(Arc<SqliteStore>),
+    /// A connection pool.
+    Postgres(PgPool),
+}
+
 /// A connected database.
 #[derive(Clone)]
 pub struct Database {
-    /// The pool.
-    pub pool: AnyPool,
+    /// How it is reached.
+    pub engine: Engine,
     /// Which database it is.
     pub backend: Backend,
     /// The URL it was opened with (for a PostgreSQL listener connection; never logged
@@ -36,57 +51,58 @@ pub struct Database {
     url: String,
 }
 
+/// A connection for reads outside any unit of work.
+pub enum ReadConnection {
+    /// An SQLite read connection.
+    Sqlite(ReaderLease),
+    /// A pooled PostgreSQL connection.
+    Postgres(PoolConnection<Postgres>),
+}
+
+impl ReadConnection {
+    /// The connection.
+    pub fn conn(&mut self) -> Conn<'_> {
+        match self {
+            ReadConnection::Sqlite(lease) => lease.conn(),
+            ReadConnection::Postgres(connection) => Conn::Postgres(connection),
+        }
+    }
+}
+
 impl Database {
     /// Connects to `url` (`sqlite://file.db` is created when missing).
     pub async fn connect(url: &str) -> anyhow::Result<Database> {
-        sqlx::any::install_default_drivers();
-        let backend = if url.starts_with("sqlite:") {
-            Backend::Sqlite
-        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Backend::Postgres
-        } else {
-            anyhow::bail!(
-                "database URL {} is neither sqlite://... nor postgres://...",
-                redact(url)
+        if let Some(rest) = url.strip_prefix("sqlite:") {
+            let path = rest.trim_start_matches("//");
+            let path = path.split('?').next().unwrap_or(path);
+            anyhow::ensure!(
+                !path.is_empty() && path != ":memory:",
+                "database URL {url} names no file: use sqlite://path/to/file.db"
             );
-        };
-        let url = match backend {
-            // `mode=rwc` creates the file on first start.
-            Backend::Sqlite if !url.contains("mode=") => {
-                let separator = if url.contains('?') { '&' } else { '?' };
-                format!("{url}{separator}mode=rwc")
-            }
-            _ => url.to_owned(),
-        };
-        let options: AnyConnectOptions = url
-            .parse()
-            .with_context(|| format!("invalid database URL {}", redact(&url)))?;
-        let pool = AnyPoolOptions::new()
-            .max_connections(match backend {
-                // SQLite has one writer at a time; several connections only make writers
-                // collide and sleep in SQLite's busy handler (seconds under load). One
-                // connection queues them in the pool instead, without sleeping.
-                Backend::Sqlite => 1,
-                Backend::Postgres => 16,
-            })
+            let store = SqliteStore::open(std::path::Path::new(path))
+                .with_context(|| format!("cannot open the SQLite database {path}"))?;
+            return Ok(Database {
+                engine: Engine::Sqlite(store),
+                backend: Backend::Sqlite,
+                url: url.to_owned(),
+            });
+        }
+        anyhow::ensure!(
+            url.starts_with("postgres://") || url.starts_with("postgresql://"),
+            "database URL {} is neither sqlite://... nor postgres://...",
+            redact(url)
+        );
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
             .acquire_timeout(Duration::from_secs(10))
-            .after_connect(move |connection, _| {
-                Box::pin(async move {
-                    if backend == Backend::Sqlite {
-                        connection
-                            .execute(
-                                "PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; \
-                                 PRAGMA busy_timeout = 10000; PRAGMA synchronous = NORMAL;",
-                            )
-                            .await?;
-                    }
-                    Ok(())
-                })
-            })
-            .connect_with(options)
+            .connect(url)
             .await
-            .with_context(|| format!("cannot connect to the database {}", redact(&url)))?;
-        Ok(Database { pool, backend, url })
+            .with_context(|| format!("cannot connect to the database {}", redact(url)))?;
+        Ok(Database {
+            engine: Engine::Postgres(pool),
+            backend: Backend::Postgres,
+            url: url.to_owned(),
+        })
     }
 
     /// The URL the database was opened with.
@@ -94,9 +110,20 @@ impl Database {
         &self.url
     }
 
-    /// Closes every connection (at shutdown).
+    /// A connection for reads that belong to no unit of work.
+    pub async fn read_connection(&self) -> Result<ReadConnection, DbError> {
+        match &self.engine {
+            Engine::Sqlite(store) => Ok(ReadConnection::Sqlite(store.reader()?)),
+            Engine::Postgres(pool) => Ok(ReadConnection::Postgres(pool.acquire().await?)),
+        }
+    }
+
+    /// Commits what is pending and closes every connection (at shutdown).
     pub async fn close(&self) {
-        self.pool.close().await;
+        match &self.engine {
+            Engine::Sqlite(store) => store.commit_pending().await,
+            Engine::Postgres(pool) => pool.close().await,
+        }
     }
 }
 

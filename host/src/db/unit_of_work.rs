@@ -13,12 +13,14 @@
 //! Invariant: nothing outside this module begins, commits or rolls back a unit's
 //! transaction, and a unit never commits after it was told to roll back.
 
-use std::ops::{Deref, DerefMut};
-
-use sqlx::{pool::PoolConnection, Any, AnyConnection, Transaction};
+use sqlx::{Postgres, Transaction};
 use tokio::sync::{Mutex, MutexGuard};
 
-use super::{Backend, Database};
+use super::{
+    sql::{Conn, DbError},
+    sqlite::{wait_for_group, Finished, WriterLease},
+    Database, Engine, ReadConnection,
+};
 use crate::events::EmittedEvent;
 
 tokio::task_local! {
@@ -40,9 +42,16 @@ enum UnitState {
     /// Nothing written yet.
     Idle,
     /// Written; the transaction holds a connection until the unit ends.
-    Open(Transaction<'static, Any>),
+    Open(OpenTransaction),
     /// Committed or rolled back; later calls are refused.
     Ended,
+}
+
+enum OpenTransaction {
+    /// The SQLite writer, in the unit's savepoint of a group transaction.
+    Sqlite(WriterLease),
+    /// A PostgreSQL transaction of the unit's own.
+    Postgres(Transaction<'static, Postgres>),
 }
 
 /// Why a unit of work could not do what was asked.
@@ -51,7 +60,7 @@ pub enum UnitError {
     /// The unit already ended (a call made after its request was answered).
     Ended,
     /// The database failed.
-    Database(sqlx::Error),
+    Database(DbError),
 }
 
 impl std::fmt::Display for UnitError {
@@ -63,50 +72,44 @@ impl std::fmt::Display for UnitError {
     }
 }
 
-impl From<sqlx::Error> for UnitError {
-    fn from(error: sqlx::Error) -> Self {
+impl From<DbError> for UnitError {
+    fn from(error: DbError) -> Self {
         UnitError::Database(error)
     }
 }
 
-/// A connection lent for one host-service call: the unit's transaction, or a pooled
+impl From<sqlx::Error> for UnitError {
+    fn from(error: sqlx::Error) -> Self {
+        UnitError::Database(DbError::Postgres(error))
+    }
+}
+
+/// A connection lent for one host-service call: the unit's transaction, or a read
 /// connection for a read before the unit's first write.
 pub struct UnitConnection<'a>(Lent<'a>);
 
 enum Lent<'a> {
     /// A read outside any transaction.
-    Pooled(PoolConnection<Any>),
+    Read(ReadConnection),
     /// The unit's transaction (held exclusively for the call).
     InTransaction(MutexGuard<'a, UnitState>),
 }
 
 impl UnitConnection<'_> {
-    /// Whether this is the unit's transaction (not a pooled connection for a read).
+    /// Whether this is the unit's transaction (not a connection for a read).
     pub fn in_transaction(&self) -> bool {
         matches!(self.0, Lent::InTransaction(_))
     }
-}
 
-impl Deref for UnitConnection<'_> {
-    type Target = AnyConnection;
-
-    fn deref(&self) -> &AnyConnection {
-        match &self.0 {
-            Lent::Pooled(connection) => connection,
-            Lent::InTransaction(state) => match &**state {
-                UnitState::Open(transaction) => transaction,
-                _ => unreachable!("lent only while open"),
-            },
-        }
-    }
-}
-
-impl DerefMut for UnitConnection<'_> {
-    fn deref_mut(&mut self) -> &mut AnyConnection {
+    /// The connection.
+    pub fn conn(&mut self) -> Conn<'_> {
         match &mut self.0 {
-            Lent::Pooled(connection) => connection,
+            Lent::Read(connection) => connection.conn(),
             Lent::InTransaction(state) => match &mut **state {
-                UnitState::Open(transaction) => transaction,
+                UnitState::Open(OpenTransaction::Sqlite(lease)) => lease.conn(),
+                UnitState::Open(OpenTransaction::Postgres(transaction)) => {
+                    Conn::Postgres(transaction)
+                }
                 _ => unreachable!("lent only while open"),
             },
         }
@@ -136,7 +139,7 @@ impl UnitOfWork {
 
     /// A unit whose transaction is already open (an event delivery, which locks its cursor
     /// first).
-    pub async fn begin(database: &Database) -> Result<UnitOfWork, sqlx::Error> {
+    pub async fn begin(database: &Database) -> Result<UnitOfWork, DbError> {
         let transaction = begin_transaction(database).await?;
         Ok(UnitOfWork {
             database: database.clone(),
@@ -159,8 +162,8 @@ impl UnitOfWork {
             UnitState::Idle if write => {}
             UnitState::Idle => {
                 drop(state);
-                return Ok(UnitConnection(Lent::Pooled(
-                    self.database.pool.acquire().await?,
+                return Ok(UnitConnection(Lent::Read(
+                    self.database.read_connection().await?,
                 )));
             }
         }
@@ -173,13 +176,26 @@ impl UnitOfWork {
         self.connection(true).await
     }
 
-    /// Commits what the unit wrote. After this, the unit refuses further calls.
-    pub async fn commit(&self) -> Result<Ending, sqlx::Error> {
+    /// Commits what the unit wrote (on SQLite, waits for the group commit that holds it).
+    /// After this, the unit refuses further calls.
+    pub async fn commit(&self) -> Result<Ending, DbError> {
         let previous = std::mem::replace(&mut *self.state.lock().await, UnitState::Ended);
         match previous {
-            UnitState::Open(transaction) => {
+            UnitState::Open(OpenTransaction::Postgres(transaction)) => {
                 transaction.commit().await?;
                 Ok(Ending::Committed)
+            }
+            UnitState::Open(OpenTransaction::Sqlite(lease)) => {
+                let outcome = match lease.finish(true) {
+                    Finished::Done(outcome) => outcome,
+                    Finished::InGroup(group, receiver) => match &self.database.engine {
+                        Engine::Sqlite(store) => wait_for_group(store, group, receiver).await,
+                        Engine::Postgres(_) => unreachable!("an SQLite lease"),
+                    },
+                };
+                outcome
+                    .map(|()| Ending::Committed)
+                    .map_err(|why| DbError::Unavailable(format!("the commit failed: {why}")))
             }
             UnitState::Idle | UnitState::Ended => Ok(Ending::NothingWritten),
         }
@@ -189,11 +205,15 @@ impl UnitOfWork {
     pub async fn rollback(&self) -> Ending {
         let previous = std::mem::replace(&mut *self.state.lock().await, UnitState::Ended);
         match previous {
-            UnitState::Open(transaction) => {
+            UnitState::Open(OpenTransaction::Postgres(transaction)) => {
                 if let Err(error) = transaction.rollback().await {
                     // The connection is closed by the pool; the transaction is gone either way.
                     tracing::warn!(error = %error, "rolling back a unit of work failed");
                 }
+                Ending::RolledBack
+            }
+            UnitState::Open(OpenTransaction::Sqlite(lease)) => {
+                let _ = lease.finish(false);
                 Ending::RolledBack
             }
             UnitState::Idle | UnitState::Ended => Ending::NothingWritten,
@@ -227,20 +247,20 @@ impl UnitOfWork {
 
 impl Drop for UnitOfWork {
     fn drop(&mut self) {
-        // Undecided: sqlx rolls a dropped transaction back on its connection before the
-        // connection is reused. Say so, since it means a request or hook was cut off.
+        // Undecided: the SQLite lease undoes its savepoint when dropped, and sqlx rolls a
+        // dropped transaction back before its connection is reused. Say so, since it means a
+        // request or hook was cut off.
         if let UnitState::Open(_) = self.state.get_mut() {
             tracing::debug!("a unit of work ended undecided; its transaction rolls back");
         }
     }
 }
 
-/// `BEGIN` for the backend. On SQLite the write lock is taken at once (`IMMEDIATE`), since
-/// a unit begins its transaction only to write: a deferred transaction that read first could
-/// not upgrade while another process writes.
-async fn begin_transaction(database: &Database) -> Result<Transaction<'static, Any>, sqlx::Error> {
-    match database.backend {
-        Backend::Sqlite => database.pool.begin_with("BEGIN IMMEDIATE").await,
-        Backend::Postgres => database.pool.begin().await,
+/// Opens a unit's transaction: on SQLite, a savepoint on the writer (in a group
+/// transaction); on PostgreSQL, a transaction of its own.
+async fn begin_transaction(database: &Database) -> Result<OpenTransaction, DbError> {
+    match &database.engine {
+        Engine::Sqlite(store) => Ok(OpenTransaction::Sqlite(store.writer().await?)),
+        Engine::Postgres(pool) => Ok(OpenTransaction::Postgres(pool.begin().await?)),
     }
 }

@@ -1,22 +1,21 @@
 //! Locations and their hotspots.
 
+use crate::db::sql::{query, Conn, DbError};
 use plugin_api::{
     abi::ServiceError,
     game::{limits, Hotspot, Location, LocationSummary, NewLocation},
 };
-use sqlx::{AnyConnection, Connection, Row};
 
 use super::{
     database_error, invalid, json_column, not_found, object_text, optional_json_column,
     require_name, within,
 };
 
-pub async fn list(db: &mut AnyConnection) -> Result<Vec<LocationSummary>, ServiceError> {
-    let rows =
-        sqlx::query("SELECT id, name, asset_id, default_spawn FROM game_locations ORDER BY id")
-            .fetch_all(&mut *db)
-            .await
-            .map_err(database_error)?;
+pub async fn list(db: &mut Conn<'_>) -> Result<Vec<LocationSummary>, ServiceError> {
+    let rows = query("SELECT id, name, asset_id, default_spawn FROM game_locations ORDER BY id")
+        .fetch_all(&mut *db)
+        .await
+        .map_err(database_error)?;
     rows.iter()
         .map(|row| {
             Ok(LocationSummary {
@@ -26,27 +25,26 @@ pub async fn list(db: &mut AnyConnection) -> Result<Vec<LocationSummary>, Servic
                 default_spawn: row.try_get("default_spawn")?,
             })
         })
-        .collect::<Result<_, sqlx::Error>>()
+        .collect::<Result<_, DbError>>()
         .map_err(database_error)
 }
 
-pub async fn get(db: &mut AnyConnection, id: i64) -> Result<Location, ServiceError> {
-    let row = sqlx::query(
-        "SELECT id, name, asset_id, default_spawn, meta FROM game_locations WHERE id = $1",
-    )
-    .bind(id)
-    .fetch_optional(&mut *db)
-    .await
-    .map_err(database_error)?
-    .ok_or_else(|| not_found("GameLocation", id))?;
-    let hotspots = sqlx::query(
+pub async fn get(db: &mut Conn<'_>, id: i64) -> Result<Location, ServiceError> {
+    let row =
+        query("SELECT id, name, asset_id, default_spawn, meta FROM game_locations WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *db)
+            .await
+            .map_err(database_error)?
+            .ok_or_else(|| not_found("GameLocation", id))?;
+    let hotspots = query(
         "SELECT object_name, hotspot_id, linked_scene_id, meta FROM game_hotspots WHERE location_id = $1 ORDER BY id",
     )
     .bind(id)
     .fetch_all(&mut *db)
     .await
     .map_err(database_error)?;
-    let read = || -> Result<Location, sqlx::Error> {
+    let read = || -> Result<Location, DbError> {
         Ok(Location {
             id: row.try_get("id")?,
             name: row.try_get("name")?,
@@ -63,19 +61,19 @@ pub async fn get(db: &mut AnyConnection, id: i64) -> Result<Location, ServiceErr
                         meta: optional_json_column(h.try_get("meta")?)?,
                     })
                 })
-                .collect::<Result<_, sqlx::Error>>()?,
+                .collect::<Result<_, DbError>>()?,
         })
     };
     read().map_err(database_error)
 }
 
-pub async fn create(db: &mut AnyConnection, new: &NewLocation) -> Result<Location, ServiceError> {
+pub async fn create(db: &mut Conn<'_>, new: &NewLocation) -> Result<Location, ServiceError> {
     require_name(&new.name)?;
     if let Some(spawn) = &new.default_spawn {
         within("default_spawn", spawn, limits::MAX_KEY_CHARS)?;
     }
     let meta = object_text("meta", new.meta.as_ref())?;
-    let row = sqlx::query(
+    let row = query(
         "INSERT INTO game_locations (name, asset_id, default_spawn, meta) VALUES ($1, $2, $3, $4) RETURNING id",
     )
     .bind(&new.name)
@@ -90,7 +88,7 @@ pub async fn create(db: &mut AnyConnection, new: &NewLocation) -> Result<Locatio
 
 /// Replaces all hotspots in one transaction.
 pub async fn set_hotspots(
-    db: &mut AnyConnection,
+    db: &mut Conn<'_>,
     location_id: i64,
     hotspots: &[Hotspot],
 ) -> Result<Location, ServiceError> {
@@ -104,14 +102,13 @@ pub async fn set_hotspots(
             ));
         }
     }
-    let mut tx = db.begin().await.map_err(database_error)?;
-    sqlx::query("DELETE FROM game_hotspots WHERE location_id = $1")
+    query("DELETE FROM game_hotspots WHERE location_id = $1")
         .bind(location_id)
-        .execute(&mut *tx)
+        .execute(&mut *db)
         .await
         .map_err(database_error)?;
     for hotspot in hotspots {
-        sqlx::query(
+        query(
             "INSERT INTO game_hotspots (location_id, object_name, hotspot_id, linked_scene_id, meta) \
              VALUES ($1, $2, $3, $4, $5)",
         )
@@ -120,10 +117,9 @@ pub async fn set_hotspots(
         .bind(&hotspot.hotspot_id)
         .bind(hotspot.linked_scene_id)
         .bind(hotspot.meta.as_ref().map(ToString::to_string))
-        .execute(&mut *tx)
+        .execute(&mut *db)
         .await
         .map_err(database_error)?;
     }
-    tx.commit().await.map_err(database_error)?;
     get(db, location_id).await
 }

@@ -15,13 +15,13 @@ pub use plugin_tables::check_ownership;
 mod sessions;
 mod worlds;
 
+use crate::db::sql::{execute_script, Conn, DbError};
 use plugin_api::{
     abi::{ServiceError, ServiceErrorKind},
     game::{calls, limits, ops, Operation},
 };
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::Value;
-use sqlx::{AnyConnection, Connection};
 
 use crate::{
     config::GameLimits,
@@ -74,23 +74,29 @@ pub async fn execute(
     payload: &[u8],
 ) -> Result<Vec<u8>, ServiceError> {
     let mut connection = unit.connection(writes(op)).await.map_err(unit_error)?;
-    // On PostgreSQL a failed statement aborts the whole transaction; a savepoint confines the
-    // failure of one call (a refused write, bad plugin SQL) to that call, so a plugin that
-    // handles the error can go on in the same unit.
     let contained = connection.in_transaction() && (writes(op) || op == ops::DB_QUERY);
+    let mut db = connection.conn();
     if !contained {
-        return run(&mut connection, limits, plugin_id, scope, op, payload).await;
+        return run(&mut db, limits, plugin_id, scope, op, payload).await;
     }
-    let mut savepoint = connection.begin().await.map_err(database_error)?;
-    let result = run(&mut savepoint, limits, plugin_id, scope, op, payload).await;
-    if result.is_ok() {
-        savepoint.commit().await.map_err(database_error)?;
-    }
+    // A savepoint per call makes each call all-or-nothing (a call of several statements, or
+    // one that fails halfway), and on PostgreSQL it keeps a failed statement from aborting
+    // the whole unit, so a plugin that handles the error can go on.
+    execute_script(&mut db, "SAVEPOINT call")
+        .await
+        .map_err(database_error)?;
+    let result = run(&mut db, limits, plugin_id, scope, op, payload).await;
+    let end = if result.is_ok() {
+        "RELEASE call"
+    } else {
+        "ROLLBACK TO call; RELEASE call"
+    };
+    execute_script(&mut db, end).await.map_err(database_error)?;
     result
 }
 
 async fn run(
-    pool: &mut AnyConnection,
+    pool: &mut Conn<'_>,
     limits: &GameLimits,
     plugin_id: &str,
     scope: Scope,
@@ -210,7 +216,7 @@ pub fn unit_error(error: UnitError) -> ServiceError {
 }
 
 /// A database failure: logged in full here, reported to the plugin without internals.
-pub fn database_error(error: sqlx::Error) -> ServiceError {
+pub fn database_error(error: DbError) -> ServiceError {
     tracing::error!(error = %error, "database error in a host service");
     service_error(
         ServiceErrorKind::Unavailable,
@@ -220,8 +226,11 @@ pub fn database_error(error: sqlx::Error) -> ServiceError {
 
 /// A JSON column's text as a value. Text that is not JSON (only a hand edit can cause it)
 /// is an error, never silently `{}`, so a later write cannot replace the data.
-fn json_column(text: &str) -> Result<Value, sqlx::Error> {
-    serde_json::from_str(text).map_err(|error| sqlx::Error::Decode(Box::new(error)))
+fn json_column(text: &str) -> Result<Value, DbError> {
+    serde_json::from_str(text).map_err(|error| DbError::Decode {
+        column: "a JSON column".to_owned(),
+        problem: format!("not JSON: {error}"),
+    })
 }
 
 /// `value` as JSON text, requiring an object (flags, relationships, meta, personality).
@@ -235,7 +244,7 @@ fn object_text(field: &str, value: Option<&Value>) -> Result<String, ServiceErro
     }
 }
 
-fn optional_json_column(text: Option<String>) -> Result<Option<Value>, sqlx::Error> {
+fn optional_json_column(text: Option<String>) -> Result<Option<Value>, DbError> {
     text.map(|t| json_column(&t)).transpose()
 }
 

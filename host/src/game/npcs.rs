@@ -1,5 +1,6 @@
 //! NPCs, their expressions and weekly schedules, and who is where at a world time.
 
+use crate::db::sql::{query, Conn, DbError, Row};
 use plugin_api::{
     abi::ServiceError,
     game::{
@@ -7,7 +8,6 @@ use plugin_api::{
         PresenceQuery,
     },
 };
-use sqlx::{any::AnyRow, AnyConnection, Connection, Row};
 
 use super::{
     database_error, invalid, json_column, not_found, object_text, optional_json_column,
@@ -16,7 +16,7 @@ use super::{
 
 const SECONDS_PER_DAY: f64 = 86_400.0;
 
-fn npc(row: &AnyRow) -> Result<Npc, sqlx::Error> {
+fn npc(row: &Row) -> Result<Npc, DbError> {
     Ok(Npc {
         id: row.try_get("id")?,
         name: row.try_get("name")?,
@@ -26,8 +26,8 @@ fn npc(row: &AnyRow) -> Result<Npc, sqlx::Error> {
     })
 }
 
-pub async fn list(db: &mut AnyConnection) -> Result<Vec<NpcSummary>, ServiceError> {
-    let rows = sqlx::query("SELECT id, name FROM game_npcs ORDER BY id")
+pub async fn list(db: &mut Conn<'_>) -> Result<Vec<NpcSummary>, ServiceError> {
+    let rows = query("SELECT id, name FROM game_npcs ORDER BY id")
         .fetch_all(&mut *db)
         .await
         .map_err(database_error)?;
@@ -38,12 +38,12 @@ pub async fn list(db: &mut AnyConnection) -> Result<Vec<NpcSummary>, ServiceErro
                 name: row.try_get("name")?,
             })
         })
-        .collect::<Result<_, sqlx::Error>>()
+        .collect::<Result<_, DbError>>()
         .map_err(database_error)
 }
 
-pub async fn get(db: &mut AnyConnection, id: i64) -> Result<Npc, ServiceError> {
-    let row = sqlx::query(
+pub async fn get(db: &mut Conn<'_>, id: i64) -> Result<Npc, ServiceError> {
+    let row = query(
         "SELECT id, name, world_id, home_location_id, personality FROM game_npcs WHERE id = $1",
     )
     .bind(id)
@@ -54,7 +54,7 @@ pub async fn get(db: &mut AnyConnection, id: i64) -> Result<Npc, ServiceError> {
     npc(&row).map_err(database_error)
 }
 
-pub async fn create(db: &mut AnyConnection, new: &NewNpc) -> Result<Npc, ServiceError> {
+pub async fn create(db: &mut Conn<'_>, new: &NewNpc) -> Result<Npc, ServiceError> {
     require_name(&new.name)?;
     let personality = object_text("personality", new.personality.as_ref())?;
     if let Some(world_id) = new.world_id {
@@ -64,7 +64,7 @@ pub async fn create(db: &mut AnyConnection, new: &NewNpc) -> Result<Npc, Service
     if let Some(location_id) = new.home_location_id {
         super::locations::get(db, location_id).await?;
     }
-    let row = sqlx::query(
+    let row = query(
         "INSERT INTO game_npcs (name, world_id, home_location_id, personality) VALUES ($1, $2, $3, $4) \
          RETURNING id, name, world_id, home_location_id, personality",
     )
@@ -79,11 +79,11 @@ pub async fn create(db: &mut AnyConnection, new: &NewNpc) -> Result<Npc, Service
 }
 
 pub async fn expressions(
-    db: &mut AnyConnection,
+    db: &mut Conn<'_>,
     npc_id: i64,
 ) -> Result<Vec<NpcExpression>, ServiceError> {
     get(db, npc_id).await?;
-    let rows = sqlx::query(
+    let rows = query(
         "SELECT state, asset_id, crop, meta FROM game_npc_expressions WHERE npc_id = $1 ORDER BY id",
     )
     .bind(npc_id)
@@ -99,21 +99,20 @@ pub async fn expressions(
                 meta: optional_json_column(row.try_get("meta")?)?,
             })
         })
-        .collect::<Result<_, sqlx::Error>>()
+        .collect::<Result<_, DbError>>()
         .map_err(database_error)
 }
 
-/// Replaces all expressions in one transaction.
+/// Replaces all expressions (atomically: `execute` runs each write call in a savepoint).
 pub async fn set_expressions(
-    db: &mut AnyConnection,
+    db: &mut Conn<'_>,
     npc_id: i64,
     expressions: &[NpcExpression],
 ) -> Result<Vec<NpcExpression>, ServiceError> {
     get(db, npc_id).await?;
-    let mut tx = db.begin().await.map_err(database_error)?;
-    sqlx::query("DELETE FROM game_npc_expressions WHERE npc_id = $1")
+    query("DELETE FROM game_npc_expressions WHERE npc_id = $1")
         .bind(npc_id)
-        .execute(&mut *tx)
+        .execute(&mut *db)
         .await
         .map_err(database_error)?;
     for expression in expressions {
@@ -121,26 +120,25 @@ pub async fn set_expressions(
         if expression.state.trim().is_empty() {
             return Err(invalid("expression state must not be empty"));
         }
-        sqlx::query("INSERT INTO game_npc_expressions (npc_id, state, asset_id, crop, meta) VALUES ($1, $2, $3, $4, $5)")
+        query("INSERT INTO game_npc_expressions (npc_id, state, asset_id, crop, meta) VALUES ($1, $2, $3, $4, $5)")
             .bind(npc_id)
             .bind(&expression.state)
             .bind(expression.asset_id)
             .bind(expression.crop.as_ref().map(ToString::to_string))
             .bind(expression.meta.as_ref().map(ToString::to_string))
-            .execute(&mut *tx)
+            .execute(&mut *db)
             .await
             .map_err(database_error)?;
     }
-    tx.commit().await.map_err(database_error)?;
     self::expressions(db, npc_id).await
 }
 
 pub async fn schedules(
-    db: &mut AnyConnection,
+    db: &mut Conn<'_>,
     npc_id: i64,
 ) -> Result<Vec<NpcScheduleEntry>, ServiceError> {
     get(db, npc_id).await?;
-    let rows = sqlx::query(
+    let rows = query(
         "SELECT day_of_week, start_time, end_time, location_id FROM game_npc_schedules \
          WHERE npc_id = $1 ORDER BY day_of_week, start_time, id",
     )
@@ -157,13 +155,13 @@ pub async fn schedules(
                 location_id: row.try_get("location_id")?,
             })
         })
-        .collect::<Result<_, sqlx::Error>>()
+        .collect::<Result<_, DbError>>()
         .map_err(database_error)
 }
 
 /// Replaces the weekly schedule in one transaction.
 pub async fn set_schedules(
-    db: &mut AnyConnection,
+    db: &mut Conn<'_>,
     npc_id: i64,
     entries: &[NpcScheduleEntry],
 ) -> Result<Vec<NpcScheduleEntry>, ServiceError> {
@@ -187,14 +185,13 @@ pub async fn set_schedules(
         }
         super::locations::get(db, entry.location_id).await?;
     }
-    let mut tx = db.begin().await.map_err(database_error)?;
-    sqlx::query("DELETE FROM game_npc_schedules WHERE npc_id = $1")
+    query("DELETE FROM game_npc_schedules WHERE npc_id = $1")
         .bind(npc_id)
-        .execute(&mut *tx)
+        .execute(&mut *db)
         .await
         .map_err(database_error)?;
     for entry in entries {
-        sqlx::query(
+        query(
             "INSERT INTO game_npc_schedules (npc_id, day_of_week, start_time, end_time, location_id) \
              VALUES ($1, $2, $3, $4, $5)",
         )
@@ -203,11 +200,10 @@ pub async fn set_schedules(
         .bind(entry.start_time)
         .bind(entry.end_time)
         .bind(entry.location_id)
-        .execute(&mut *tx)
+        .execute(&mut *db)
         .await
         .map_err(database_error)?;
     }
-    tx.commit().await.map_err(database_error)?;
     schedules(db, npc_id).await
 }
 
@@ -220,14 +216,14 @@ pub fn split_world_time(world_time: f64) -> (i64, f64) {
 }
 
 pub async fn presence(
-    db: &mut AnyConnection,
-    query: &PresenceQuery,
+    db: &mut Conn<'_>,
+    at: &PresenceQuery,
 ) -> Result<Vec<NpcPresence>, ServiceError> {
-    if !query.world_time.is_finite() || query.world_time < 0.0 {
+    if !at.world_time.is_finite() || at.world_time < 0.0 {
         return Err(invalid("world_time must be a non-negative number"));
     }
-    let (day_of_week, seconds) = split_world_time(query.world_time);
-    let rows = sqlx::query(
+    let (day_of_week, seconds) = split_world_time(at.world_time);
+    let rows = query(
         "SELECT s.npc_id, s.location_id FROM game_npc_schedules s JOIN game_npcs n ON n.id = s.npc_id \
          WHERE s.day_of_week = $1 AND s.start_time <= $2 AND $2 < s.end_time \
            AND ($3 IS NULL OR s.location_id = $3) AND ($4 IS NULL OR n.world_id = $4) \
@@ -235,8 +231,8 @@ pub async fn presence(
     )
     .bind(day_of_week)
     .bind(seconds)
-    .bind(query.location_id)
-    .bind(query.world_id)
+    .bind(at.location_id)
+    .bind(at.world_id)
     .fetch_all(&mut *db)
     .await
     .map_err(database_error)?;
@@ -248,7 +244,7 @@ pub async fn presence(
                 state: "scheduled".to_owned(),
             })
         })
-        .collect::<Result<_, sqlx::Error>>()
+        .collect::<Result<_, DbError>>()
         .map_err(database_error)
 }
 

@@ -3,16 +3,12 @@
 //! (`game_*`, `pixsim7_*`) or another plugin's is refused. This catches mistakes; it is not
 //! a sandbox (see the security model in the README).
 
+use crate::db::sql::{query as sql_query, Conn, DbError, Row, SqlType, SqlValue};
 use plugin_api::{
     abi::{ServiceError, ServiceErrorKind},
     game::calls::{Executed, Sql},
 };
 use serde_json::{Map, Value};
-use sqlx::{
-    any::{AnyArguments, AnyRow, AnyTypeInfoKind},
-    query::Query,
-    Any, AnyConnection, Column, Row, ValueRef,
-};
 
 use super::{database_error, service_error};
 
@@ -97,99 +93,73 @@ fn bad_call(message: impl Into<String>) -> ServiceError {
     service_error(ServiceErrorKind::BadCall, message)
 }
 
-fn bind_all<'q>(
-    mut query: Query<'q, Any, AnyArguments<'q>>,
-    params: &'q [Value],
-) -> Result<Query<'q, Any, AnyArguments<'q>>, ServiceError> {
-    for param in params {
-        query = match param {
-            Value::Null => query.bind(None::<String>),
-            Value::Bool(b) => query.bind(i64::from(*b)),
-            Value::Number(n) => match n.as_i64() {
-                Some(i) => query.bind(i),
-                None => query.bind(n.as_f64().unwrap_or_default()),
-            },
-            Value::String(s) => query.bind(s.as_str()),
-            other => {
-                return Err(bad_call(format!(
-                    "SQL parameters must be null, booleans, numbers or strings, not {other}"
-                )))
-            }
-        };
-    }
-    Ok(query)
+/// The plugin's JSON parameters as SQL values.
+fn sql_params(params: &[Value]) -> Result<Vec<SqlValue>, ServiceError> {
+    params
+        .iter()
+        .map(|param| match param {
+            Value::Null => Ok(SqlValue::Null(SqlType::Text)),
+            Value::Bool(b) => Ok(SqlValue::Integer(i64::from(*b))),
+            Value::Number(n) => Ok(match n.as_i64() {
+                Some(i) => SqlValue::Integer(i),
+                None => SqlValue::Real(n.as_f64().unwrap_or_default()),
+            }),
+            Value::String(s) => Ok(SqlValue::Text(s.clone())),
+            other => Err(bad_call(format!(
+                "SQL parameters must be null, booleans, numbers or strings, not {other}"
+            ))),
+        })
+        .collect()
 }
 
 pub async fn query(
-    db: &mut AnyConnection,
+    db: &mut Conn<'_>,
     plugin_id: &str,
     sql: &Sql,
 ) -> Result<Vec<Map<String, Value>>, ServiceError> {
     check_statement(plugin_id, &sql.sql, true)?;
-    let rows = bind_all(sqlx::query(&sql.sql), &sql.params)?
-        .fetch_all(&mut *db)
+    let rows = sql_query(&sql.sql)
+        .bind_all(sql_params(&sql.params)?)
+        .fetch_all(db)
         .await
         .map_err(sql_error)?;
     Ok(rows.iter().map(row_to_json).collect())
 }
 
 pub async fn execute(
-    db: &mut AnyConnection,
+    db: &mut Conn<'_>,
     plugin_id: &str,
     sql: &Sql,
 ) -> Result<Executed, ServiceError> {
     check_statement(plugin_id, &sql.sql, false)?;
-    let result = bind_all(sqlx::query(&sql.sql), &sql.params)?
-        .execute(&mut *db)
+    let rows_affected = sql_query(&sql.sql)
+        .bind_all(sql_params(&sql.params)?)
+        .execute(db)
         .await
         .map_err(sql_error)?;
-    Ok(Executed {
-        rows_affected: result.rows_affected(),
-    })
+    Ok(Executed { rows_affected })
 }
 
 /// Errors in the plugin's own SQL are the plugin's to fix: a bad call, with the database's
 /// message (which goes to the log, not to the client).
-fn sql_error(error: sqlx::Error) -> ServiceError {
-    match error {
-        sqlx::Error::Database(db) => bad_call(format!("SQL error: {}", db.message())),
-        other => database_error(other),
+fn sql_error(error: DbError) -> ServiceError {
+    match error.statement_message() {
+        Some(message) => bad_call(format!("SQL error: {message}")),
+        None => database_error(error),
     }
 }
 
-fn row_to_json(row: &AnyRow) -> Map<String, Value> {
-    row.columns()
-        .iter()
-        .map(|column| {
-            let index = column.ordinal();
-            let null = row.try_get_raw(index).map_or(true, |raw| raw.is_null());
-            let value = if null {
-                Value::Null
-            } else {
-                match column.type_info().kind() {
-                    AnyTypeInfoKind::Bool => row
-                        .try_get::<bool, _>(index)
-                        .map(Value::from)
-                        .unwrap_or(Value::Null),
-                    AnyTypeInfoKind::SmallInt
-                    | AnyTypeInfoKind::Integer
-                    | AnyTypeInfoKind::BigInt => row
-                        .try_get::<i64, _>(index)
-                        .map(Value::from)
-                        .unwrap_or(Value::Null),
-                    AnyTypeInfoKind::Real | AnyTypeInfoKind::Double => row
-                        .try_get::<f64, _>(index)
-                        .map(Value::from)
-                        .unwrap_or(Value::Null),
-                    _ => row
-                        .try_get::<String, _>(index)
-                        .map(Value::from)
-                        .or_else(|_| row.try_get::<i64, _>(index).map(Value::from))
-                        .or_else(|_| row.try_get::<f64, _>(index).map(Value::from))
-                        .unwrap_or(Value::Null),
-                }
+fn row_to_json(row: &Row) -> Map<String, Value> {
+    row.iter()
+        .map(|(column, value)| {
+            let value = match value {
+                SqlValue::Null(_) => Value::Null,
+                SqlValue::Integer(i) => Value::from(*i),
+                SqlValue::Real(r) => Value::from(*r),
+                SqlValue::Text(text) => Value::from(text.as_str()),
+                SqlValue::Blob(bytes) => Value::from(String::from_utf8_lossy(bytes).into_owned()),
             };
-            (column.name().to_owned(), value)
+            (column.to_owned(), value)
         })
         .collect()
 }

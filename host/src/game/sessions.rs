@@ -1,11 +1,11 @@
 //! Game sessions: flags, relationships and world time, updated by compare-and-set on
 //! `version` so concurrent writers never lose each other's changes.
 
+use crate::db::sql::{query, Conn, DbError, Row};
 use plugin_api::{
     abi::{ServiceError, ServiceErrorKind},
     game::{NewSession, Session, SessionUpdate},
 };
-use sqlx::{any::AnyRow, AnyConnection, Row};
 
 use super::{database_error, json_column, not_found, object_text, service_error, Scope};
 use crate::{config::GameLimits, db::unix_now};
@@ -13,7 +13,7 @@ use crate::{config::GameLimits, db::unix_now};
 const COLUMNS: &str =
     "id, user_id, world_id, scene_id, current_node_id, flags, relationships, world_time, version";
 
-fn session(row: &AnyRow) -> Result<Session, sqlx::Error> {
+fn session(row: &Row) -> Result<Session, DbError> {
     Ok(Session {
         id: row.try_get("id")?,
         user_id: row.try_get("user_id")?,
@@ -44,7 +44,7 @@ fn bounded(text: String, field: &str, limits: &GameLimits) -> Result<String, Ser
 
 /// Creates a session owned by the scope's user, in one of its own worlds.
 pub async fn create(
-    db: &mut AnyConnection,
+    db: &mut Conn<'_>,
     new: &NewSession,
     scope: Scope,
     limits: &GameLimits,
@@ -59,7 +59,7 @@ pub async fn create(
         super::worlds::get(db, world_id, scope).await?;
     }
     let now = unix_now();
-    let row = sqlx::query(&format!(
+    let row = query(&format!(
         "INSERT INTO game_sessions (world_id, scene_id, flags, relationships, world_time, version, created_at, updated_at, user_id) \
          VALUES ($1, $2, $3, $4, $5, 1, $6, $6, $7) RETURNING {COLUMNS}"
     ))
@@ -77,8 +77,8 @@ pub async fn create(
 }
 
 /// One session; another user's answers not found, like a missing one.
-pub async fn get(db: &mut AnyConnection, id: i64, scope: Scope) -> Result<Session, ServiceError> {
-    let row = sqlx::query(&format!(
+pub async fn get(db: &mut Conn<'_>, id: i64, scope: Scope) -> Result<Session, ServiceError> {
+    let row = query(&format!(
         "SELECT {COLUMNS} FROM game_sessions WHERE id = $1 AND ($2 IS NULL OR user_id = $2)"
     ))
     .bind(id)
@@ -93,7 +93,7 @@ pub async fn get(db: &mut AnyConnection, id: i64, scope: Scope) -> Result<Sessio
 /// Replaces the given fields and bumps `version`, in one statement; with
 /// `expected_version`, only if the session still has that version.
 pub async fn update(
-    db: &mut AnyConnection,
+    db: &mut Conn<'_>,
     id: i64,
     update: &SessionUpdate,
     scope: Scope,
@@ -123,7 +123,7 @@ pub async fn update(
             )));
         }
     }
-    let row = sqlx::query(&format!(
+    let row = query(&format!(
         "UPDATE game_sessions SET \
             flags = COALESCE($1, flags), \
             relationships = COALESCE($2, relationships), \

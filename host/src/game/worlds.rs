@@ -1,7 +1,7 @@
 //! Worlds and their clocks.
 
+use crate::db::sql::{query, Conn, DbError, Row};
 use plugin_api::game::{NewWorld, World, WorldSummary};
-use sqlx::{any::AnyRow, AnyConnection, Row};
 
 use super::{database_error, invalid, json_column, not_found, object_text, require_name, Scope};
 
@@ -11,7 +11,7 @@ pub const MAX_WORLD_TIME: f64 = 1.0e15;
 use crate::db::unix_now;
 use plugin_api::abi::ServiceError;
 
-fn world(row: &AnyRow) -> Result<World, sqlx::Error> {
+fn world(row: &Row) -> Result<World, DbError> {
     Ok(World {
         id: row.try_get("id")?,
         name: row.try_get("name")?,
@@ -21,8 +21,8 @@ fn world(row: &AnyRow) -> Result<World, sqlx::Error> {
 }
 
 /// The worlds the scope owns.
-pub async fn list(db: &mut AnyConnection, scope: Scope) -> Result<Vec<WorldSummary>, ServiceError> {
-    let rows = sqlx::query(
+pub async fn list(db: &mut Conn<'_>, scope: Scope) -> Result<Vec<WorldSummary>, ServiceError> {
+    let rows = query(
         "SELECT id, name FROM game_worlds WHERE ($1 IS NULL OR owner_user_id = $1) ORDER BY id",
     )
     .bind(scope.owner_filter())
@@ -36,13 +36,13 @@ pub async fn list(db: &mut AnyConnection, scope: Scope) -> Result<Vec<WorldSumma
                 name: row.try_get("name")?,
             })
         })
-        .collect::<Result<_, sqlx::Error>>()
+        .collect::<Result<_, DbError>>()
         .map_err(database_error)
 }
 
 /// One world; another user's answers not found, like a missing one, so ids cannot be probed.
-pub async fn get(db: &mut AnyConnection, id: i64, scope: Scope) -> Result<World, ServiceError> {
-    let row = sqlx::query(
+pub async fn get(db: &mut Conn<'_>, id: i64, scope: Scope) -> Result<World, ServiceError> {
+    let row = query(
         "SELECT id, name, meta, world_time FROM game_worlds \
          WHERE id = $1 AND ($2 IS NULL OR owner_user_id = $2)",
     )
@@ -57,13 +57,13 @@ pub async fn get(db: &mut AnyConnection, id: i64, scope: Scope) -> Result<World,
 
 /// Creates a world owned by the scope's user.
 pub async fn create(
-    db: &mut AnyConnection,
+    db: &mut Conn<'_>,
     new: &NewWorld,
     scope: Scope,
 ) -> Result<World, ServiceError> {
     require_name(&new.name)?;
     let meta = object_text("meta", new.meta.as_ref())?;
-    let row = sqlx::query(
+    let row = query(
         "INSERT INTO game_worlds (name, meta, world_time, created_at, owner_user_id) VALUES ($1, $2, $3, $4, $5) \
          RETURNING id, name, meta, world_time",
     )
@@ -81,7 +81,7 @@ pub async fn create(
 /// Advances the clock; the new time must stay at most [`MAX_WORLD_TIME`], checked in the
 /// same statement, so an absurd delta changes nothing.
 pub async fn advance(
-    db: &mut AnyConnection,
+    db: &mut Conn<'_>,
     id: i64,
     delta_seconds: f64,
     scope: Scope,
@@ -90,7 +90,7 @@ pub async fn advance(
         return Err(invalid("delta_seconds must be a finite number"));
     }
     let delta = delta_seconds.max(0.0);
-    let row = sqlx::query(
+    let row = query(
         "UPDATE game_worlds SET world_time = world_time + $1 \
          WHERE id = $2 AND world_time + $1 <= $3 AND ($4 IS NULL OR owner_user_id = $4) \
          RETURNING id, name, meta, world_time",

@@ -1,0 +1,347 @@
+//! The embedded SQLite store: rusqlite connections used directly on the calling thread (an
+//! actix worker, the delivery task), never through a worker thread of their own.
+//!
+//! - **Readers**: a small pool of read connections. In WAL mode they read the last
+//!   committed state without waiting for the writer.
+//! - **The writer**: one connection behind an async lock. A unit of work takes it at its
+//!   first write and keeps it until it ends, inside a savepoint of its own.
+//! - **Group commit**: a unit that ends releases its savepoint but leaves the transaction
+//!   open while other units are waiting for the writer; the last of a group (or the one that
+//!   finds the group full or old) commits for all, and each unit's response waits for that
+//!   commit. One commit then covers many requests, so the commit cost stops bounding
+//!   throughput. A unit that rolls back undoes only its savepoint.
+//!
+//! Must never: let a unit see another unit's uncommitted writes other than through this
+//! shared transaction (whose commit they then share), or answer a unit before the commit
+//! that holds its writes.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::{oneshot, Mutex as AsyncMutex, OwnedMutexGuard};
+
+use super::sql::{Conn, DbError};
+
+/// Units one commit covers at most.
+const MAX_GROUP: usize = 64;
+/// How long a group may stay open before it is committed anyway.
+const MAX_GROUP_AGE: Duration = Duration::from_millis(2);
+/// Read connections kept for reuse.
+const IDLE_READERS: usize = 16;
+/// Prepared statements cached per connection.
+const STATEMENT_CACHE: usize = 256;
+
+/// The store.
+pub struct SqliteStore {
+    path: PathBuf,
+    readers: Mutex<Vec<Connection>>,
+    writer: Arc<AsyncMutex<Writer>>,
+    /// Units waiting for the writer: while there are any, a group stays open for them.
+    waiting: AtomicUsize,
+}
+
+struct Writer {
+    connection: Connection,
+    group: Option<Group>,
+    groups_started: u64,
+}
+
+struct Group {
+    id: u64,
+    started: Instant,
+    /// Units whose writes the group holds, waiting for its commit.
+    waiters: Vec<oneshot::Sender<Result<(), String>>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating it if need be) the database file at `path`.
+    pub fn open(path: &Path) -> Result<Arc<SqliteStore>, DbError> {
+        let writer = open_connection(path, true)?;
+        Ok(Arc::new(SqliteStore {
+            path: path.to_owned(),
+            readers: Mutex::new(Vec::new()),
+            writer: Arc::new(AsyncMutex::new(Writer {
+                connection: writer,
+                group: None,
+                groups_started: 0,
+            })),
+            waiting: AtomicUsize::new(0),
+        }))
+    }
+
+    /// A connection of its own, for work that manages its transactions itself
+    /// (migrations).
+    pub fn dedicated_connection(&self) -> Result<Connection, DbError> {
+        open_connection(&self.path, true)
+    }
+
+    /// A read connection, back to the pool when dropped.
+    pub fn reader(self: &Arc<Self>) -> Result<ReaderLease, DbError> {
+        let pooled = self.readers.lock().expect("reader pool").pop();
+        let connection = match pooled {
+            Some(connection) => connection,
+            None => open_connection(&self.path, false)?,
+        };
+        Ok(ReaderLease {
+            store: self.clone(),
+            connection: Some(connection),
+        })
+    }
+
+    /// The writer, inside a savepoint of the caller's own (and a group transaction begun if
+    /// none is open).
+    pub async fn writer(self: &Arc<Self>) -> Result<WriterLease, DbError> {
+        let counted = Waiting::new(&self.waiting);
+        let mut guard = self.writer.clone().lock_owned().await;
+        drop(counted);
+        // A group that has grown old is committed before anything joins it.
+        if guard
+            .group
+            .as_ref()
+            .is_some_and(|g| g.started.elapsed() >= MAX_GROUP_AGE)
+        {
+            commit_group(&mut guard);
+        }
+        if guard.group.is_none() {
+            guard.connection.execute_batch("BEGIN IMMEDIATE")?;
+            guard.groups_started += 1;
+            guard.group = Some(Group {
+                id: guard.groups_started,
+                started: Instant::now(),
+                waiters: Vec::new(),
+            });
+        }
+        if let Err(error) = guard.connection.execute_batch("SAVEPOINT unit") {
+            // Nothing of ours is in the group; leave it for its members to commit.
+            return Err(error.into());
+        }
+        Ok(WriterLease {
+            store: self.clone(),
+            guard: Some(guard),
+        })
+    }
+
+    /// Commits an open group now (shutdown, or a flush before reading another connection's
+    /// view).
+    pub async fn commit_pending(&self) {
+        let mut guard = self.writer.clone().lock_owned().await;
+        commit_group(&mut guard);
+    }
+}
+
+/// Counts a unit as waiting for the writer until dropped (also when its wait is cancelled).
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(counter: &'a AtomicUsize) -> Waiting<'a> {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Waiting(counter)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn open_connection(path: &Path, writable: bool) -> Result<Connection, DbError> {
+    let flags = if writable {
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+    } | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_URI;
+    let connection = Connection::open_with_flags(path, flags)?;
+    connection.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    // First: another process (`pixsim7 migrate`, a second start) may hold a lock briefly,
+    // even while this one switches the journal mode.
+    connection.busy_timeout(Duration::from_secs(10))?;
+    let pragmas = if writable {
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;"
+    } else {
+        "PRAGMA foreign_keys = ON;"
+    };
+    connection.execute_batch(pragmas)?;
+    Ok(connection)
+}
+
+/// Commits the open group, if any, and tells its units how it went.
+fn commit_group(writer: &mut Writer) {
+    let Some(group) = writer.group.take() else {
+        return;
+    };
+    let outcome = writer
+        .connection
+        .execute_batch("COMMIT")
+        .map_err(|error| {
+            // The transaction is gone either way; make sure nothing of it lingers.
+            let _ = writer.connection.execute_batch("ROLLBACK");
+            tracing::error!(error = %error, units = group.waiters.len(), "committing a group of units of work failed: {error}");
+            error.to_string()
+        });
+    for waiter in group.waiters {
+        let _ = waiter.send(outcome.clone());
+    }
+}
+
+/// A read connection on loan.
+pub struct ReaderLease {
+    store: Arc<SqliteStore>,
+    connection: Option<Connection>,
+}
+
+impl ReaderLease {
+    /// The connection.
+    pub fn conn(&mut self) -> Conn<'_> {
+        Conn::Sqlite(self.connection.as_mut().expect("held until dropped"))
+    }
+}
+
+impl Drop for ReaderLease {
+    fn drop(&mut self) {
+        if let Some(connection) = self.connection.take() {
+            let mut readers = self.store.readers.lock().expect("reader pool");
+            if readers.len() < IDLE_READERS {
+                readers.push(connection);
+            }
+        }
+    }
+}
+
+/// The writer on loan to one unit, inside the unit's savepoint.
+pub struct WriterLease {
+    store: Arc<SqliteStore>,
+    guard: Option<OwnedMutexGuard<Writer>>,
+}
+
+/// What ending a unit on the writer leaves to wait for.
+pub enum Finished {
+    /// Done: committed (or nothing of the unit's to commit).
+    Done(Result<(), String>),
+    /// The unit's writes wait in an open group; the receiver says how its commit went.
+    InGroup(u64, oneshot::Receiver<Result<(), String>>),
+}
+
+impl WriterLease {
+    /// The connection.
+    pub fn conn(&mut self) -> Conn<'_> {
+        Conn::Sqlite(&mut self.guard.as_mut().expect("held until finished").connection)
+    }
+
+    /// Ends the unit's savepoint (kept or undone) and hands the writer on; the group is
+    /// committed now unless another unit is waiting to join it.
+    pub fn finish(mut self, keep: bool) -> Finished {
+        self.finish_inner(keep)
+    }
+
+    fn finish_inner(&mut self, keep: bool) -> Finished {
+        let Some(mut guard) = self.guard.take() else {
+            return Finished::Done(Ok(()));
+        };
+        let released = if keep {
+            guard
+                .connection
+                .execute_batch("RELEASE unit")
+                .map_err(|e| e.to_string())
+        } else {
+            Err(String::new())
+        };
+        if let Err(problem) = &released {
+            // Undo the unit alone; the rest of the group stays.
+            if let Err(error) = guard
+                .connection
+                .execute_batch("ROLLBACK TO unit; RELEASE unit")
+            {
+                tracing::error!(error = %error, "undoing a unit's savepoint failed: {error}");
+                // The group cannot be trusted: end it, telling its units.
+                if let Some(group) = guard.group.take() {
+                    let _ = guard.connection.execute_batch("ROLLBACK");
+                    for waiter in group.waiters {
+                        let _ = waiter.send(Err(format!("the group was rolled back: {error}")));
+                    }
+                }
+            }
+            if keep {
+                return self.hand_on(guard, Finished::Done(Err(problem.clone())));
+            }
+        }
+        let full_or_old = guard.group.as_ref().is_none_or(|g| {
+            g.waiters.len() + 1 >= MAX_GROUP || g.started.elapsed() >= MAX_GROUP_AGE
+        });
+        let others_waiting = self.store.waiting.load(Ordering::SeqCst) > 0;
+        if !keep {
+            return self.hand_on(guard, Finished::Done(Ok(())));
+        }
+        if full_or_old || !others_waiting {
+            let (done, outcome) = oneshot::channel();
+            if let Some(group) = guard.group.as_mut() {
+                group.waiters.push(done);
+            }
+            commit_group(&mut guard);
+            return Finished::Done(outcome.blocking_recv_ready());
+        }
+        let (done, outcome) = oneshot::channel();
+        let group = guard.group.as_mut().expect("checked above");
+        group.waiters.push(done);
+        Finished::InGroup(group.id, outcome)
+    }
+
+    /// Leaves the writer to the next unit; commits the group if nobody else will.
+    fn hand_on(&self, mut guard: OwnedMutexGuard<Writer>, finished: Finished) -> Finished {
+        if self.store.waiting.load(Ordering::SeqCst) == 0 {
+            commit_group(&mut guard);
+        }
+        finished
+    }
+}
+
+impl Drop for WriterLease {
+    fn drop(&mut self) {
+        // A unit dropped undecided (its request cut off): undo its savepoint.
+        if self.guard.is_some() {
+            let _ = self.finish_inner(false);
+        }
+    }
+}
+
+/// Waits for the commit of the group holding a unit's writes. If the group's last member
+/// went away without committing, commits it after a short while.
+pub async fn wait_for_group(
+    store: &Arc<SqliteStore>,
+    group_id: u64,
+    mut outcome: oneshot::Receiver<Result<(), String>>,
+) -> Result<(), String> {
+    loop {
+        tokio::select! {
+            result = &mut outcome => {
+                return result.unwrap_or_else(|_| Err("the group ended without a commit".to_owned()));
+            }
+            () = tokio::time::sleep(MAX_GROUP_AGE * 2) => {
+                let mut guard = store.writer.clone().lock_owned().await;
+                if guard.group.as_ref().is_some_and(|g| g.id == group_id) {
+                    commit_group(&mut guard);
+                }
+            }
+        }
+    }
+}
+
+trait ReadyOutcome {
+    fn blocking_recv_ready(self) -> Result<(), String>;
+}
+
+impl ReadyOutcome for oneshot::Receiver<Result<(), String>> {
+    /// The outcome of a commit that has already happened (sent before this is called).
+    fn blocking_recv_ready(mut self) -> Result<(), String> {
+        self.try_recv()
+            .unwrap_or_else(|_| Err("the commit did not report".to_owned()))
+    }
+}
