@@ -86,7 +86,9 @@ struct Claims {
     iss: String,
     iat: u64,
     exp: u64,
-    #[serde(default)]
+    /// Absent unless set: RFC 7519 makes `nbf` a number, and other JWT libraries refuse a
+    /// token whose `nbf` is `null`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     nbf: Option<u64>,
 }
 
@@ -323,6 +325,20 @@ mod tests {
         assert_eq!(
             keys().verify_at(&token, unix_now() + 61),
             Err(TokenError::Expired)
+        );
+    }
+
+    #[test]
+    fn claims_hold_no_null_that_other_jwt_libraries_refuse() {
+        let token = keys().issue(7, &[], Duration::from_secs(60));
+        let payload = token.split('.').nth(1).unwrap();
+        let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap();
+        let claims: serde_json::Value = serde_json::from_slice(&claims).unwrap();
+        assert!(
+            claims.as_object().unwrap().values().all(|v| !v.is_null()),
+            "{claims}"
         );
     }
 
