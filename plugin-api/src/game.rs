@@ -4,7 +4,7 @@
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 /// Bounds on the strings of game request bodies, in characters. They appear as `maxLength`
 /// in the OpenAPI schema; the host refuses longer values (400) and changes nothing.
@@ -86,6 +86,228 @@ pub struct Session {
     /// The session's world time in seconds.
     pub world_time: f64,
     /// Increases by one with every update; send it back as `expected_version`.
+    pub version: i64,
+}
+
+/// One change to a JSON document (a session's `flags` or `relationships`) at a path of object
+/// keys, applied by the host inside the database without the caller sending or receiving
+/// the whole document. Containers on the path are created as objects when missing; a value
+/// of the wrong shape on the path is an error (`Conflict`), never overwritten.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum DocumentChange {
+    /// Puts `value` at `path` (replacing what is there).
+    Set {
+        /// Object keys from the document's root; not empty.
+        path: Vec<String>,
+        /// The value.
+        value: Value,
+    },
+    /// Appends `value` to the list at `path` (created empty when missing).
+    Append {
+        /// Object keys from the document's root; not empty.
+        path: Vec<String>,
+        /// The value.
+        value: Value,
+    },
+    /// Removes the key at `path`, if present.
+    Remove {
+        /// Object keys from the document's root; not empty.
+        path: Vec<String>,
+    },
+    /// Adds `by` to the number at `path`, clamped to `min`/`max`. A missing value starts
+    /// from `default` (without one it stays missing); a value that is not a number is left
+    /// as it is. Integers stay integers when the result is whole.
+    Add {
+        /// Object keys from the document's root; not empty.
+        path: Vec<String>,
+        /// The amount (negative to subtract).
+        by: f64,
+        /// The least result.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        min: Option<f64>,
+        /// The greatest result.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max: Option<f64>,
+        /// Where a missing number starts.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        default: Option<f64>,
+    },
+}
+
+/// Why [`apply_changes`] refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DocumentError {
+    /// A value of the wrong shape is on a change's path.
+    Shape(String),
+    /// A change is malformed (an empty path).
+    Invalid(String),
+}
+
+/// Applies `changes` in order to `document` (named `name` in errors), as the host does for
+/// `session.patch`; on an error the document may be partly changed (the host then keeps
+/// the stored one). Plugins use it to test the changes they send.
+pub fn apply_changes(
+    name: &str,
+    document: &mut Value,
+    changes: &[DocumentChange],
+) -> Result<(), DocumentError> {
+    for change in changes {
+        apply_change(name, document, change)?;
+    }
+    Ok(())
+}
+
+fn apply_change(
+    name: &str,
+    document: &mut Value,
+    change: &DocumentChange,
+) -> Result<(), DocumentError> {
+    let path = match change {
+        DocumentChange::Set { path, .. }
+        | DocumentChange::Append { path, .. }
+        | DocumentChange::Remove { path }
+        | DocumentChange::Add { path, .. } => path,
+    };
+    let Some((last, parents)) = path.split_last() else {
+        return Err(DocumentError::Invalid(format!(
+            "a change to {name} needs a path of at least one key"
+        )));
+    };
+    let create = !matches!(change, DocumentChange::Remove { .. });
+    let Some(container) = container_at(name, document, parents, create)? else {
+        return Ok(()); // removing under a path that does not exist
+    };
+    let at = || format!("{name}.{}", path.join("."));
+    match change {
+        DocumentChange::Set { value, .. } => {
+            container.insert(last.clone(), value.clone());
+        }
+        DocumentChange::Remove { .. } => {
+            container.remove(last);
+        }
+        DocumentChange::Append { value, .. } => {
+            match container
+                .entry(last.clone())
+                .or_insert_with(|| Value::Array(Vec::new()))
+            {
+                Value::Array(list) => list.push(value.clone()),
+                other => {
+                    return Err(DocumentError::Shape(format!(
+                        "{} is {other}, not a list",
+                        at()
+                    )))
+                }
+            }
+        }
+        DocumentChange::Add {
+            by,
+            min,
+            max,
+            default,
+            ..
+        } => {
+            let current = match container.get(last) {
+                None | Some(Value::Null) => match default {
+                    Some(start) => *start,
+                    None => return Ok(()),
+                },
+                Some(Value::Number(n)) => n.as_f64().unwrap_or_default(),
+                // Not a number: left as it is.
+                Some(_) => return Ok(()),
+            };
+            let mut result = current + by;
+            if let Some(min) = min {
+                result = result.max(*min);
+            }
+            if let Some(max) = max {
+                result = result.min(*max);
+            }
+            let was_float = container.get(last).is_some_and(Value::is_f64);
+            let value = if result.fract() == 0.0 && !was_float && result.abs() < 9.0e15 {
+                Value::from(result as i64)
+            } else {
+                Value::from(result)
+            };
+            container.insert(last.clone(), value);
+        }
+    }
+    Ok(())
+}
+
+/// The object at `parents` (created as needed when `create`); `None` when it is missing
+/// and not to be created.
+fn container_at<'a>(
+    name: &str,
+    document: &'a mut Value,
+    parents: &[String],
+    create: bool,
+) -> Result<Option<&'a mut Map<String, Value>>, DocumentError> {
+    let mut current = match document {
+        Value::Object(map) => map,
+        other => {
+            return Err(DocumentError::Shape(format!(
+                "{name} is {other}, not an object"
+            )))
+        }
+    };
+    for (depth, key) in parents.iter().enumerate() {
+        if !current.contains_key(key) {
+            if !create {
+                return Ok(None);
+            }
+            current.insert(key.clone(), Value::Object(Map::new()));
+        }
+        current = match current.get_mut(key) {
+            Some(Value::Object(map)) => map,
+            Some(other) => {
+                return Err(DocumentError::Shape(format!(
+                    "{name}.{} is {other}, not an object",
+                    parents[..=depth].join(".")
+                )))
+            }
+            None => unreachable!("inserted above"),
+        };
+    }
+    Ok(Some(current))
+}
+
+/// Changes to a session applied in one step by the host (`session.patch`): plugins that
+/// change different keys never conflict, and nothing is lost to a concurrent writer.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SessionPatch {
+    /// Changes to `flags`, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flags: Vec<DocumentChange>,
+    /// Changes to `relationships`, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub relationships: Vec<DocumentChange>,
+    /// Apply only if the session is still at this version (else `Conflict`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_version: Option<i64>,
+}
+
+/// A session as the host answers it, with `flags` and `relationships` left as JSON text: a
+/// plugin that passes them on (in a response) never parses them.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RawSession {
+    /// Id.
+    pub id: i64,
+    /// The owning user.
+    pub user_id: Option<i64>,
+    /// The world the session plays in.
+    pub world_id: Option<i64>,
+    /// The scene the session started in.
+    pub scene_id: Option<i64>,
+    /// The current node of the scene graph.
+    pub current_node_id: Option<i64>,
+    /// Game flags, as JSON text.
+    pub flags: Box<serde_json::value::RawValue>,
+    /// Relationships, as JSON text.
+    pub relationships: Box<serde_json::value::RawValue>,
+    /// The session's world time in seconds.
+    pub world_time: f64,
+    /// The version after the change.
     pub version: i64,
 }
 
@@ -334,6 +556,7 @@ operations! {
     SESSION_CREATE = "session.create" requires "session:write";
     SESSION_GET = "session.get" requires "session:read";
     SESSION_UPDATE = "session.update" requires "session:write";
+    SESSION_PATCH = "session.patch" requires "session:write";
     NPC_LIST = "npc.list" requires "npc:read";
     NPC_GET = "npc.get" requires "npc:read";
     NPC_CREATE = "npc.create" requires "npc:write";
@@ -362,7 +585,7 @@ pub mod calls {
     use serde::{Deserialize, Serialize};
     use serde_json::Value;
 
-    use super::{Hotspot, NpcExpression, NpcScheduleEntry, SessionUpdate};
+    use super::{Hotspot, NpcExpression, NpcScheduleEntry, SessionPatch, SessionUpdate};
 
     /// An id, for `*.get` and list-by-owner operations.
     #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -387,6 +610,15 @@ pub mod calls {
         pub id: i64,
         /// The change.
         pub update: SessionUpdate,
+    }
+
+    /// `session.patch`.
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    pub struct PatchSession {
+        /// The session.
+        pub id: i64,
+        /// The changes.
+        pub patch: SessionPatch,
     }
 
     /// `npc.expressions.set`.

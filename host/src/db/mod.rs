@@ -6,6 +6,7 @@
 //! Invariant: only the host touches the database; plugins reach it through host services,
 //! and every host service call runs in a unit of work (`unit_of_work`).
 
+pub mod document;
 pub mod migrate;
 pub mod sql;
 pub mod sqlite;

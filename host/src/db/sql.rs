@@ -332,9 +332,18 @@ impl<'q> Query<'q> {
 /// Runs a script of several statements without parameters (migrations, transaction control).
 pub async fn execute_script(conn: &mut Conn<'_>, sql: &str) -> Result<(), DbError> {
     match conn {
-        Conn::Sqlite(connection) => Ok(connection.execute_batch(sql)?),
+        Conn::Sqlite(connection) => Ok(sqlite_script(connection, sql)?),
         Conn::Postgres(connection) => Ok(pg_script(connection, sql).await?),
     }
+}
+
+/// Runs `sql` on SQLite: a single statement from the statement cache (transaction control
+/// runs several times per request), a script of several parsed afresh.
+pub fn sqlite_script(connection: &rusqlite::Connection, sql: &str) -> rusqlite::Result<()> {
+    if sql.contains(';') {
+        return connection.execute_batch(sql);
+    }
+    connection.prepare_cached(sql)?.raw_execute().map(drop)
 }
 
 /// Binds `$n` parameters by number: SQLite numbers `$name` parameters in order of first

@@ -27,7 +27,7 @@ use std::{
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{oneshot, Mutex as AsyncMutex, OwnedMutexGuard};
 
-use super::sql::{Conn, DbError};
+use super::sql::{sqlite_script, Conn, DbError};
 
 /// Units one commit covers at most.
 const MAX_GROUP: usize = 64;
@@ -110,7 +110,7 @@ impl SqliteStore {
             commit_group(&mut guard);
         }
         if guard.group.is_none() {
-            guard.connection.execute_batch("BEGIN IMMEDIATE")?;
+            sqlite_script(&guard.connection, "BEGIN IMMEDIATE")?;
             guard.groups_started += 1;
             guard.group = Some(Group {
                 id: guard.groups_started,
@@ -118,7 +118,7 @@ impl SqliteStore {
                 waiters: Vec::new(),
             });
         }
-        if let Err(error) = guard.connection.execute_batch("SAVEPOINT unit") {
+        if let Err(error) = sqlite_script(&guard.connection, "SAVEPOINT unit") {
             // Nothing of ours is in the group; leave it for its members to commit.
             return Err(error.into());
         }
@@ -170,6 +170,7 @@ fn open_connection(path: &Path, writable: bool) -> Result<Connection, DbError> {
         "PRAGMA foreign_keys = ON;"
     };
     connection.execute_batch(pragmas)?;
+    super::document::register(&connection)?;
     Ok(connection)
 }
 
@@ -180,7 +181,9 @@ fn commit_group(writer: &mut Writer) {
     };
     let outcome = writer
         .connection
-        .execute_batch("COMMIT")
+        .prepare_cached("COMMIT")
+        .and_then(|mut commit| commit.raw_execute())
+        .map(drop)
         .map_err(|error| {
             // The transaction is gone either way; make sure nothing of it lingers.
             let _ = writer.connection.execute_batch("ROLLBACK");
@@ -256,10 +259,9 @@ impl WriterLease {
         };
         if let Err(problem) = &released {
             // Undo the unit alone; the rest of the group stays.
-            if let Err(error) = guard
-                .connection
-                .execute_batch("ROLLBACK TO unit; RELEASE unit")
-            {
+            let undone = sqlite_script(&guard.connection, "ROLLBACK TO unit")
+                .and_then(|()| sqlite_script(&guard.connection, "RELEASE unit"));
+            if let Err(error) = undone {
                 tracing::error!(error = %error, "undoing a unit's savepoint failed: {error}");
                 // The group cannot be trusted: end it, telling its units.
                 if let Some(group) = guard.group.take() {

@@ -86,12 +86,14 @@ pub async fn execute(
         .await
         .map_err(database_error)?;
     let result = run(&mut db, limits, plugin_id, scope, op, payload).await;
-    let end = if result.is_ok() {
-        "RELEASE call"
-    } else {
-        "ROLLBACK TO call; RELEASE call"
-    };
-    execute_script(&mut db, end).await.map_err(database_error)?;
+    if result.is_err() {
+        execute_script(&mut db, "ROLLBACK TO call")
+            .await
+            .map_err(database_error)?;
+    }
+    execute_script(&mut db, "RELEASE call")
+        .await
+        .map_err(database_error)?;
     result
 }
 
@@ -124,6 +126,10 @@ async fn run(
         n if n == ops::SESSION_UPDATE.name => {
             let call: calls::UpdateSession = parse(payload)?;
             answer(sessions::update(pool, call.id, &call.update, scope, limits).await)
+        }
+        n if n == ops::SESSION_PATCH.name => {
+            let call: calls::PatchSession = parse(payload)?;
+            answer(sessions::patch(pool, call.id, &call.patch, scope, limits).await)
         }
         n if n == ops::NPC_LIST.name => answer(npcs::list(pool).await),
         n if n == ops::NPC_GET.name => {

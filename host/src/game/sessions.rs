@@ -1,29 +1,48 @@
 //! Game sessions: flags, relationships and world time, updated by compare-and-set on
-//! `version` so concurrent writers never lose each other's changes.
+//! `version` (or patched at paths, under the row's lock) so concurrent writers never lose
+//! each other's changes. Sessions are answered with their documents as JSON text, checked but
+//! never parsed here: the biggest values in the game cross the host without a round trip
+//! through `serde_json::Value`.
 
-use crate::db::sql::{query, Conn, DbError, Row};
 use plugin_api::{
     abi::{ServiceError, ServiceErrorKind},
-    game::{NewSession, Session, SessionUpdate},
+    game::{DocumentChange, NewSession, RawSession, SessionPatch, SessionUpdate},
 };
+use serde_json::value::RawValue;
 
-use super::{database_error, json_column, not_found, object_text, service_error, Scope};
-use crate::{config::GameLimits, db::unix_now};
+use super::{database_error, not_found, object_text, service_error, Scope};
+use crate::{
+    config::GameLimits,
+    db::{
+        document::{self, ChangeError},
+        sql::{query, Conn, DbError, Row, SqlType, SqlValue},
+        unix_now,
+    },
+};
 
 const COLUMNS: &str =
     "id, user_id, world_id, scene_id, current_node_id, flags, relationships, world_time, version";
 
-fn session(row: &Row) -> Result<Session, DbError> {
-    Ok(Session {
+fn session(row: &Row) -> Result<RawSession, DbError> {
+    Ok(RawSession {
         id: row.try_get("id")?,
         user_id: row.try_get("user_id")?,
         world_id: row.try_get("world_id")?,
         scene_id: row.try_get("scene_id")?,
         current_node_id: row.try_get("current_node_id")?,
-        flags: json_column(&row.try_get::<String, _>("flags")?)?,
-        relationships: json_column(&row.try_get::<String, _>("relationships")?)?,
+        flags: json_text(row, "flags")?,
+        relationships: json_text(row, "relationships")?,
         world_time: row.try_get("world_time")?,
         version: row.try_get("version")?,
+    })
+}
+
+/// A JSON column as checked JSON text. Text that is not JSON (only a hand edit can cause
+/// it) is an error, never passed on.
+fn json_text(row: &Row, column: &str) -> Result<Box<RawValue>, DbError> {
+    RawValue::from_string(row.try_get::<String, _>(column)?).map_err(|error| DbError::Decode {
+        column: column.to_owned(),
+        problem: format!("not JSON: {error}"),
     })
 }
 
@@ -48,7 +67,7 @@ pub async fn create(
     new: &NewSession,
     scope: Scope,
     limits: &GameLimits,
-) -> Result<Session, ServiceError> {
+) -> Result<RawSession, ServiceError> {
     let flags = bounded(object_text("flags", new.flags.as_ref())?, "flags", limits)?;
     let relationships = bounded(
         object_text("relationships", new.relationships.as_ref())?,
@@ -77,7 +96,7 @@ pub async fn create(
 }
 
 /// One session; another user's answers not found, like a missing one.
-pub async fn get(db: &mut Conn<'_>, id: i64, scope: Scope) -> Result<Session, ServiceError> {
+pub async fn get(db: &mut Conn<'_>, id: i64, scope: Scope) -> Result<RawSession, ServiceError> {
     let row = query(&format!(
         "SELECT {COLUMNS} FROM game_sessions WHERE id = $1 AND ($2 IS NULL OR user_id = $2)"
     ))
@@ -98,7 +117,7 @@ pub async fn update(
     update: &SessionUpdate,
     scope: Scope,
     limits: &GameLimits,
-) -> Result<Session, ServiceError> {
+) -> Result<RawSession, ServiceError> {
     let flags = update
         .flags
         .as_ref()
@@ -161,4 +180,133 @@ pub async fn update(
             ))
         }
     }
+}
+
+/// Applies changes at paths of the session's documents under the row's lock: on SQLite in
+/// one `UPDATE` (the changes run inside it, see `db::document`), on PostgreSQL between
+/// `SELECT ... FOR UPDATE` and `UPDATE`. Writers of other keys never conflict with it.
+pub async fn patch(
+    db: &mut Conn<'_>,
+    id: i64,
+    patch: &SessionPatch,
+    scope: Scope,
+    limits: &GameLimits,
+) -> Result<RawSession, ServiceError> {
+    let limit = limits.max_session_document_bytes;
+    let now = unix_now();
+    let row = match db {
+        Conn::Sqlite(_) => query(&format!(
+            "UPDATE game_sessions SET \
+                flags = pixsim7_patch('flags', flags, $1, $3), \
+                relationships = pixsim7_patch('relationships', relationships, $2, $3), \
+                version = version + 1, updated_at = $4 \
+             WHERE id = $5 AND ($6 IS NULL OR version = $6) AND ($7 IS NULL OR user_id = $7) \
+             RETURNING {COLUMNS}"
+        ))
+        .bind(changes_json(&patch.flags)?)
+        .bind(changes_json(&patch.relationships)?)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .bind(now)
+        .bind(id)
+        .bind(patch.expected_version)
+        .bind(scope.owner_filter())
+        .fetch_optional(&mut *db)
+        .await
+        .map_err(patch_error)?,
+        Conn::Postgres(_) => {
+            let current = query(
+                "SELECT flags, relationships, version FROM game_sessions \
+                 WHERE id = $1 AND ($2 IS NULL OR user_id = $2) FOR UPDATE",
+            )
+            .bind(id)
+            .bind(scope.owner_filter())
+            .fetch_optional(&mut *db)
+            .await
+            .map_err(database_error)?
+            .ok_or_else(|| not_found("GameSession", id))?;
+            let version: i64 = current.try_get("version").map_err(database_error)?;
+            if patch
+                .expected_version
+                .is_some_and(|expected| expected != version)
+            {
+                return Err(stale(id, version, patch.expected_version));
+            }
+            let changed =
+                |name: &str, changes: &[DocumentChange]| -> Result<String, ServiceError> {
+                    let text: String = current.try_get(name).map_err(database_error)?;
+                    document::apply(name, &text, changes, limit)
+                        .map_err(|error| change_error(name, error))
+                };
+            let flags = changed("flags", &patch.flags)?;
+            let relationships = changed("relationships", &patch.relationships)?;
+            query(&format!(
+                "UPDATE game_sessions SET flags = $1, relationships = $2, version = version + 1, \
+                 updated_at = $3 WHERE id = $4 RETURNING {COLUMNS}"
+            ))
+            .bind(flags)
+            .bind(relationships)
+            .bind(now)
+            .bind(id)
+            .fetch_optional(&mut *db)
+            .await
+            .map_err(database_error)?
+        }
+    };
+    match row {
+        Some(row) => session(&row).map_err(database_error),
+        None => {
+            let current = get(db, id, scope).await?;
+            Err(stale(id, current.version, patch.expected_version))
+        }
+    }
+}
+
+fn stale(id: i64, version: i64, expected: Option<i64>) -> ServiceError {
+    service_error(
+        ServiceErrorKind::Conflict,
+        format!(
+            "GameSession {id} is at version {version}, not the expected version {}",
+            expected.unwrap_or_default()
+        ),
+    )
+}
+
+/// The changes as the JSON the SQLite function reads (`NULL` for none).
+fn changes_json(changes: &[DocumentChange]) -> Result<SqlValue, ServiceError> {
+    if changes.is_empty() {
+        return Ok(SqlValue::Null(SqlType::Text));
+    }
+    serde_json::to_string(changes)
+        .map(SqlValue::Text)
+        .map_err(|e| service_error(ServiceErrorKind::BadCall, format!("changes: {e}")))
+}
+
+fn change_error(name: &str, error: ChangeError) -> ServiceError {
+    match error {
+        ChangeError::Shape(message) => service_error(ServiceErrorKind::Conflict, message),
+        ChangeError::Invalid(message) => service_error(ServiceErrorKind::BadCall, message),
+        too_large @ ChangeError::TooLarge { .. } => service_error(
+            ServiceErrorKind::Invalid,
+            format!("the session's {name} {too_large} ([game] max_session_document_bytes)"),
+        ),
+    }
+}
+
+/// The SQLite function's refusals, told apart by their prefixes.
+fn patch_error(error: DbError) -> ServiceError {
+    let message = error.statement_message().unwrap_or_default();
+    for (prefix, kind, suffix) in [
+        (document::SHAPE_PREFIX, ServiceErrorKind::Conflict, ""),
+        (
+            document::TOO_LARGE_PREFIX,
+            ServiceErrorKind::Invalid,
+            " ([game] max_session_document_bytes)",
+        ),
+        (document::INVALID_PREFIX, ServiceErrorKind::BadCall, ""),
+    ] {
+        if let Some(at) = message.find(prefix) {
+            return service_error(kind, format!("{}{suffix}", &message[at + prefix.len()..]));
+        }
+    }
+    database_error(error)
 }

@@ -26,12 +26,12 @@ use crate::{
     },
     game::{
         calls::{
-            AdvanceWorld, ById, Emit, Executed, IssueToken, IssuedToken, SetExpressions,
-            SetHotspots, SetSchedules, Sql, UpdateSession,
+            AdvanceWorld, ById, Emit, Executed, IssueToken, IssuedToken, PatchSession,
+            SetExpressions, SetHotspots, SetSchedules, Sql, UpdateSession,
         },
         ops, Hotspot, Location, LocationSummary, NewLocation, NewNpc, NewSession, NewWorld, Npc,
         NpcExpression, NpcPresence, NpcScheduleEntry, NpcSummary, Operation, PresenceQuery,
-        Session, SessionUpdate, World, WorldSummary,
+        RawSession, Session, SessionPatch, SessionUpdate, World, WorldSummary,
     },
 };
 
@@ -217,6 +217,20 @@ impl Host {
     ) -> Result<Session, ServiceError> {
         let update = update.clone();
         self.call(ops::SESSION_UPDATE, &UpdateSession { id, update })
+            .await
+    }
+
+    /// Applies changes at paths inside a session's `flags` and `relationships` in one step in
+    /// the host: no read first, no whole document sent, no conflict with writers of other
+    /// keys. The session after the change, with its documents as JSON text (pass them on
+    /// without parsing; `serde_json::from_str(flags.get())` when you need the values).
+    pub async fn patch_session(
+        &self,
+        id: i64,
+        patch: &SessionPatch,
+    ) -> Result<RawSession, ServiceError> {
+        let patch = patch.clone();
+        self.call(ops::SESSION_PATCH, &PatchSession { id, patch })
             .await
     }
 

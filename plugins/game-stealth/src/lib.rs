@@ -1,24 +1,45 @@
 //! `game-stealth`: `POST /api/v1/game/stealth/pickpocket`, exactly as the original game
 //! specified it: validation order, two independent rolls, the flags and relationship
-//! changes, the messages, and `updated_flags`. The change is saved with the session by
-//! compare-and-set on its version, so concurrent attempts are never lost.
+//! changes, the messages, and `updated_flags`. The change is one `session.patch`: appended
+//! and set at paths by the host under the session's lock, so concurrent attempts (and other
+//! plugins writing other keys) are never lost, and the session never travels here and back.
 
-use std::sync::{
-    atomic::{AtomicU64, Ordering},
-    Mutex,
+use std::{
+    collections::VecDeque,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Mutex,
+    },
 };
 
 use plugin_api::{
-    game::{limits, Session},
+    abi::ServiceErrorKind,
+    game::{limits, DocumentChange, SessionPatch},
     prelude::*,
 };
 
-/// The plugin: the RNG (seedable for play-tests) and a count of attempts served.
+/// The plugin: the rolls (seedable for play-tests) and a count of attempts served.
 pub struct GameStealth {
     host: Host,
-    rng: Mutex<fastrand::Rng>,
+    rolls: Mutex<Rolls>,
     seeded: bool,
     attempts: AtomicU64,
+}
+
+/// Uniform draws in [0, 1), two per attempt. An attempt that finds no session gives its
+/// draws back for the next one, so with a seed a play-test's rolls do not depend on
+/// requests that failed.
+struct Rolls {
+    rng: fastrand::Rng,
+    returned: VecDeque<(f64, f64)>,
+}
+
+impl Rolls {
+    fn take(&mut self) -> (f64, f64) {
+        self.returned
+            .pop_front()
+            .unwrap_or_else(|| (self.rng.f64(), self.rng.f64()))
+    }
 }
 
 /// `[plugins.game-stealth]` settings.
@@ -60,7 +81,10 @@ impl Plugin for GameStealth {
         };
         Ok(GameStealth {
             host: context.host(),
-            rng: Mutex::new(rng),
+            rolls: Mutex::new(Rolls {
+                rng,
+                returned: VecDeque::new(),
+            }),
             seeded: settings.seed.is_some(),
             attempts: AtomicU64::new(0),
         })
@@ -106,7 +130,8 @@ pub struct PickpocketResponse {
     success: bool,
     detected: bool,
     /// The session's whole `flags` after the change.
-    updated_flags: Value,
+    #[schemars(with = "Value")]
+    updated_flags: Box<plugin_api::serde_json::value::RawValue>,
     message: String,
 }
 
@@ -132,26 +157,28 @@ async fn pickpocket(
             message,
         ));
     }
-    // Roll once, and only once the session is known to exist (a 404 must not consume rolls
-    // of a seeded RNG); a retry of the save after a lost race reuses the same rolls.
-    let mut rolls = None;
-    let (session, (success, detected)) = plugin
-        .host
-        .modify_session(body.session_id, |session| {
-            let (success, detected) = *rolls.get_or_insert_with(|| {
-                let mut rng = plugin
-                    .rng
+    let draws = plugin
+        .rolls
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .take();
+    let success = draws.0 < body.base_success_chance;
+    let detected = draws.1 < body.detection_chance;
+    let patch = attempt_patch(&body, success, detected);
+    let session = match plugin.host.patch_session(body.session_id, &patch).await {
+        Ok(session) => session,
+        Err(error) => {
+            if error.kind == ServiceErrorKind::NotFound {
+                plugin
+                    .rolls
                     .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner());
-                (
-                    rng.f64() < body.base_success_chance,
-                    rng.f64() < body.detection_chance,
-                )
-            });
-            apply_attempt(session, &body, success, detected).map_err(ApiError::conflict)?;
-            Ok((success, detected))
-        })
-        .await?;
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .returned
+                    .push_front(draws);
+            }
+            return Err(error.into());
+        }
+    };
     plugin.attempts.fetch_add(1, Ordering::Relaxed);
     let (session_id, npc_id) = (session.id, body.npc_id);
     let attempt = json!({
@@ -185,74 +212,47 @@ fn message(npc_id: i64, success: bool, detected: bool) -> String {
     message
 }
 
-/// The state change of one attempt, applied to the session as read.
-/// The state change of one attempt, applied to the session as read. Containers are
-/// created when missing; a value of the wrong shape where one is needed is an error, never
-/// overwritten (the session is then not saved).
-fn apply_attempt(
-    session: &mut Session,
-    body: &PickpocketRequest,
-    success: bool,
-    detected: bool,
-) -> Result<(), String> {
+/// The state change of one attempt, as changes at paths: the attempt appended to
+/// `flags.stealth.pickpocket_attempts`, the theft or the capture flagged, and on capture the
+/// relationship marked and its numeric `score` lowered by 10 (floor 0). Containers are
+/// created when missing; a value of the wrong shape on a path makes the host refuse the
+/// whole change (409), never overwrite it.
+fn attempt_patch(body: &PickpocketRequest, success: bool, detected: bool) -> SessionPatch {
     let npc_id = body.npc_id;
-    let stealth = object_in(&mut session.flags, "stealth", "flags")?;
-    let attempts = stealth
-        .entry("pickpocket_attempts")
-        .or_insert_with(|| Value::Array(Vec::new()));
-    let Value::Array(list) = attempts else {
-        return Err(format!(
-            "flags.stealth.pickpocket_attempts is {attempts}, not a list; fix the session before pickpocketing"
-        ));
-    };
-    list.push(json!({"npc_id": npc_id, "slot_id": body.slot_id, "success": success, "detected": detected}));
+    let path = |keys: &[&str]| keys.iter().map(|k| (*k).to_owned()).collect::<Vec<_>>();
+    let mut flags = vec![DocumentChange::Append {
+        path: path(&["stealth", "pickpocket_attempts"]),
+        value: json!({"npc_id": npc_id, "slot_id": body.slot_id, "success": success, "detected": detected}),
+    }];
+    let mut relationships = Vec::new();
     if success {
-        stealth.insert(format!("stole_from_npc_{npc_id}"), Value::Bool(true));
+        flags.push(DocumentChange::Set {
+            path: path(&["stealth", &format!("stole_from_npc_{npc_id}")]),
+            value: Value::Bool(true),
+        });
     }
     if detected {
-        stealth.insert(format!("caught_by_npc_{npc_id}"), Value::Bool(true));
         let key = format!("npc:{npc_id}");
-        let entry = object_in(&mut session.relationships, &key, "relationships")?;
-        let flags = object_in_map(entry, "flags", &format!("relationships.{key}"))?;
-        flags.insert("caught_pickpocketing".to_owned(), Value::Bool(true));
-        if let Some(score) = entry.get("score").and_then(Value::as_f64) {
-            let lowered = (score - 10.0).max(0.0);
-            let value = if entry["score"].is_i64() || entry["score"].is_u64() {
-                json!(lowered as i64)
-            } else {
-                json!(lowered)
-            };
-            entry.insert("score".to_owned(), value);
-        }
+        flags.push(DocumentChange::Set {
+            path: path(&["stealth", &format!("caught_by_npc_{npc_id}")]),
+            value: Value::Bool(true),
+        });
+        relationships.push(DocumentChange::Set {
+            path: path(&[&key, "flags", "caught_pickpocketing"]),
+            value: Value::Bool(true),
+        });
+        relationships.push(DocumentChange::Add {
+            path: path(&[&key, "score"]),
+            by: -10.0,
+            min: Some(0.0),
+            max: None,
+            default: None,
+        });
     }
-    Ok(())
-}
-
-/// The object at `key` of the object `value` (named `path` in errors), created if missing.
-fn object_in<'a>(
-    value: &'a mut Value,
-    key: &str,
-    path: &str,
-) -> Result<&'a mut Map<String, Value>, String> {
-    match value {
-        Value::Object(map) => object_in_map(map, key, path),
-        other => Err(format!("{path} is {other}, not an object")),
-    }
-}
-
-fn object_in_map<'a>(
-    map: &'a mut Map<String, Value>,
-    key: &str,
-    path: &str,
-) -> Result<&'a mut Map<String, Value>, String> {
-    match map
-        .entry(key.to_owned())
-        .or_insert_with(|| Value::Object(Map::new()))
-    {
-        Value::Object(inner) => Ok(inner),
-        other => Err(format!(
-            "{path}.{key} is {other}, not an object; fix the session before pickpocketing"
-        )),
+    SessionPatch {
+        flags,
+        relationships,
+        expected_version: None,
     }
 }
 
@@ -260,20 +260,24 @@ export_plugin!(GameStealth);
 
 #[cfg(test)]
 mod tests {
+    use plugin_api::game::apply_changes;
+
     use super::*;
 
-    fn session(flags: Value, relationships: Value) -> Session {
-        Session {
-            id: 1,
-            user_id: None,
-            world_id: None,
-            scene_id: None,
-            current_node_id: None,
-            flags,
-            relationships,
-            world_time: 0.0,
-            version: 1,
-        }
+    /// The session's documents after the attempt's patch, as the host applies it.
+    fn attempt(
+        flags: Value,
+        relationships: Value,
+        npc_id: i64,
+        success: bool,
+        detected: bool,
+    ) -> Result<(Value, Value), String> {
+        let patch = attempt_patch(&body(npc_id), success, detected);
+        let (mut flags, mut relationships) = (flags, relationships);
+        apply_changes("flags", &mut flags, &patch.flags).map_err(|e| format!("{e:?}"))?;
+        apply_changes("relationships", &mut relationships, &patch.relationships)
+            .map_err(|e| format!("{e:?}"))?;
+        Ok((flags, relationships))
     }
 
     fn body(npc_id: i64) -> PickpocketRequest {
@@ -289,16 +293,15 @@ mod tests {
 
     #[test]
     fn success_undetected_records_the_theft() {
-        let mut s = session(json!({}), json!({}));
-        apply_attempt(&mut s, &body(7), true, false).unwrap();
+        let (flags, relationships) = attempt(json!({}), json!({}), 7, true, false).unwrap();
         assert_eq!(
-            s.flags,
+            flags,
             json!({"stealth": {
                 "pickpocket_attempts": [{"npc_id": 7, "slot_id": "wallet", "success": true, "detected": false}],
                 "stole_from_npc_7": true,
             }})
         );
-        assert_eq!(s.relationships, json!({}));
+        assert_eq!(relationships, json!({}));
         assert_eq!(
             message(7, true, false),
             "You successfully pickpocketed NPC #7!"
@@ -307,23 +310,26 @@ mod tests {
 
     #[test]
     fn failure_detected_marks_the_relationship_and_lowers_score() {
-        let mut s = session(
+        let (flags, relationships) = attempt(
             json!({"stealth": {"pickpocket_attempts": [{"npc_id": 1}]}, "other": 1}),
             json!({"npc:7": {"affinity": 50, "score": 5}}),
-        );
-        apply_attempt(&mut s, &body(7), false, true).unwrap();
+            7,
+            false,
+            true,
+        )
+        .unwrap();
         assert_eq!(
-            s.flags["stealth"]["pickpocket_attempts"]
+            flags["stealth"]["pickpocket_attempts"]
                 .as_array()
                 .unwrap()
                 .len(),
             2
         );
-        assert_eq!(s.flags["stealth"]["caught_by_npc_7"], true);
-        assert_eq!(s.flags["other"], 1);
-        assert!(s.flags["stealth"].get("stole_from_npc_7").is_none());
+        assert_eq!(flags["stealth"]["caught_by_npc_7"], true);
+        assert_eq!(flags["other"], 1);
+        assert!(flags["stealth"].get("stole_from_npc_7").is_none());
         assert_eq!(
-            s.relationships["npc:7"],
+            relationships["npc:7"],
             json!({"affinity": 50, "score": 0, "flags": {"caught_pickpocketing": true}})
         );
         assert_eq!(
@@ -334,31 +340,33 @@ mod tests {
 
     #[test]
     fn values_of_the_wrong_shape_are_refused_not_overwritten() {
-        let mut s = session(json!({"stealth": "x"}), json!({}));
-        let error = apply_attempt(&mut s, &body(1), true, false).unwrap_err();
-        assert!(error.contains("flags.stealth is \"x\""), "{error}");
-        let mut s = session(json!({}), json!({"npc:1": 5}));
-        let error = apply_attempt(&mut s, &body(1), false, true).unwrap_err();
+        let error = attempt(json!({"stealth": "x"}), json!({}), 1, true, false).unwrap_err();
+        assert!(error.contains("flags.stealth is \\\"x\\\""), "{error}");
+        let error = attempt(json!({}), json!({"npc:1": 5}), 1, false, true).unwrap_err();
         assert!(error.contains("relationships.npc:1 is 5"), "{error}");
-        let mut s = session(json!({"stealth": {"pickpocket_attempts": {}}}), json!({}));
-        assert!(apply_attempt(&mut s, &body(1), true, true)
-            .unwrap_err()
-            .contains("not a list"));
+        let error = attempt(
+            json!({"stealth": {"pickpocket_attempts": {}}}),
+            json!({}),
+            1,
+            true,
+            true,
+        )
+        .unwrap_err();
+        assert!(error.contains("not a list"), "{error}");
     }
 
     #[test]
     fn a_score_is_only_lowered_when_present_and_numeric() {
-        let mut s = session(
-            json!({}),
-            json!({"npc:3": {"score": 25.5}, "npc:4": {"score": "high"}}),
-        );
-        apply_attempt(&mut s, &body(3), true, true).unwrap();
-        apply_attempt(&mut s, &body(4), true, true).unwrap();
-        apply_attempt(&mut s, &body(5), true, true).unwrap();
-        assert_eq!(s.relationships["npc:3"]["score"], 15.5);
-        assert_eq!(s.relationships["npc:4"]["score"], "high");
+        let mut relationships = json!({"npc:3": {"score": 25.5}, "npc:4": {"score": "high"}});
+        for npc in [3, 4, 5] {
+            relationships = attempt(json!({}), relationships, npc, true, true)
+                .unwrap()
+                .1;
+        }
+        assert_eq!(relationships["npc:3"]["score"], 15.5);
+        assert_eq!(relationships["npc:4"]["score"], "high");
         assert_eq!(
-            s.relationships["npc:5"],
+            relationships["npc:5"],
             json!({"flags": {"caught_pickpocketing": true}})
         );
     }

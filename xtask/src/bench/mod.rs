@@ -20,6 +20,8 @@ use anyhow::{bail, Context};
 
 use crate::{library_file_name, run, Workspace};
 
+mod game;
+
 const JWT_SECRET: &str = "benchmark-secret-0123456789abcdef0123456789";
 const ECHO_BODY: &str = r#"{"player":"mara","score":21,"tags":["thief","quick","quiet"]}"#;
 
@@ -264,14 +266,11 @@ impl Bench {
         Ok(dir)
     }
 
-    fn host_command(&self, plugin_dir: &Path, database: &Path, core: Option<u32>) -> Command {
+    fn host_command(&self, plugin_dir: &Path, database_url: &str, core: Option<u32>) -> Command {
         let mut command = pinned(core, &self.pixsim7());
         command
             .env("PIXSIM7_PLUGIN_DIR", plugin_dir)
-            .env(
-                "PIXSIM7_DATABASE_URL",
-                format!("sqlite://{}", database.display()),
-            )
+            .env("PIXSIM7_DATABASE_URL", database_url)
             .env("PIXSIM7_JWT_SECRET", JWT_SECRET)
             .env("PIXSIM7_DATA_DIR", self.scratch.join("data"))
             .env("PIXSIM7_LOG", "warn")
@@ -287,6 +286,18 @@ impl Bench {
         &self,
         plugin_dir: &Path,
         database: &Path,
+        workers: Option<u32>,
+        core: Option<u32>,
+    ) -> anyhow::Result<(Server, Duration)> {
+        let url = format!("sqlite://{}", database.display());
+        self.start_host_on(plugin_dir, &url, workers, core)
+    }
+
+    /// Like `start_host`, on the database at `database_url`.
+    fn start_host_on(
+        &self,
+        plugin_dir: &Path,
+        database: &str,
         workers: Option<u32>,
         core: Option<u32>,
     ) -> anyhow::Result<(Server, Duration)> {
@@ -371,7 +382,18 @@ impl Bench {
 
     /// Alternates the sides for the planned rounds, after a warm-up of each.
     fn compare(&self, sides: &[(&str, String, PathBuf)]) -> anyhow::Result<Vec<Summary>> {
-        for (_, url, script) in sides {
+        self.compare_from(sides, &|_| Ok(()))
+    }
+
+    /// Like `compare`, with `reset(side)` run before every run of a side (to start each
+    /// run from the same data).
+    fn compare_from(
+        &self,
+        sides: &[(&str, String, PathBuf)],
+        reset: &dyn Fn(usize) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Vec<Summary>> {
+        for (index, (_, url, script)) in sides.iter().enumerate() {
+            reset(index)?;
             self.wrk(url, script, self.plan.warmup, self.plan.connections)?;
         }
         let mut summaries: Vec<Summary> = sides
@@ -389,6 +411,7 @@ impl Bench {
             }
             for index in order {
                 let (_, url, script) = &sides[index];
+                reset(index)?;
                 summaries[index].runs.push(self.wrk(
                     url,
                     script,
@@ -630,39 +653,10 @@ pub fn run_bench(workspace: &Workspace, quick: bool) -> anyhow::Result<()> {
     let _ = writeln!(report, "## Memory\n\nThe host with every game plugin, `auth` and `dice-game` ({} libraries), default workers: resident memory at idle after start-up, after a warm-up of {warmup_requests} requests, and after {served} more requests to `POST /api/v1/dice-game/roll` ({:.0} s). Flatness is judged from the warmed-up size.\n\n| at idle | warmed up | after {served} requests | change since warm-up |\n|---|---|---|---|\n| {:.1} MiB | {:.1} MiB | {:.1} MiB | {change:+.1} % |\n",
         game_libs.len(), load_started.elapsed().as_secs_f64(), mib(idle), mib(warm), mib(after));
 
-    // 4. The game path.
-    println!("== game path");
-    let (server, _) =
-        bench.start_host(&game_dir, &bench.scratch.join("game.db"), Some(1), Some(0))?;
-    let token = token(&bench.pixsim7(), 1)?;
-    let auth = format!("Bearer {token}");
-    let sessions = 1000;
-    for _ in 0..sessions {
-        let (status, body) = http(
-            server.address,
-            "POST",
-            "/api/v1/game/sessions",
-            &[("Authorization", &auth)],
-            "{}",
-        )?;
-        if status != 200 {
-            bail!("creating a session failed: {status} {body}");
-        }
-    }
-    let game_script = bench.lua(
-        "pickpocket",
-        &format!(
-            "wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.headers[\"Authorization\"] = \"Bearer {token}\"\n\
-             request = function()\n  local body = string.format('{{\"npc_id\": %d, \"slot_id\": \"purse\", \"base_success_chance\": 0.5, \"detection_chance\": 0.5, \"session_id\": %d}}', math.random(1, 50), math.random(1, {sessions}))\n  return wrk.format(nil, \"/api/v1/game/stealth/pickpocket\", nil, body)\nend\n"
-        ),
-    )?;
-    let game = bench.compare(&[(
-        "POST /api/v1/game/stealth/pickpocket (SQLite)",
-        server.url("/"),
-        game_script,
-    )])?;
-    server.stop();
-    let _ = writeln!(report, "## Game path\n\n`POST /api/v1/game/stealth/pickpocket` with a bearer token on SQLite (WAL), spread over {sessions} sessions of one user, 1 worker on core 0. Each attempt reads the session, rolls, and writes it back by compare-and-set.\n\n{LOAD_HEADER}\n{}\n", game[0].row(None));
+    // 4. The game routes, against a replica of the original backend.
+    println!("== game routes against the original");
+    let game_section = game::compare_game_routes(&bench, workspace, &game_libs)?;
+    report.push_str(&game_section);
 
     // 5. Logins do not stall other requests (argon2id runs on the blocking pool).
     println!("== logins and a cheap route");
