@@ -85,6 +85,10 @@ struct PluginsArgs {
     json: bool,
 }
 
+/// See the workspace manifest: small allocations dominate the request path.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init_logging();

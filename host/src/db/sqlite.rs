@@ -6,10 +6,12 @@
 //! - **The writer**: one connection behind an async lock. A unit of work takes it at its
 //!   first write and keeps it until it ends, inside a savepoint of its own.
 //! - **Group commit**: a unit that ends releases its savepoint but leaves the transaction
-//!   open while other units are waiting for the writer; the last of a group (or the one that
-//!   finds the group full or old) commits for all, and each unit's response waits for that
-//!   commit. One commit then covers many requests, so the commit cost stops bounding
-//!   throughput. A unit that rolls back undoes only its savepoint.
+//!   open, and its response waits for the group's commit. The first unit to end in a group
+//!   schedules a committer task behind every task already runnable on its thread (the
+//!   requests that arrived together); those join the group, and one commit covers them all.
+//!   A group is also committed as soon as it holds `MAX_GROUP` units or is `MAX_GROUP_AGE`
+//!   old. Commits (writing every changed page to the log) then stop bounding throughput. A
+//!   unit that rolls back undoes only its savepoint.
 //!
 //! Must never: let a unit see another unit's uncommitted writes other than through this
 //! shared transaction (whose commit they then share), or answer a unit before the commit
@@ -17,10 +19,7 @@
 
 use std::{
     path::{Path, PathBuf},
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        Arc, Mutex,
-    },
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -30,7 +29,7 @@ use tokio::sync::{oneshot, Mutex as AsyncMutex, OwnedMutexGuard};
 use super::sql::{sqlite_script, Conn, DbError};
 
 /// Units one commit covers at most.
-const MAX_GROUP: usize = 64;
+const MAX_GROUP: usize = 128;
 /// How long a group may stay open before it is committed anyway.
 const MAX_GROUP_AGE: Duration = Duration::from_millis(2);
 /// Read connections kept for reuse.
@@ -43,8 +42,6 @@ pub struct SqliteStore {
     path: PathBuf,
     readers: Mutex<Vec<Connection>>,
     writer: Arc<AsyncMutex<Writer>>,
-    /// Units waiting for the writer: while there are any, a group stays open for them.
-    waiting: AtomicUsize,
 }
 
 struct Writer {
@@ -56,6 +53,8 @@ struct Writer {
 struct Group {
     id: u64,
     started: Instant,
+    /// Whether a committer task is on its way.
+    commit_scheduled: bool,
     /// Units whose writes the group holds, waiting for its commit.
     waiters: Vec<oneshot::Sender<Result<(), String>>>,
 }
@@ -72,7 +71,6 @@ impl SqliteStore {
                 group: None,
                 groups_started: 0,
             })),
-            waiting: AtomicUsize::new(0),
         }))
     }
 
@@ -98,9 +96,7 @@ impl SqliteStore {
     /// The writer, inside a savepoint of the caller's own (and a group transaction begun if
     /// none is open).
     pub async fn writer(self: &Arc<Self>) -> Result<WriterLease, DbError> {
-        let counted = Waiting::new(&self.waiting);
         let mut guard = self.writer.clone().lock_owned().await;
-        drop(counted);
         // A group that has grown old is committed before anything joins it.
         if guard
             .group
@@ -115,6 +111,7 @@ impl SqliteStore {
             guard.group = Some(Group {
                 id: guard.groups_started,
                 started: Instant::now(),
+                commit_scheduled: false,
                 waiters: Vec::new(),
             });
         }
@@ -136,22 +133,6 @@ impl SqliteStore {
     }
 }
 
-/// Counts a unit as waiting for the writer until dropped (also when its wait is cancelled).
-struct Waiting<'a>(&'a AtomicUsize);
-
-impl<'a> Waiting<'a> {
-    fn new(counter: &'a AtomicUsize) -> Waiting<'a> {
-        counter.fetch_add(1, Ordering::SeqCst);
-        Waiting(counter)
-    }
-}
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
 fn open_connection(path: &Path, writable: bool) -> Result<Connection, DbError> {
     let flags = if writable {
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE
@@ -164,12 +145,26 @@ fn open_connection(path: &Path, writable: bool) -> Result<Connection, DbError> {
     // First: another process (`pixsim7 migrate`, a second start) may hold a lock briefly,
     // even while this one switches the journal mode.
     connection.busy_timeout(Duration::from_secs(10))?;
-    let pragmas = if writable {
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;"
-    } else {
-        "PRAGMA foreign_keys = ON;"
-    };
-    connection.execute_batch(pragmas)?;
+    if writable {
+        // Switching a new file to WAL needs an exclusive lock, which SQLite refuses at once
+        // (no busy handler) while another process opens the same file: retry for a while.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match connection.execute_batch("PRAGMA journal_mode = WAL") {
+                Err(rusqlite::Error::SqliteFailure(failure, _))
+                    if matches!(
+                        failure.code,
+                        rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                    ) && Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                other => break other?,
+            }
+        }
+        connection.execute_batch("PRAGMA synchronous = NORMAL;")?;
+    }
+    connection.execute_batch("PRAGMA foreign_keys = ON;")?;
     super::document::register(&connection)?;
     Ok(connection)
 }
@@ -239,8 +234,8 @@ impl WriterLease {
         Conn::Sqlite(&mut self.guard.as_mut().expect("held until finished").connection)
     }
 
-    /// Ends the unit's savepoint (kept or undone) and hands the writer on; the group is
-    /// committed now unless another unit is waiting to join it.
+    /// Ends the unit's savepoint (kept or undone) and hands the writer on. A kept unit waits
+    /// for its group's commit (see the module documentation).
     pub fn finish(mut self, keep: bool) -> Finished {
         self.finish_inner(keep)
     }
@@ -250,14 +245,11 @@ impl WriterLease {
             return Finished::Done(Ok(()));
         };
         let released = if keep {
-            guard
-                .connection
-                .execute_batch("RELEASE unit")
-                .map_err(|e| e.to_string())
+            sqlite_script(&guard.connection, "RELEASE unit").map_err(|e| e.to_string())
         } else {
             Err(String::new())
         };
-        if let Err(problem) = &released {
+        if released.is_err() {
             // Undo the unit alone; the rest of the group stays.
             let undone = sqlite_script(&guard.connection, "ROLLBACK TO unit")
                 .and_then(|()| sqlite_script(&guard.connection, "RELEASE unit"));
@@ -271,37 +263,44 @@ impl WriterLease {
                     }
                 }
             }
-            if keep {
-                return self.hand_on(guard, Finished::Done(Err(problem.clone())));
-            }
         }
-        let full_or_old = guard.group.as_ref().is_none_or(|g| {
-            g.waiters.len() + 1 >= MAX_GROUP || g.started.elapsed() >= MAX_GROUP_AGE
-        });
-        let others_waiting = self.store.waiting.load(Ordering::SeqCst) > 0;
+        if let (true, Err(problem)) = (keep, &released) {
+            if guard.group.as_ref().is_some_and(|g| g.waiters.is_empty()) {
+                commit_group(&mut guard);
+            }
+            return Finished::Done(Err(problem.clone()));
+        }
         if !keep {
-            return self.hand_on(guard, Finished::Done(Ok(())));
-        }
-        if full_or_old || !others_waiting {
-            let (done, outcome) = oneshot::channel();
-            if let Some(group) = guard.group.as_mut() {
-                group.waiters.push(done);
+            // Nothing of this unit's to commit; a group with no member left is ended now.
+            if guard.group.as_ref().is_some_and(|g| g.waiters.is_empty()) {
+                commit_group(&mut guard);
             }
-            commit_group(&mut guard);
-            return Finished::Done(outcome.blocking_recv_ready());
+            return Finished::Done(Ok(()));
         }
+        let Some(group) = guard.group.as_mut() else {
+            return Finished::Done(Err("the unit's group transaction was lost".to_owned()));
+        };
         let (done, outcome) = oneshot::channel();
-        let group = guard.group.as_mut().expect("checked above");
         group.waiters.push(done);
-        Finished::InGroup(group.id, outcome)
-    }
-
-    /// Leaves the writer to the next unit; commits the group if nobody else will.
-    fn hand_on(&self, mut guard: OwnedMutexGuard<Writer>, finished: Finished) -> Finished {
-        if self.store.waiting.load(Ordering::SeqCst) == 0 {
+        let id = group.id;
+        if group.waiters.len() >= MAX_GROUP || group.started.elapsed() >= MAX_GROUP_AGE {
             commit_group(&mut guard);
+            return Finished::Done(ready_outcome(outcome));
         }
-        finished
+        if !group.commit_scheduled {
+            group.commit_scheduled = true;
+            let store = self.store.clone();
+            tokio::spawn(async move {
+                // Behind every task already runnable on this thread: the requests that came
+                // in together end their units first and join this group.
+                tokio::task::yield_now().await;
+                let mut guard = store.writer.clone().lock_owned().await;
+                if guard.group.as_ref().is_some_and(|g| g.id == id) {
+                    commit_group(&mut guard);
+                }
+            });
+        }
+        Finished::InGroup(id, outcome)
     }
 }
 
@@ -336,14 +335,9 @@ pub async fn wait_for_group(
     }
 }
 
-trait ReadyOutcome {
-    fn blocking_recv_ready(self) -> Result<(), String>;
-}
-
-impl ReadyOutcome for oneshot::Receiver<Result<(), String>> {
-    /// The outcome of a commit that has already happened (sent before this is called).
-    fn blocking_recv_ready(mut self) -> Result<(), String> {
-        self.try_recv()
-            .unwrap_or_else(|_| Err("the commit did not report".to_owned()))
-    }
+/// The outcome of a commit that has already happened (sent before this is called).
+fn ready_outcome(mut outcome: oneshot::Receiver<Result<(), String>>) -> Result<(), String> {
+    outcome
+        .try_recv()
+        .unwrap_or_else(|_| Err("the commit did not report".to_owned()))
 }
