@@ -2,9 +2,19 @@
 //! function `pixsim7_patch(document, changes, max_bytes)` that applies them inside an
 //! `UPDATE`, so a patch is one statement that never sends the document to the caller and
 //! back. On PostgreSQL the same `apply` runs between `SELECT ... FOR UPDATE` and `UPDATE`.
+//!
+//! The document is edited lazily: only the objects on a change's path are parsed (into
+//! their keys and the raw text of each value); everything else, such as a long list that a
+//! change appends to, is copied through as text. A session's documents grow with play, and
+//! this keeps a change's cost independent of their size. The semantics are those of
+//! `plugin_api::game::apply_changes` (which plugins test against); a test below holds the two
+//! to each other.
 
-use plugin_api::game::{apply_changes, DocumentChange, DocumentError};
-use serde_json::Value;
+use std::fmt::Write as _;
+
+use plugin_api::game::DocumentChange;
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde_json::{value::RawValue, Value};
 
 /// Why changes could not be applied.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,13 +55,16 @@ pub fn apply(
     if changes.is_empty() {
         return Ok(text.to_owned());
     }
-    let mut document: Value = serde_json::from_str(text)
-        .map_err(|e| ChangeError::Invalid(format!("{name} is not JSON: {e}")))?;
-    apply_changes(name, &mut document, changes).map_err(|error| match error {
-        DocumentError::Shape(message) => ChangeError::Shape(message),
-        DocumentError::Invalid(message) => ChangeError::Invalid(message),
-    })?;
-    let text = document.to_string();
+    // The root is always an object (sessions store objects); parsing its entries checks the
+    // whole text once.
+    let Entries(entries) = serde_json::from_str(text)
+        .map_err(|e| ChangeError::Invalid(format!("{name} is not a JSON object: {e}")))?;
+    let mut root = Node::Object(entries);
+    for change in changes {
+        apply_change(name, &mut root, change)?;
+    }
+    let mut text = String::with_capacity(text.len() + 256);
+    root.write(&mut text);
     if text.len() > limit {
         return Err(ChangeError::TooLarge {
             size: text.len(),
@@ -59,6 +72,234 @@ pub fn apply(
         });
     }
     Ok(text)
+}
+
+/// A document being edited: raw text where untouched.
+enum Node<'a> {
+    /// Not looked into.
+    Raw(&'a RawValue),
+    /// An object on some change's path: its entries in order.
+    Object(Vec<(String, Node<'a>)>),
+    /// A list appended to: the original text and the appended values' texts.
+    Appended(&'a str, Vec<String>),
+    /// A value a change wrote.
+    Value(Value),
+}
+
+impl<'a> Node<'a> {
+    /// The text this node stands for, for error messages (long values cut short).
+    fn describe(&self) -> String {
+        let mut text = String::new();
+        self.write(&mut text);
+        if text.len() > 80 {
+            let cut = (0..=80)
+                .rev()
+                .find(|&i| text.is_char_boundary(i))
+                .unwrap_or(0);
+            text.truncate(cut);
+            text.push_str("...");
+        }
+        text
+    }
+
+    fn write(&self, out: &mut String) {
+        match self {
+            Node::Raw(raw) => out.push_str(raw.get()),
+            Node::Value(value) => {
+                out.push_str(&serde_json::to_string(value).expect("a JSON value serializes"))
+            }
+            Node::Object(entries) => {
+                out.push('{');
+                for (index, (key, value)) in entries.iter().enumerate() {
+                    if index > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&serde_json::to_string(key).expect("a string serializes"));
+                    out.push(':');
+                    value.write(out);
+                }
+                out.push('}');
+            }
+            Node::Appended(list, appended) => {
+                let open = list
+                    .trim_end()
+                    .strip_suffix(']')
+                    .expect("a list ends with ]");
+                out.push_str(open);
+                let empty = open.trim_end().ends_with('[');
+                for (index, value) in appended.iter().enumerate() {
+                    if index > 0 || !empty {
+                        out.push(',');
+                    }
+                    out.push_str(value);
+                }
+                out.push(']');
+            }
+        }
+    }
+
+    /// This node as an object's entries, parsing its raw text if need be; `None` if it is
+    /// not an object.
+    fn entries(&mut self) -> Option<&mut Vec<(String, Node<'a>)>> {
+        if let Node::Raw(raw) = self {
+            if !raw.get().starts_with('{') {
+                return None;
+            }
+            let Entries(entries) = serde_json::from_str(raw.get()).ok()?;
+            *self = Node::Object(entries);
+        }
+        if let Node::Value(Value::Object(map)) = self {
+            let entries = std::mem::take(map)
+                .into_iter()
+                .map(|(k, v)| (k, Node::Value(v)))
+                .collect();
+            *self = Node::Object(entries);
+        }
+        match self {
+            Node::Object(entries) => Some(entries),
+            _ => None,
+        }
+    }
+}
+
+/// An object's entries in order, each value left as raw text.
+struct Entries<'a>(Vec<(String, Node<'a>)>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Entries<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct EntriesVisitor;
+        impl<'de> Visitor<'de> for EntriesVisitor {
+            type Value = Entries<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Entries<'de>, M::Error> {
+                let mut entries = Vec::new();
+                while let Some((key, value)) = map.next_entry::<String, &'de RawValue>()? {
+                    // A repeated key: the last one counts, as in serde_json's own maps.
+                    entries.retain(|(k, _): &(String, Node<'de>)| *k != key);
+                    entries.push((key, Node::Raw(value)));
+                }
+                Ok(Entries(entries))
+            }
+        }
+        deserializer.deserialize_map(EntriesVisitor)
+    }
+}
+
+fn apply_change(
+    name: &str,
+    root: &mut Node<'_>,
+    change: &DocumentChange,
+) -> Result<(), ChangeError> {
+    let path = match change {
+        DocumentChange::Set { path, .. }
+        | DocumentChange::Append { path, .. }
+        | DocumentChange::Remove { path }
+        | DocumentChange::Add { path, .. } => path,
+    };
+    let Some((last, parents)) = path.split_last() else {
+        return Err(ChangeError::Invalid(format!(
+            "a change to {name} needs a path of at least one key"
+        )));
+    };
+    let create = !matches!(change, DocumentChange::Remove { .. });
+    let shape = |at: &str, node: &Node<'_>, wanted: &str| {
+        ChangeError::Shape(format!("{at} is {}, not {wanted}", node.describe()))
+    };
+    let mut container = root;
+    let mut at = name.to_owned();
+    if container.entries().is_none() {
+        return Err(shape(&at, container, "an object"));
+    }
+    for key in parents {
+        let entries = container.entries().expect("checked to be an object");
+        let position = match entries.iter().position(|(k, _)| k == key) {
+            Some(position) => position,
+            None if create => {
+                entries.push((key.clone(), Node::Object(Vec::new())));
+                entries.len() - 1
+            }
+            None => return Ok(()), // removing under a path that does not exist
+        };
+        let _ = write!(at, ".{key}");
+        container = &mut entries[position].1;
+        if container.entries().is_none() {
+            return Err(shape(&at, container, "an object"));
+        }
+    }
+    let entries = container.entries().expect("checked to be an object");
+    let _ = write!(at, ".{last}");
+    let position = entries.iter().position(|(k, _)| k == last);
+    match change {
+        DocumentChange::Set { value, .. } => match position {
+            Some(position) => entries[position].1 = Node::Value(value.clone()),
+            None => entries.push((last.clone(), Node::Value(value.clone()))),
+        },
+        DocumentChange::Remove { .. } => {
+            if let Some(position) = position {
+                entries.remove(position);
+            }
+        }
+        DocumentChange::Append { value, .. } => {
+            let text = serde_json::to_string(value).expect("a JSON value serializes");
+            let Some(position) = position else {
+                entries.push((last.clone(), Node::Appended("[]", vec![text])));
+                return Ok(());
+            };
+            let node = &mut entries[position].1;
+            match node {
+                Node::Appended(_, appended) => appended.push(text),
+                Node::Raw(raw) if raw.get().starts_with('[') => {
+                    *node = Node::Appended(raw.get(), vec![text]);
+                }
+                Node::Value(Value::Array(list)) => list.push(value.clone()),
+                other => return Err(shape(&at, other, "a list")),
+            }
+        }
+        DocumentChange::Add {
+            by,
+            min,
+            max,
+            default,
+            ..
+        } => {
+            let current = match position.map(|p| &entries[p].1) {
+                None => None,
+                Some(Node::Raw(raw)) => {
+                    Some(serde_json::from_str::<Value>(raw.get()).expect("raw text is JSON"))
+                }
+                Some(Node::Value(value)) => Some(value.clone()),
+                Some(_) => return Ok(()), // an object or a list: not a number
+            };
+            let start = match &current {
+                None | Some(Value::Null) => match default {
+                    Some(start) => *start,
+                    None => return Ok(()),
+                },
+                Some(Value::Number(n)) => n.as_f64().unwrap_or_default(),
+                Some(_) => return Ok(()), // not a number: left as it is
+            };
+            let mut result = start + by;
+            if let Some(min) = min {
+                result = result.max(*min);
+            }
+            if let Some(max) = max {
+                result = result.min(*max);
+            }
+            let was_float = current.as_ref().is_some_and(Value::is_f64);
+            let value = if result.fract() == 0.0 && !was_float && result.abs() < 9.0e15 {
+                Value::from(result as i64)
+            } else {
+                Value::from(result)
+            };
+            match position {
+                Some(position) => entries[position].1 = Node::Value(value),
+                None => entries.push((last.clone(), Node::Value(value))),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The prefix of the messages `pixsim7_patch` fails with, by kind, so the caller can tell a
@@ -182,6 +423,44 @@ mod tests {
             json!([{"op": "set", "path": [], "value": 1}]),
             Err("at least one key"),
         );
+    }
+
+    #[test]
+    fn the_lazy_editor_agrees_with_the_plugin_side_semantics() {
+        let documents = [
+            json!({}),
+            json!({"stealth": {"pickpocket_attempts": [{"n": 0}], "x": 1}, "b": [1, 2]}),
+            json!({"stealth": 5, "npc:1": {"score": "high", "affinity": 12.5}}),
+            json!({"stealth": {"pickpocket_attempts": {}}, "npc:1": {"score": 3}}),
+            json!({"npc:1": {"flags": [], "score": null}, "e": []}),
+        ];
+        let changes = json!([
+            [{"op": "append", "path": ["stealth", "pickpocket_attempts"], "value": {"n": 1}}],
+            [{"op": "append", "path": ["e"], "value": 1}, {"op": "append", "path": ["e"], "value": [2]}],
+            [{"op": "append", "path": ["b"], "value": 3}, {"op": "remove", "path": ["b"]}],
+            [{"op": "set", "path": ["npc:1", "flags", "caught"], "value": true}],
+            [{"op": "set", "path": ["x", "y"], "value": {"z": [1]}}, {"op": "append", "path": ["x", "y", "z"], "value": 2}],
+            [{"op": "add", "path": ["npc:1", "score"], "by": -10, "min": 0}],
+            [{"op": "add", "path": ["npc:1", "affinity"], "by": -10, "min": 0, "default": 50}],
+            [{"op": "add", "path": ["npc:2", "affinity"], "by": -10, "min": 0, "default": 50}],
+            [{"op": "remove", "path": ["stealth", "x"]}, {"op": "remove", "path": ["q", "r"]}],
+        ]);
+        for document in &documents {
+            for change in changes.as_array().unwrap() {
+                let change: Vec<DocumentChange> = serde_json::from_value(change.clone()).unwrap();
+                let mut expected = document.clone();
+                let expected = plugin_api::game::apply_changes("flags", &mut expected, &change)
+                    .map(|()| expected)
+                    .map_err(|e| match e {
+                        plugin_api::game::DocumentError::Shape(m)
+                        | plugin_api::game::DocumentError::Invalid(m) => m,
+                    });
+                let lazy = apply("flags", &document.to_string(), &change, 1 << 20)
+                    .map(|text| serde_json::from_str::<Value>(&text).unwrap())
+                    .map_err(|e| e.to_string());
+                assert_eq!(lazy, expected, "{document} with {change:?}");
+            }
+        }
     }
 
     #[test]

@@ -64,6 +64,16 @@ fn writes(op: Operation) -> bool {
     op.permission.ends_with(":write")
 }
 
+/// Whether `op` writes with more than one statement (the replacements of a whole list).
+fn several_writes(op: Operation) -> bool {
+    [
+        ops::NPC_EXPRESSIONS_SET,
+        ops::NPC_SCHEDULES_SET,
+        ops::LOCATION_HOTSPOTS_SET,
+    ]
+    .contains(&op)
+}
+
 /// Runs operation `op` for plugin `plugin_id` with a JSON payload in `unit`, answering JSON.
 pub async fn execute(
     unit: &UnitOfWork,
@@ -74,14 +84,20 @@ pub async fn execute(
     payload: &[u8],
 ) -> Result<Vec<u8>, ServiceError> {
     let mut connection = unit.connection(writes(op)).await.map_err(unit_error)?;
-    let contained = connection.in_transaction() && (writes(op) || op == ops::DB_QUERY);
+    let in_transaction = connection.in_transaction();
     let mut db = connection.conn();
+    // A savepoint makes a call of several statements all-or-nothing, and on PostgreSQL it
+    // keeps a failed statement from aborting the whole unit, so a plugin that handles the
+    // error can go on. On SQLite a single statement is all-or-nothing by itself, and its
+    // failure leaves the transaction usable: those calls need none.
+    let contained = in_transaction
+        && match db {
+            Conn::Sqlite(_) => several_writes(op),
+            Conn::Postgres(_) => writes(op) || op == ops::DB_QUERY,
+        };
     if !contained {
         return run(&mut db, limits, plugin_id, scope, op, payload).await;
     }
-    // A savepoint per call makes each call all-or-nothing (a call of several statements, or
-    // one that fails halfway), and on PostgreSQL it keeps a failed statement from aborting
-    // the whole unit, so a plugin that handles the error can go on.
     execute_script(&mut db, "SAVEPOINT call")
         .await
         .map_err(database_error)?;
@@ -129,7 +145,7 @@ async fn run(
         }
         n if n == ops::SESSION_PATCH.name => {
             let call: calls::PatchSession = parse(payload)?;
-            answer(sessions::patch(pool, call.id, &call.patch, scope, limits).await)
+            sessions::patch(pool, call.id, &call.patch, scope, limits).await
         }
         n if n == ops::NPC_LIST.name => answer(npcs::list(pool).await),
         n if n == ops::NPC_GET.name => {

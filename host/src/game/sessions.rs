@@ -8,6 +8,8 @@ use plugin_api::{
     abi::{ServiceError, ServiceErrorKind},
     game::{DocumentChange, NewSession, RawSession, SessionPatch, SessionUpdate},
 };
+use std::fmt::Write as _;
+
 use serde_json::value::RawValue;
 
 use super::{database_error, not_found, object_text, service_error, Scope};
@@ -191,7 +193,7 @@ pub async fn patch(
     patch: &SessionPatch,
     scope: Scope,
     limits: &GameLimits,
-) -> Result<RawSession, ServiceError> {
+) -> Result<Vec<u8>, ServiceError> {
     let limit = limits.max_session_document_bytes;
     let now = unix_now();
     let row = match db {
@@ -253,12 +255,50 @@ pub async fn patch(
         }
     };
     match row {
-        Some(row) => session(&row).map_err(database_error),
+        Some(row) => patched_answer(&row, patch).map_err(database_error),
         None => {
             let current = get(db, id, scope).await?;
             Err(stale(id, current.version, patch.expected_version))
         }
     }
+}
+
+/// The answer to a patch, written straight from the row: a document the patch changed was
+/// just written by `db::document` and is not scanned again (sessions grow with play, and
+/// this is the game's busiest write); one it left alone is checked like any read.
+fn patched_answer(row: &Row, patch: &SessionPatch) -> Result<Vec<u8>, DbError> {
+    let flags: String = row.try_get("flags")?;
+    let relationships: String = row.try_get("relationships")?;
+    for (column, text, changed) in [
+        ("flags", &flags, !patch.flags.is_empty()),
+        (
+            "relationships",
+            &relationships,
+            !patch.relationships.is_empty(),
+        ),
+    ] {
+        if !changed {
+            serde_json::from_str::<&RawValue>(text).map_err(|error| DbError::Decode {
+                column: column.to_owned(),
+                problem: format!("not JSON: {error}"),
+            })?;
+        }
+    }
+    let number = |value: Option<i64>| value.map_or_else(|| "null".to_owned(), |v| v.to_string());
+    let world_time: f64 = row.try_get("world_time")?;
+    let mut out = String::with_capacity(flags.len() + relationships.len() + 192);
+    let _ = write!(
+        out,
+        "{{\"id\":{},\"user_id\":{},\"world_id\":{},\"scene_id\":{},\"current_node_id\":{},\"flags\":{flags},\"relationships\":{relationships},\"world_time\":{},\"version\":{}}}",
+        row.try_get::<i64, _>("id")?,
+        number(row.try_get("user_id")?),
+        number(row.try_get("world_id")?),
+        number(row.try_get("scene_id")?),
+        number(row.try_get("current_node_id")?),
+        serde_json::to_string(&world_time).unwrap_or_else(|_| "0.0".to_owned()),
+        row.try_get::<i64, _>("version")?,
+    );
+    Ok(out.into_bytes())
 }
 
 fn stale(id: i64, version: i64, expected: Option<i64>) -> ServiceError {
