@@ -15,6 +15,10 @@
 //! sends `NOTIFY pixsim7_events`, which wakes the other instances. The table stays the truth:
 //! each task also looks every `poll_interval`, so a lost wake-up only delays.
 //!
+//! Reading after a position is a range scan: `(tx_id, id) > ($1, $2)` on PostgreSQL (a row
+//! comparison its `(tx_id, id)` index answers), `id > $2` on SQLite (whose planner would scan
+//! every delivered event for the row comparison; there `tx_id` is always 0).
+//!
 //! Ordering on PostgreSQL: event ids are taken when rows are inserted, not when they commit,
 //! so a reader could see id 6 before id 5 commits and skip 5 for good. Rows are therefore
 //! ordered by the id of the transaction that wrote them and read only once every older
@@ -416,10 +420,8 @@ impl EventBus {
             EventDelivery::Instance => *subscriber.reached.borrow(),
         };
         let (filter, values) = topic_filter(&subscriber.patterns, 3);
-        let sql = format!(
-            "SELECT COUNT(*) FROM pixsim7_events \
-             WHERE (tx_id > $1 OR (tx_id = $1 AND id > $2)) AND ({filter})"
-        );
+        let after = after_position(self.database.backend);
+        let sql = format!("SELECT COUNT(*) FROM pixsim7_events WHERE {after} AND ({filter})");
         let count: i64 = query(&sql)
             .bind(position.tx_id)
             .bind(position.event_id)
@@ -436,9 +438,14 @@ impl EventBus {
         let mut wake = self.wake.subscribe();
         let mut stop = subscriber.stop.subscribe();
         let mut failures_in_a_row = 0u32;
+        let mut backlog = Backlog::default();
         loop {
             wake.mark_unchanged();
-            match self.deliver_next(&subscriber).await {
+            let step = self.deliver_next(&subscriber, &mut backlog).await;
+            if step.is_err() {
+                backlog = Backlog::default();
+            }
+            match step {
                 Ok(Step::Progress) => {
                     failures_in_a_row = 0;
                     continue;
@@ -470,22 +477,30 @@ impl EventBus {
     }
 
     /// Delivers the next event for `subscriber`, or skips past events it does not want.
-    async fn deliver_next(&self, subscriber: &Subscriber) -> Result<Step, UnitError> {
+    async fn deliver_next(
+        &self,
+        subscriber: &Subscriber,
+        backlog: &mut Backlog,
+    ) -> Result<Step, UnitError> {
         match subscriber.mode {
-            EventDelivery::Cluster => self.deliver_next_in_cluster(subscriber).await,
-            EventDelivery::Instance => self.deliver_next_in_instance(subscriber).await,
+            EventDelivery::Cluster => self.deliver_next_in_cluster(subscriber, backlog).await,
+            EventDelivery::Instance => self.deliver_next_in_instance(subscriber, backlog).await,
         }
     }
 
-    async fn deliver_next_in_cluster(&self, subscriber: &Subscriber) -> Result<Step, UnitError> {
+    async fn deliver_next_in_cluster(
+        &self,
+        subscriber: &Subscriber,
+        backlog: &mut Backlog,
+    ) -> Result<Step, UnitError> {
         let unit = Arc::new(UnitOfWork::begin(&self.database).await?);
         let plugin_id = subscriber.plugin_id.as_str();
-        let (cursor, batch) = {
+        let cursor = {
             let mut connection = unit.transaction().await?;
             let mut conn = connection.conn();
             let lock = match self.database.backend {
                 Backend::Postgres => " FOR UPDATE SKIP LOCKED",
-                // One writer at a time already (the unit began with BEGIN IMMEDIATE).
+                // One writer at a time already (the unit holds the writer).
                 Backend::Sqlite => "",
             };
             let row = query(&format!(
@@ -505,21 +520,31 @@ impl EventBus {
                 tx_id: row.try_get(0usize)?,
                 event_id: row.try_get(1usize)?,
             };
-            let batch = self.events_after(&mut conn, cursor).await?;
-            (cursor, batch)
+            // Read on only when the events read before are used up, or another instance
+            // moved the cursor meanwhile.
+            if backlog.after != cursor || backlog.events.is_empty() {
+                *backlog = Backlog {
+                    after: cursor,
+                    events: self.events_after(&mut conn, cursor).await?.into(),
+                };
+            }
+            cursor
         };
-        let Some(last) = batch.last().map(|e| e.position) else {
+        let Some(next) = backlog.next_wanted(subscriber) else {
             unit.rollback().await;
             subscriber.reached.send_replace(cursor);
             return Ok(Step::Idle);
         };
-        let wanted = batch.into_iter().find(|e| subscriber.wants(&e.topic));
-        let Some(event) = wanted else {
-            // Nothing here for it: move its cursor past the whole batch.
-            write_cursor(&mut unit.transaction().await?.conn(), plugin_id, last).await?;
-            unit.commit().await?;
-            subscriber.reached.send_replace(last);
-            return Ok(Step::Progress);
+        let event = match next {
+            Next::SkipTo(position) => {
+                // Nothing here for it: move its cursor past what it does not want.
+                write_cursor(&mut unit.transaction().await?.conn(), plugin_id, position).await?;
+                unit.commit().await?;
+                backlog.after = position;
+                subscriber.reached.send_replace(position);
+                return Ok(Step::Progress);
+            }
+            Next::Deliver(event) => event,
         };
         write_cursor(
             &mut unit.transaction().await?.conn(),
@@ -544,7 +569,7 @@ impl EventBus {
                 let skip = UnitOfWork::begin(&self.database).await?;
                 query(
                     "UPDATE pixsim7_event_cursors SET tx_id = $2, event_id = $3, updated_at = $4 \
-                     WHERE subscriber = $1 AND (tx_id < $2 OR (tx_id = $2 AND event_id < $3))",
+                     WHERE subscriber = $1 AND (tx_id, event_id) < ($2, $3)",
                 )
                 .bind(plugin_id)
                 .bind(event.position.tx_id)
@@ -555,22 +580,35 @@ impl EventBus {
                 skip.commit().await?;
             }
         }
+        backlog.after = event.position;
         subscriber.reached.send_replace(event.position);
         Ok(Step::Progress)
     }
 
-    async fn deliver_next_in_instance(&self, subscriber: &Subscriber) -> Result<Step, UnitError> {
+    async fn deliver_next_in_instance(
+        &self,
+        subscriber: &Subscriber,
+        backlog: &mut Backlog,
+    ) -> Result<Step, UnitError> {
         let cursor = *subscriber.reached.borrow();
-        let batch = {
+        if backlog.after != cursor || backlog.events.is_empty() {
             let mut connection = self.database.read_connection().await?;
-            self.events_after(&mut connection.conn(), cursor).await?
-        };
-        let Some(last) = batch.last().map(|e| e.position) else {
-            return Ok(Step::Idle);
-        };
-        let Some(event) = batch.into_iter().find(|e| subscriber.wants(&e.topic)) else {
-            subscriber.reached.send_replace(last);
-            return Ok(Step::Progress);
+            *backlog = Backlog {
+                after: cursor,
+                events: self
+                    .events_after(&mut connection.conn(), cursor)
+                    .await?
+                    .into(),
+            };
+        }
+        let event = match backlog.next_wanted(subscriber) {
+            None => return Ok(Step::Idle),
+            Some(Next::SkipTo(position)) => {
+                backlog.after = position;
+                subscriber.reached.send_replace(position);
+                return Ok(Step::Progress);
+            }
+            Some(Next::Deliver(event)) => event,
         };
         let unit = Arc::new(UnitOfWork::new(&self.database));
         let outcome = unit
@@ -588,6 +626,7 @@ impl EventBus {
                 self.record_failure(plugin_id, &event, &reason);
             }
         }
+        backlog.after = event.position;
         subscriber.reached.send_replace(event.position);
         Ok(Step::Progress)
     }
@@ -640,10 +679,13 @@ impl EventBus {
                 " AND tx_id < pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
             }
         };
+        let (after, order) = (
+            after_position(self.database.backend),
+            position_order(self.database.backend),
+        );
         let rows = query(&format!(
             "SELECT tx_id, id, source, topic, payload FROM pixsim7_events \
-             WHERE (tx_id > $1 OR (tx_id = $1 AND id > $2)){settled} \
-             ORDER BY tx_id, id LIMIT {BATCH}"
+             WHERE {after}{settled} ORDER BY {order} LIMIT {BATCH}"
         ))
         .bind(cursor.tx_id)
         .bind(cursor.event_id)
@@ -677,10 +719,9 @@ impl EventBus {
         let unit = UnitOfWork::new(&self.database);
         let mut connection = unit.transaction().await.map_err(unit_db_error)?;
         let done = query(
-            "DELETE FROM pixsim7_events WHERE created_at < $1 AND NOT EXISTS ( \
+            "DELETE FROM pixsim7_events WHERE created_at <= $1 AND NOT EXISTS ( \
                 SELECT 1 FROM pixsim7_event_cursors c WHERE c.updated_at >= $1 \
-                AND (c.tx_id < pixsim7_events.tx_id \
-                     OR (c.tx_id = pixsim7_events.tx_id AND c.event_id < pixsim7_events.id)))",
+                AND (c.tx_id, c.event_id) < (pixsim7_events.tx_id, pixsim7_events.id))",
         )
         .bind(cutoff)
         .execute(&mut connection.conn())
@@ -740,6 +781,38 @@ impl EventBus {
                 per_topic.insert(topic.to_owned(), fresh);
             }
         }
+    }
+}
+
+/// Events read from the outbox and not handled yet: exactly the events after `after`, in
+/// order (a prefix of them), so a subscriber does not read the table once per event.
+#[derive(Default)]
+struct Backlog {
+    after: Position,
+    events: std::collections::VecDeque<StoredEvent>,
+}
+
+/// What a subscriber does next with its backlog.
+enum Next {
+    /// Hand it this event.
+    Deliver(StoredEvent),
+    /// Move past events it does not want, up to this position.
+    SkipTo(Position),
+}
+
+impl Backlog {
+    /// Takes the next event `subscriber` wants, or, when none is left, the position past
+    /// those it does not want (`None` when the backlog is empty).
+    fn next_wanted(&mut self, subscriber: &Subscriber) -> Option<Next> {
+        let mut skipped = None;
+        while let Some(event) = self.events.pop_front() {
+            if subscriber.wants(&event.topic) {
+                // The cursor moves to it, past the unwanted ones before it.
+                return Some(Next::Deliver(event));
+            }
+            skipped = Some(event.position);
+        }
+        skipped.map(Next::SkipTo)
     }
 }
 
@@ -816,6 +889,23 @@ async fn write_cursor(
     .execute(connection)
     .await?;
     Ok(())
+}
+
+/// The SQL condition "after the position `($1, $2)`" for `backend`, as a range scan.
+fn after_position(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Postgres => "(tx_id, id) > ($1, $2)",
+        // `tx_id` is always 0 here; `$1` is bound and unused.
+        Backend::Sqlite => "id > $2",
+    }
+}
+
+/// The outbox's order for `backend` (the order `after_position` scans in).
+fn position_order(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Postgres => "tx_id, id",
+        Backend::Sqlite => "id",
+    }
 }
 
 /// An SQL condition on `topic` matching any of `patterns`, with its parameters numbered from

@@ -209,3 +209,38 @@ fn two_instances_on_one_postgresql_deliver_each_event_once_and_per_instance_to_b
     }
     assert!(c.stop().status.success());
 }
+
+#[test]
+fn delivered_events_are_pruned_after_the_retention() {
+    for database in test_databases() {
+        let kind = database.kind;
+        let dir = PluginDir::with(&["fixture_events", "fixture_events_listener"]);
+        let host = host_on(&dir, &database).start();
+        let reply = host.post_json(
+            "/api/v1/fixture-events/emit",
+            &json!({"topic": "test:old", "count": 5}),
+        );
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        // A graceful stop waits until every subscriber has handled them.
+        assert!(host.stop().status.success());
+        let count =
+            || database.scalar("SELECT COUNT(*) FROM pixsim7_events WHERE topic = 'test:old'");
+        assert_eq!(
+            count(),
+            5,
+            "kept within the retention (a day by default) on {kind}"
+        );
+
+        let config = dir.config_file("[events]\nretention_secs = 0\n");
+        let host = host_on(&dir, &database)
+            .env("PIXSIM7_CONFIG", &config)
+            .start();
+        host.wait_for_log("pruned");
+        assert_eq!(
+            count(),
+            0,
+            "pruned once handled and past the retention on {kind}"
+        );
+        assert!(host.stop().status.success());
+    }
+}
