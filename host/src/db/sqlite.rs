@@ -162,7 +162,11 @@ fn open_connection(path: &Path, writable: bool) -> Result<Connection, DbError> {
                 other => break other?,
             }
         }
-        connection.execute_batch("PRAGMA synchronous = NORMAL;")?;
+        // Checkpoints (copying the log into the file, with an fsync) every 10000 pages
+        // (about 40 MiB) instead of SQLite's default 1000: a checkpoint runs inside a commit,
+        // and at 1000 pages they took about 6 % of the CPU of a write-heavy load.
+        connection
+            .execute_batch("PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 10000;")?;
     }
     connection.execute_batch("PRAGMA foreign_keys = ON;")?;
     super::document::register(&connection)?;
@@ -234,6 +238,25 @@ impl WriterLease {
         Conn::Sqlite(&mut self.guard.as_mut().expect("held until finished").connection)
     }
 
+    /// `Err` when SQLite rolled the group's transaction back by itself (it does after some
+    /// errors, such as a full disk): a statement now would commit on its own, outside any
+    /// unit. The group's units are told their commit failed.
+    pub fn check_open(&mut self) -> Result<(), DbError> {
+        let guard = self.guard.as_mut().expect("held until finished");
+        if !guard.connection.is_autocommit() {
+            return Ok(());
+        }
+        if let Some(group) = guard.group.take() {
+            for waiter in group.waiters {
+                let _ = waiter.send(Err("the database rolled the transaction back".to_owned()));
+            }
+        }
+        Err(DbError::Unavailable(
+            "the database rolled the transaction back (after an I/O error or a full disk)"
+                .to_owned(),
+        ))
+    }
+
     /// Ends the unit's savepoint (kept or undone) and hands the writer on. A kept unit waits
     /// for its group's commit (see the module documentation).
     pub fn finish(mut self, keep: bool) -> Finished {
@@ -244,6 +267,14 @@ impl WriterLease {
         let Some(mut guard) = self.guard.take() else {
             return Finished::Done(Ok(()));
         };
+        if guard.group.is_some() && guard.connection.is_autocommit() {
+            // SQLite ended the transaction itself (see `check_open`): nothing is kept.
+            let group = guard.group.take().expect("checked above");
+            for waiter in group.waiters {
+                let _ = waiter.send(Err("the database rolled the transaction back".to_owned()));
+            }
+            return Finished::Done(Err("the database rolled the transaction back".to_owned()));
+        }
         let released = if keep {
             sqlite_script(&guard.connection, "RELEASE unit").map_err(|e| e.to_string())
         } else {

@@ -156,7 +156,11 @@ impl UnitOfWork {
     /// A connection for one call; `write` begins the transaction if it is not open yet.
     pub async fn connection(&self, write: bool) -> Result<UnitConnection<'_>, UnitError> {
         let mut state = self.state.lock().await;
-        match &*state {
+        match &mut *state {
+            UnitState::Open(OpenTransaction::Sqlite(lease)) => {
+                lease.check_open()?;
+                return Ok(UnitConnection(Lent::InTransaction(state)));
+            }
             UnitState::Open(_) => return Ok(UnitConnection(Lent::InTransaction(state))),
             UnitState::Ended => return Err(UnitError::Ended),
             UnitState::Idle if write => {}
