@@ -555,30 +555,24 @@ impl EventBus {
         let outcome = unit
             .run_ambient(self.run_on_event(subscriber, &event))
             .await;
-        match outcome {
-            Ok(()) => {
-                self.settle(&unit, true).await?;
-                self.count(plugin_id, &event.topic, |c| c.delivered += 1);
-                log_delivered(plugin_id, &event);
-            }
-            Err(reason) => {
-                self.settle(&unit, false).await?;
-                self.record_failure(plugin_id, &event, &reason);
-                // Skip it: a new transaction moves the cursor past it, unless another
-                // instance already has.
-                let skip = UnitOfWork::begin(&self.database).await?;
-                query(
-                    "UPDATE pixsim7_event_cursors SET tx_id = $2, event_id = $3, updated_at = $4 \
+        if !self
+            .settle_delivery(&unit, plugin_id, &event, outcome)
+            .await?
+        {
+            // Skip it: a new transaction moves the cursor past it, unless another instance
+            // already has.
+            let skip = UnitOfWork::begin(&self.database).await?;
+            query(
+                "UPDATE pixsim7_event_cursors SET tx_id = $2, event_id = $3, updated_at = $4 \
                      WHERE subscriber = $1 AND (tx_id, event_id) < ($2, $3)",
-                )
-                .bind(plugin_id)
-                .bind(event.position.tx_id)
-                .bind(event.position.event_id)
-                .bind(unix_now())
-                .execute(&mut skip.transaction().await?.conn())
-                .await?;
-                skip.commit().await?;
-            }
+            )
+            .bind(plugin_id)
+            .bind(event.position.tx_id)
+            .bind(event.position.event_id)
+            .bind(unix_now())
+            .execute(&mut skip.transaction().await?.conn())
+            .await?;
+            skip.commit().await?;
         }
         backlog.after = event.position;
         subscriber.reached.send_replace(event.position);
@@ -614,21 +608,35 @@ impl EventBus {
         let outcome = unit
             .run_ambient(self.run_on_event(subscriber, &event))
             .await;
-        let plugin_id = subscriber.plugin_id.as_str();
-        match outcome {
-            Ok(()) => {
-                self.settle(&unit, true).await?;
-                self.count(plugin_id, &event.topic, |c| c.delivered += 1);
-                log_delivered(plugin_id, &event);
-            }
-            Err(reason) => {
-                self.settle(&unit, false).await?;
-                self.record_failure(plugin_id, &event, &reason);
-            }
-        }
+        self.settle_delivery(&unit, &subscriber.plugin_id, &event, outcome)
+            .await?;
         backlog.after = event.position;
         subscriber.reached.send_replace(event.position);
         Ok(Step::Progress)
+    }
+
+    /// Ends a delivery's unit by the handler's outcome, counting and logging it; whether the
+    /// handler succeeded.
+    async fn settle_delivery(
+        &self,
+        unit: &UnitOfWork,
+        plugin_id: &str,
+        event: &StoredEvent,
+        outcome: Result<(), String>,
+    ) -> Result<bool, DbError> {
+        match outcome {
+            Ok(()) => {
+                self.settle(unit, true).await?;
+                self.count(plugin_id, &event.topic, |c| c.delivered += 1);
+                log_delivered(plugin_id, event);
+                Ok(true)
+            }
+            Err(reason) => {
+                self.settle(unit, false).await?;
+                self.record_failure(plugin_id, event, &reason);
+                Ok(false)
+            }
+        }
     }
 
     async fn run_on_event(

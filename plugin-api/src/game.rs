@@ -200,36 +200,10 @@ fn apply_change(
                 }
             }
         }
-        DocumentChange::Add {
-            by,
-            min,
-            max,
-            default,
-            ..
-        } => {
-            let current = match container.get(last) {
-                None | Some(Value::Null) => match default {
-                    Some(start) => *start,
-                    None => return Ok(()),
-                },
-                Some(Value::Number(n)) => n.as_f64().unwrap_or_default(),
-                // Not a number: left as it is.
-                Some(_) => return Ok(()),
-            };
-            let mut result = current + by;
-            if let Some(min) = min {
-                result = result.max(*min);
+        DocumentChange::Add { .. } => {
+            if let Some(value) = change.added_to(container.get(last)) {
+                container.insert(last.clone(), value);
             }
-            if let Some(max) = max {
-                result = result.min(*max);
-            }
-            let was_float = container.get(last).is_some_and(Value::is_f64);
-            let value = if result.fract() == 0.0 && !was_float && result.abs() < 9.0e15 {
-                Value::from(result as i64)
-            } else {
-                Value::from(result)
-            };
-            container.insert(last.clone(), value);
         }
     }
     Ok(())
@@ -270,6 +244,43 @@ fn container_at<'a>(
         };
     }
     Ok(Some(current))
+}
+
+impl DocumentChange {
+    /// For an `Add`: the value that replaces `current` (the value at its path, if any), or
+    /// `None` when it stays as it is (missing without a default, or not a number).
+    pub fn added_to(&self, current: Option<&Value>) -> Option<Value> {
+        let DocumentChange::Add {
+            by,
+            min,
+            max,
+            default,
+            ..
+        } = self
+        else {
+            return None;
+        };
+        let start = match current {
+            None | Some(Value::Null) => (*default)?,
+            Some(Value::Number(n)) => n.as_f64().unwrap_or_default(),
+            Some(_) => return None,
+        };
+        let mut result = start + by;
+        if let Some(min) = min {
+            result = result.max(*min);
+        }
+        if let Some(max) = max {
+            result = result.min(*max);
+        }
+        let was_float = current.is_some_and(Value::is_f64);
+        Some(
+            if result.fract() == 0.0 && !was_float && result.abs() < 9.0e15 {
+                Value::from(result as i64)
+            } else {
+                Value::from(result)
+            },
+        )
+    }
 }
 
 /// Changes to a session applied in one step by the host (`session.patch`): plugins that

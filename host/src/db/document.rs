@@ -257,13 +257,7 @@ fn apply_change(
                 other => return Err(shape(&at, other, "a list")),
             }
         }
-        DocumentChange::Add {
-            by,
-            min,
-            max,
-            default,
-            ..
-        } => {
+        DocumentChange::Add { .. } => {
             let current = match position.map(|p| &entries[p].1) {
                 None => None,
                 Some(Node::Raw(raw)) => {
@@ -272,30 +266,11 @@ fn apply_change(
                 Some(Node::Value(value)) => Some(value.clone()),
                 Some(_) => return Ok(()), // an object or a list: not a number
             };
-            let start = match &current {
-                None | Some(Value::Null) => match default {
-                    Some(start) => *start,
-                    None => return Ok(()),
-                },
-                Some(Value::Number(n)) => n.as_f64().unwrap_or_default(),
-                Some(_) => return Ok(()), // not a number: left as it is
-            };
-            let mut result = start + by;
-            if let Some(min) = min {
-                result = result.max(*min);
-            }
-            if let Some(max) = max {
-                result = result.min(*max);
-            }
-            let was_float = current.as_ref().is_some_and(Value::is_f64);
-            let value = if result.fract() == 0.0 && !was_float && result.abs() < 9.0e15 {
-                Value::from(result as i64)
-            } else {
-                Value::from(result)
-            };
-            match position {
-                Some(position) => entries[position].1 = Node::Value(value),
-                None => entries.push((last.clone(), Node::Value(value))),
+            if let Some(value) = change.added_to(current.as_ref()) {
+                match position {
+                    Some(position) => entries[position].1 = Node::Value(value),
+                    None => entries.push((last.clone(), Node::Value(value))),
+                }
             }
         }
     }
