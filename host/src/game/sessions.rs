@@ -198,12 +198,21 @@ pub async fn patch(
     let now = unix_now();
     let row = match db {
         Conn::Sqlite(_) => query(&format!(
-            "UPDATE game_sessions SET \
-                flags = pixsim7_patch('flags', flags, $1, $3), \
-                relationships = pixsim7_patch('relationships', relationships, $2, $3), \
-                version = version + 1, updated_at = $4 \
+            "UPDATE game_sessions SET {}{}version = version + 1, updated_at = $4 \
              WHERE id = $5 AND ($6 IS NULL OR version = $6) AND ($7 IS NULL OR user_id = $7) \
-             RETURNING {COLUMNS}"
+             RETURNING {COLUMNS}",
+            // Only the documents that change go through the function (4 statement shapes,
+            // each prepared once).
+            if patch.flags.is_empty() {
+                ""
+            } else {
+                "flags = pixsim7_patch('flags', flags, $1, $3), "
+            },
+            if patch.relationships.is_empty() {
+                ""
+            } else {
+                "relationships = pixsim7_patch('relationships', relationships, $2, $3), "
+            },
         ))
         .bind(changes_json(&patch.flags)?)
         .bind(changes_json(&patch.relationships)?)
