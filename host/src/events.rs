@@ -321,13 +321,7 @@ impl EventBus {
     /// everything committed so far, then ends its delivery task. After this its `on_event`
     /// is not called again.
     pub async fn retire(&self, plugin_id: &str, patience: Duration) {
-        let subscriber = self
-            .subscribers
-            .lock()
-            .expect("bus lock")
-            .iter()
-            .find(|s| s.plugin_id == plugin_id)
-            .cloned();
+        let subscriber = self.subscriber(plugin_id);
         let Some(subscriber) = subscriber else {
             return;
         };
@@ -400,16 +394,19 @@ impl EventBus {
             .unwrap_or_default()
     }
 
-    /// Events in the outbox that `plugin_id` subscribes to and has not handled yet (`None`
-    /// when it subscribes to nothing here).
-    pub async fn lag(&self, plugin_id: &str) -> Result<Option<u64>, DbError> {
-        let subscriber = self
-            .subscribers
+    fn subscriber(&self, plugin_id: &str) -> Option<Arc<Subscriber>> {
+        self.subscribers
             .lock()
             .expect("bus lock")
             .iter()
             .find(|s| s.plugin_id == plugin_id)
-            .cloned();
+            .cloned()
+    }
+
+    /// Events in the outbox that `plugin_id` subscribes to and has not handled yet (`None`
+    /// when it subscribes to nothing here).
+    pub async fn lag(&self, plugin_id: &str) -> Result<Option<u64>, DbError> {
+        let subscriber = self.subscriber(plugin_id);
         let Some(subscriber) = subscriber else {
             return Ok(None);
         };
