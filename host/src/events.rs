@@ -81,7 +81,7 @@ pub struct TopicCounters {
 }
 
 /// A position in the outbox: events are ordered by `(tx_id, id)`.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Position {
     /// The writing transaction's id (0 on SQLite).
     pub tx_id: i64,
@@ -519,11 +519,8 @@ impl EventBus {
             };
             // Read on only when the events read before are used up, or another instance
             // moved the cursor meanwhile.
-            if backlog.after != cursor || backlog.events.is_empty() {
-                *backlog = Backlog {
-                    after: cursor,
-                    events: self.events_after(&mut conn, cursor).await?.into(),
-                };
+            if !backlog.continues_from(cursor) {
+                *backlog = self.read_backlog(&mut conn, cursor).await?;
             }
             cursor
         };
@@ -537,8 +534,7 @@ impl EventBus {
                 // Nothing here for it: move its cursor past what it does not want.
                 write_cursor(&mut unit.transaction().await?.conn(), plugin_id, position).await?;
                 unit.commit().await?;
-                backlog.after = position;
-                subscriber.reached.send_replace(position);
+                backlog.moved_to(subscriber, position);
                 return Ok(Step::Progress);
             }
             Next::Deliver(event) => event,
@@ -571,8 +567,7 @@ impl EventBus {
             .await?;
             skip.commit().await?;
         }
-        backlog.after = event.position;
-        subscriber.reached.send_replace(event.position);
+        backlog.moved_to(subscriber, event.position);
         Ok(Step::Progress)
     }
 
@@ -582,21 +577,14 @@ impl EventBus {
         backlog: &mut Backlog,
     ) -> Result<Step, UnitError> {
         let cursor = *subscriber.reached.borrow();
-        if backlog.after != cursor || backlog.events.is_empty() {
+        if !backlog.continues_from(cursor) {
             let mut connection = self.database.read_connection().await?;
-            *backlog = Backlog {
-                after: cursor,
-                events: self
-                    .events_after(&mut connection.conn(), cursor)
-                    .await?
-                    .into(),
-            };
+            *backlog = self.read_backlog(&mut connection.conn(), cursor).await?;
         }
         let event = match backlog.next_wanted(subscriber) {
             None => return Ok(Step::Idle),
             Some(Next::SkipTo(position)) => {
-                backlog.after = position;
-                subscriber.reached.send_replace(position);
+                backlog.moved_to(subscriber, position);
                 return Ok(Step::Progress);
             }
             Some(Next::Deliver(event)) => event,
@@ -607,8 +595,7 @@ impl EventBus {
             .await;
         self.settle_delivery(&unit, &subscriber.plugin_id, &event, outcome)
             .await?;
-        backlog.after = event.position;
-        subscriber.reached.send_replace(event.position);
+        backlog.moved_to(subscriber, event.position);
         Ok(Step::Progress)
     }
 
@@ -669,6 +656,18 @@ impl EventBus {
                 subscriber.reached.send_replace(position);
             }
         }
+    }
+
+    /// The events after `cursor`, as a fresh backlog.
+    async fn read_backlog(
+        &self,
+        connection: &mut Conn<'_>,
+        cursor: Position,
+    ) -> Result<Backlog, DbError> {
+        Ok(Backlog {
+            after: cursor,
+            events: self.events_after(connection, cursor).await?.into(),
+        })
     }
 
     /// The next events after `cursor` that every reader will see the same way (on
@@ -806,6 +805,17 @@ enum Next {
 }
 
 impl Backlog {
+    /// Whether it still holds the events right after `cursor`.
+    fn continues_from(&self, cursor: Position) -> bool {
+        self.after == cursor && !self.events.is_empty()
+    }
+
+    /// Records that `subscriber` has handled everything up to `position`.
+    fn moved_to(&mut self, subscriber: &Subscriber, position: Position) {
+        self.after = position;
+        subscriber.reached.send_replace(position);
+    }
+
     /// Takes the next event `subscriber` wants, or, when none is left, the position past
     /// those it does not want (`None` when the backlog is empty).
     fn next_wanted(&mut self, subscriber: &Subscriber) -> Option<Next> {

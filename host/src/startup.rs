@@ -84,7 +84,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     events
         .emit_now(HOST_EMITTER, "app:startup", &json!({ "plugins": serving }))
         .await;
-    // Events queued during startup (plugin:loaded, plugin:enabled, app:startup) flow now.
+    // Events written during startup (plugin:loaded, plugin:enabled, app:startup) flow now.
     events.start_delivery();
     tracing::info!(%address, plugins = enabled, "Serving on http://{address}");
     server.await.context("server error")?;

@@ -163,22 +163,12 @@ fn apply_change(
     document: &mut Value,
     change: &DocumentChange,
 ) -> Result<(), DocumentError> {
-    let path = match change {
-        DocumentChange::Set { path, .. }
-        | DocumentChange::Append { path, .. }
-        | DocumentChange::Remove { path }
-        | DocumentChange::Add { path, .. } => path,
-    };
-    let Some((last, parents)) = path.split_last() else {
-        return Err(DocumentError::Invalid(format!(
-            "a change to {name} needs a path of at least one key"
-        )));
-    };
+    let (last, parents) = change.split_path(name).map_err(DocumentError::Invalid)?;
     let create = !matches!(change, DocumentChange::Remove { .. });
     let Some(container) = container_at(name, document, parents, create)? else {
         return Ok(()); // removing under a path that does not exist
     };
-    let at = || format!("{name}.{}", path.join("."));
+    let at = || format!("{name}.{}", change.path().join("."));
     match change {
         DocumentChange::Set { value, .. } => {
             container.insert(last.clone(), value.clone());
@@ -247,6 +237,23 @@ fn container_at<'a>(
 }
 
 impl DocumentChange {
+    /// The keys from the document's root to the value changed.
+    pub fn path(&self) -> &[String] {
+        match self {
+            DocumentChange::Set { path, .. }
+            | DocumentChange::Append { path, .. }
+            | DocumentChange::Remove { path }
+            | DocumentChange::Add { path, .. } => path,
+        }
+    }
+
+    /// The last key and the keys before it; `Err` for an empty path (in document `name`).
+    pub fn split_path(&self, name: &str) -> Result<(&String, &[String]), String> {
+        self.path()
+            .split_last()
+            .ok_or_else(|| format!("a change to {name} needs a path of at least one key"))
+    }
+
     /// For an `Add`: the value that replaces `current` (the value at its path, if any), or
     /// `None` when it stays as it is (missing without a default, or not a number).
     pub fn added_to(&self, current: Option<&Value>) -> Option<Value> {

@@ -192,17 +192,7 @@ fn apply_change(
     root: &mut Node<'_>,
     change: &DocumentChange,
 ) -> Result<(), ChangeError> {
-    let path = match change {
-        DocumentChange::Set { path, .. }
-        | DocumentChange::Append { path, .. }
-        | DocumentChange::Remove { path }
-        | DocumentChange::Add { path, .. } => path,
-    };
-    let Some((last, parents)) = path.split_last() else {
-        return Err(ChangeError::Invalid(format!(
-            "a change to {name} needs a path of at least one key"
-        )));
-    };
+    let (last, parents) = change.split_path(name).map_err(ChangeError::Invalid)?;
     let create = !matches!(change, DocumentChange::Remove { .. });
     let shape = |at: &str, node: &Node<'_>, wanted: &str| {
         ChangeError::Shape(format!("{at} is {}, not {wanted}", node.describe()))

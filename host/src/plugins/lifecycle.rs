@@ -198,7 +198,7 @@ pub async fn load_plugins(
             }
         }
     }
-    // Plugins skipped or failed above must not keep a queue.
+    // Plugins skipped or failed above must not keep a subscription.
     for &index in &registry.load_order {
         let record = &registry.records[index];
         if !record.state.is_available() {
@@ -260,7 +260,8 @@ pub async fn disable_plugins(registry: &mut PluginRegistry, config: &Config, eve
             continue;
         }
         let id = record.label().to_owned();
-        // Its queue drained and closed first: no on_event after (or during) on_disable.
+        // Its pending events handled and its delivery ended first: no on_event after (or
+        // during) on_disable.
         events.retire(&id, config.shutdown_timeout).await;
         let module = record.library.expect("enabled has a library").module;
         match run_hook_in_unit(events, (module.on_disable())(), config.hook_timeout).await {
@@ -278,7 +279,7 @@ pub async fn disable_plugins(registry: &mut PluginRegistry, config: &Config, eve
     }
 }
 
-/// Waits for the bus to deliver what is queued, but not forever.
+/// Waits for the subscribers to handle what is in the outbox, but not forever.
 async fn flush_within(events: &EventBus, patience: Duration) {
     if tokio::time::timeout(patience, events.flush())
         .await

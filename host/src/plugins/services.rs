@@ -151,20 +151,14 @@ impl Bound {
         };
         // The unit this call joins: the request's; else the event delivery's or hook's in
         // progress; else (a call outside all of them) one of its own, ended with the call.
-        let ambient = match &request {
-            Some(_) => None,
-            None => UnitOfWork::ambient(),
+        let joined = match &request {
+            Some(request) => Joined::Request(request.clone()),
+            None => match UnitOfWork::ambient() {
+                Some(unit) => Joined::Ambient(unit),
+                None => Joined::Own(UnitOfWork::new(&self.shared.database)),
+            },
         };
-        let own = match (&request, &ambient) {
-            (None, None) => Some(UnitOfWork::new(&self.shared.database)),
-            _ => None,
-        };
-        let unit: &UnitOfWork = match (&request, &ambient, &own) {
-            (Some(request), _, _) => &request.unit,
-            (None, Some(ambient), _) => ambient,
-            (None, None, Some(own)) => own,
-            (None, None, None) => unreachable!("one of the three is set"),
-        };
+        let unit = joined.unit();
         let result = if op == ops::EVENT_EMIT {
             self.emit(unit, payload).await
         } else if op == ops::AUTH_ISSUE_TOKEN {
@@ -172,12 +166,12 @@ impl Bound {
         } else {
             game::execute(unit, &self.shared.limits, plugin, scope, op, payload).await
         };
-        let result = match own {
-            Some(own) => match self.shared.events.settle(&own, result.is_ok()).await {
+        let result = match &joined {
+            Joined::Own(own) => match self.shared.events.settle(own, result.is_ok()).await {
                 Ok(_) => result,
                 Err(error) => Err(game::database_error(error)),
             },
-            None => result,
+            Joined::Request(_) | Joined::Ambient(_) => result,
         };
         if PRIVILEGED.contains(&op.permission) {
             let outcome = if result.is_ok() { "allowed" } else { "failed" };
@@ -343,6 +337,26 @@ impl HostServices for PluginServices {
             }
         }
         .into_ffi()
+    }
+}
+
+/// The unit of work a host-service call joins.
+enum Joined {
+    /// The request's, ended with its response.
+    Request(Arc<RequestState>),
+    /// The event delivery's or lifecycle hook's in progress.
+    Ambient(Arc<UnitOfWork>),
+    /// One of the call's own (a call outside all of those), ended with the call.
+    Own(UnitOfWork),
+}
+
+impl Joined {
+    fn unit(&self) -> &UnitOfWork {
+        match self {
+            Joined::Request(request) => &request.unit,
+            Joined::Ambient(unit) => unit,
+            Joined::Own(unit) => unit,
+        }
     }
 }
 
