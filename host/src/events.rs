@@ -51,6 +51,7 @@ use crate::{
         unix_now, Backend, Database,
     },
     plugins::lifecycle::run_hook,
+    request_context::event_delivery_context,
 };
 
 /// The tracing target of per-event delivery lines (debug level).
@@ -103,6 +104,8 @@ struct StoredEvent {
     source: String,
     topic: String,
     payload: String,
+    /// The user on whose behalf it was emitted.
+    user_id: Option<i64>,
 }
 
 struct Subscriber {
@@ -209,10 +212,12 @@ impl EventBus {
     }
 
     /// Writes an event into `unit`'s transaction: it is delivered only if the unit commits.
+    /// `user_id` is the user on whose behalf it is emitted (subscribers act for them).
     pub async fn emit_in(
         &self,
         unit: &UnitOfWork,
         emitter: &str,
+        user_id: Option<i64>,
         topic: &str,
         payload: &Value,
     ) -> Result<(), UnitError> {
@@ -223,13 +228,14 @@ impl EventBus {
             Backend::Postgres => "pg_current_xact_id()::text::bigint",
         };
         query(&format!(
-            "INSERT INTO pixsim7_events (tx_id, source, topic, payload, created_at) \
-             VALUES ({tx_id}, $1, $2, $3, $4)"
+            "INSERT INTO pixsim7_events (tx_id, source, topic, payload, created_at, user_id) \
+             VALUES ({tx_id}, $1, $2, $3, $4, $5)"
         ))
         .bind(emitter)
         .bind(topic)
         .bind(payload.to_string())
         .bind(unix_now())
+        .bind(user_id)
         .execute(&mut conn)
         .await?;
         if self.database.backend == Backend::Postgres {
@@ -251,7 +257,7 @@ impl EventBus {
     /// logged: the host's own announcements never stop startup or shutdown.
     pub async fn emit_now(&self, emitter: &str, topic: &str, payload: &Value) {
         let unit = UnitOfWork::new(&self.database);
-        let outcome = match self.emit_in(&unit, emitter, topic, payload).await {
+        let outcome = match self.emit_in(&unit, emitter, None, topic, payload).await {
             Ok(()) => self.settle(&unit, true).await.map(|_| ()),
             Err(UnitError::Database(error)) => Err(error),
             Err(UnitError::Ended) => unreachable!("a fresh unit has not ended"),
@@ -546,7 +552,7 @@ impl EventBus {
         )
         .await?;
         let outcome = unit
-            .run_ambient(self.run_on_event(subscriber, &event))
+            .run_ambient(self.run_on_event(subscriber, &event, unit.clone()))
             .await;
         if !self
             .settle_delivery(&unit, plugin_id, &event, outcome)
@@ -591,7 +597,7 @@ impl EventBus {
         };
         let unit = Arc::new(UnitOfWork::new(&self.database));
         let outcome = unit
-            .run_ambient(self.run_on_event(subscriber, &event))
+            .run_ambient(self.run_on_event(subscriber, &event, unit.clone()))
             .await;
         self.settle_delivery(&unit, &subscriber.plugin_id, &event, outcome)
             .await?;
@@ -627,11 +633,14 @@ impl EventBus {
         &self,
         subscriber: &Subscriber,
         event: &StoredEvent,
+        unit: Arc<UnitOfWork>,
     ) -> Result<(), String> {
+        let context = event_delivery_context(event.position.event_id, event.user_id, unit);
         let hook = (subscriber.module.on_event())(
             RString::from(event.source.as_str()),
             RString::from(event.topic.as_str()),
             RVec::from(event.payload.as_bytes()),
+            context,
         );
         run_hook(hook, self.hook_timeout).await
     }
@@ -688,7 +697,7 @@ impl EventBus {
             position_order(self.database.backend),
         );
         let rows = query(&format!(
-            "SELECT tx_id, id, source, topic, payload FROM pixsim7_events \
+            "SELECT tx_id, id, source, topic, payload, user_id FROM pixsim7_events \
              WHERE {after}{settled} ORDER BY {order} LIMIT {BATCH}"
         ))
         .bind(cursor.tx_id)
@@ -861,6 +870,7 @@ fn stored_event(row: &Row) -> Result<StoredEvent, DbError> {
         source: row.try_get(2usize)?,
         topic: row.try_get(3usize)?,
         payload: row.try_get(4usize)?,
+        user_id: row.try_get(5usize)?,
     })
 }
 

@@ -18,14 +18,16 @@ use crate::{
     db::{unit_of_work::UnitOfWork, Database},
 };
 
-/// One request in flight.
+/// One request (or event delivery) in flight.
 pub struct RequestState {
-    /// The request id, as sent in `x-request-id` (a cheap, shared copy of that header).
+    /// The request id, as sent in `x-request-id` (a cheap, shared copy of that header); for
+    /// an event delivery, `event-<id>`.
     request_id: HeaderValue,
-    /// Who is calling, as verified from the bearer token.
+    /// Who is calling, as verified from the bearer token; for an event delivery, the user on
+    /// whose behalf the event was emitted (with no roles).
     pub caller: Option<Caller>,
     /// The request's database transaction and the events written in it.
-    pub unit: UnitOfWork,
+    pub unit: Arc<UnitOfWork>,
 }
 
 impl RequestState {
@@ -54,11 +56,34 @@ pub fn new_request_context(
     let state = Arc::new(RequestState {
         request_id: request_id.clone(),
         caller,
-        unit: UnitOfWork::new(database),
+        unit: Arc::new(UnitOfWork::new(database)),
     });
-    let handle =
-        RequestContext_TO::from_ptr(RArc::new(RequestHandle(state.clone())), TD_CanDowncast);
+    let handle = handle_for(&state);
     (state, handle)
+}
+
+/// The context an event handler gets: it acts for `user_id` (the emitting request's
+/// caller, if any) and joins the delivery's unit of work.
+pub fn event_delivery_context(
+    event_id: i64,
+    user_id: Option<i64>,
+    unit: Arc<UnitOfWork>,
+) -> RequestContextHandle {
+    let request_id = HeaderValue::from_str(&format!("event-{event_id}"))
+        .expect("a number makes a valid header value");
+    let state = Arc::new(RequestState {
+        request_id,
+        caller: user_id.map(|user_id| Caller {
+            user_id,
+            roles: Vec::new(),
+        }),
+        unit,
+    });
+    handle_for(&state)
+}
+
+fn handle_for(state: &Arc<RequestState>) -> RequestContextHandle {
+    RequestContext_TO::from_ptr(RArc::new(RequestHandle(state.clone())), TD_CanDowncast)
 }
 
 /// The request record behind a handle the host created (`None` for a foreign handle).

@@ -50,12 +50,15 @@ pub struct PluginModule {
         request: FfiRequest,
     ) -> FfiFuture<RResult<FfiResponse, PluginFault>>,
     /// Receives one event the plugin subscribed to: who emitted it (a plugin id, or `host`),
-    /// its topic and its JSON payload.
+    /// its topic, its JSON payload, and the delivery's context (acting for the user on whose
+    /// behalf it was emitted, joined to the delivery's unit of work), which the SDK passes
+    /// back with the host service calls the handler makes.
     #[sabi(last_prefix_field)]
     pub on_event: extern "C" fn(
         source: RString,
         topic: RString,
         payload: RVec<u8>,
+        context: RequestContextHandle,
     ) -> FfiFuture<RResult<(), PluginFault>>,
 }
 

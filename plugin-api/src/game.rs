@@ -666,14 +666,16 @@ pub mod calls {
         pub hotspots: Vec<Hotspot>,
     }
 
-    /// `db.query` and `db.execute`: one SQL statement with `$1, $2, ...` parameters.
+    /// `db.query` and `db.execute`: one SQL statement with `$1, $2, ...` parameters. The
+    /// database confines it to the plugin's own tables (and `db.query` to reading); the
+    /// answer to `db.query` is [`crate::db::Rows`].
     #[derive(Debug, Clone, Serialize, Deserialize)]
     pub struct Sql {
-        /// The statement; it may only touch the plugin's own tables.
+        /// The statement.
         pub sql: String,
-        /// Parameters: JSON null, booleans, integers, floats or strings.
+        /// Parameters, typed.
         #[serde(default)]
-        pub params: Vec<Value>,
+        pub params: Vec<crate::db::SqlValue>,
     }
 
     /// `event.emit`: a topic like `stealth:pickpocket` and a JSON payload.

@@ -32,6 +32,7 @@
 //! incompatible one (for 0.x, another minor version).
 
 pub mod abi;
+pub mod db;
 pub mod events;
 pub mod game;
 pub mod manifest;
@@ -56,9 +57,10 @@ pub use serde_json::{json, Map, Value};
 /// Everything a plugin crate usually needs: `use plugin_api::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        export_plugin, json, log, ApiError, Event, Host, IntoResponse, Json, LoadContext, Manifest,
-        Map, Method, Migration, Plugin, PluginError, Request, Response, Routes, ServiceError,
-        Value,
+        db::{Rows, SqlValue},
+        export_plugin, json, log, params, ApiError, Event, Host, IntoResponse, Json, LoadContext,
+        Manifest, Map, Method, Migration, Plugin, PluginError, Request, Response, Routes,
+        ServiceError, Value,
     };
     pub use schemars::JsonSchema;
     pub use serde::{Deserialize, Serialize};

@@ -2,6 +2,7 @@
 //! applied once in a transaction, safe when several instances start at once.
 
 use super::{
+    confine::{self, PgNames},
     sql::{execute_script, query, Conn},
     unix_now, Backend, Database, Engine,
 };
@@ -20,6 +21,11 @@ pub const HOST_MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "event outbox",
         include_str!("../../../migrations/0002_event_outbox.sql"),
+    ),
+    (
+        3,
+        "event user",
+        include_str!("../../../migrations/0003_event_user.sql"),
     ),
 ];
 
@@ -70,13 +76,7 @@ pub async fn migrate(
         Engine::Sqlite(store) => {
             // A connection of its own: migrations manage their transactions themselves.
             let mut connection = store.dedicated_connection()?;
-            migrate_locked(
-                db.backend,
-                &mut Conn::Sqlite(&mut connection),
-                owner,
-                migrations,
-            )
-            .await
+            migrate_locked(db, &mut Conn::Sqlite(&mut connection), owner, migrations).await
         }
         Engine::Postgres(pool) => {
             let mut connection = pool.acquire().await?;
@@ -86,7 +86,7 @@ pub async fn migrate(
                 .bind(ADVISORY_LOCK_KEY)
                 .execute(&mut conn)
                 .await?;
-            let result = migrate_locked(db.backend, &mut conn, owner, migrations).await;
+            let result = migrate_locked(db, &mut conn, owner, migrations).await;
             query("SELECT pg_advisory_unlock($1)")
                 .bind(ADVISORY_LOCK_KEY)
                 .execute(&mut conn)
@@ -97,11 +97,26 @@ pub async fn migrate(
 }
 
 async fn migrate_locked(
-    backend: Backend,
+    db: &Database,
     connection: &mut Conn<'_>,
     owner: &str,
     migrations: &[PendingMigration<'_>],
 ) -> anyhow::Result<MigrationReport> {
+    let backend = db.backend;
+    let plugin = (owner != HOST_OWNER).then(|| PgNames::new(db.tag(), owner));
+    if let (Some(names), Backend::Postgres) = (&plugin, backend) {
+        execute_script(connection, &confine::postgres_provision(names, owner))
+            .await
+            .map_err(|error| {
+                anyhow::anyhow!(
+                    "cannot set up the PostgreSQL role {} and schema {} of plugin {owner} \
+                     (the host's database user needs CREATEROLE, or an administrator creates \
+                     them): {error}",
+                    names.role,
+                    names.schema
+                )
+            })?;
+    }
     execute_script(
         connection,
         "CREATE TABLE IF NOT EXISTS pixsim7_migrations (
@@ -126,7 +141,7 @@ async fn migrate_locked(
             Backend::Postgres => "BEGIN",
         };
         execute_script(connection, begin).await?;
-        let outcome = apply_one(backend, connection, owner, migration, &checksum).await;
+        let outcome = apply_one(db, connection, owner, migration, &checksum).await;
         match outcome {
             Ok(applied) => {
                 execute_script(connection, "COMMIT").await?;
@@ -150,12 +165,21 @@ async fn migrate_locked(
             }
         }
     }
+    if owner == HOST_OWNER {
+        // The caller views plugins read (`db::confine`), brought up to date on every start.
+        let setup = match backend {
+            Backend::Sqlite => confine::SQLITE_CALLER_VIEWS,
+            Backend::Postgres => confine::POSTGRES_SETUP,
+        };
+        execute_script(connection, setup).await?;
+    }
     Ok(report)
 }
 
 /// Applies one migration inside the caller's transaction; `false` if it was applied before.
+/// A plugin's runs confined to its own tables (`db::confine`).
 async fn apply_one(
-    backend: Backend,
+    db: &Database,
     connection: &mut Conn<'_>,
     owner: &str,
     migration: &PendingMigration<'_>,
@@ -177,8 +201,19 @@ async fn apply_one(
         );
         return Ok(false);
     }
-    let sql = expand_dialect(migration.sql, backend);
-    execute_script(connection, &sql).await.map_err(|error| {
+    let sql = expand_dialect(migration.sql, db.backend);
+    let applied = if owner == HOST_OWNER {
+        execute_script(connection, &sql).await
+    } else {
+        match connection {
+            Conn::Sqlite(connection) => confine::migrate_sqlite(connection, owner, &sql),
+            Conn::Postgres(_) => {
+                let names = PgNames::new(db.tag(), owner);
+                execute_script(connection, &confine::postgres_migration(&names, &sql)).await
+            }
+        }
+    };
+    applied.map_err(|error| {
         anyhow::anyhow!(
             "migration {} of {owner} ({}) failed: {error}",
             migration.version,

@@ -6,6 +6,7 @@
 //! Invariant: only the host touches the database; plugins reach it through host services,
 //! and every host service call runs in a unit of work (`unit_of_work`).
 
+pub mod confine;
 pub mod document;
 pub mod migrate;
 pub mod sql;
@@ -50,6 +51,9 @@ pub struct Database {
     /// The URL it was opened with (for a PostgreSQL listener connection; never logged
     /// unredacted).
     url: String,
+    /// On PostgreSQL, a short tag of the database's name, in the cluster-wide names of
+    /// plugins' roles (`db::confine`); empty on SQLite.
+    tag: Arc<str>,
 }
 
 /// A connection for reads outside any unit of work.
@@ -86,6 +90,7 @@ impl Database {
                 engine: Engine::Sqlite(store),
                 backend: Backend::Sqlite,
                 url: url.to_owned(),
+                tag: Arc::from(""),
             });
         }
         anyhow::ensure!(
@@ -99,11 +104,22 @@ impl Database {
             .connect(url)
             .await
             .with_context(|| format!("cannot connect to the database {}", redact(url)))?;
+        let name: (String,) = sqlx::query_as("SELECT current_database()")
+            .fetch_one(&pool)
+            .await
+            .with_context(|| format!("cannot query the database {}", redact(url)))?;
+        let tag = format!("{:08x}", confine::fnv(&name.0) as u32);
         Ok(Database {
             engine: Engine::Postgres(pool),
             backend: Backend::Postgres,
             url: url.to_owned(),
+            tag: Arc::from(tag),
         })
+    }
+
+    /// The database's tag in the names of plugins' PostgreSQL roles (empty on SQLite).
+    pub fn tag(&self) -> &str {
+        &self.tag
     }
 
     /// The URL the database was opened with.

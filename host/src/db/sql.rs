@@ -88,6 +88,10 @@ pub enum DbError {
     NoRow,
     /// No connection could be had (the pool is closed or exhausted for too long).
     Unavailable(String),
+    /// The database's confinement of a plugin's statement refused it (`db::confine`).
+    Refused(String),
+    /// A plugin's statement is wrong in a way the host noticed before running it.
+    Statement(String),
 }
 
 impl fmt::Display for DbError {
@@ -100,6 +104,8 @@ impl fmt::Display for DbError {
             }
             DbError::NoRow => f.write_str("the query answered no row"),
             DbError::Unavailable(why) => write!(f, "no database connection: {why}"),
+            DbError::Refused(why) => write!(f, "refused: {why}"),
+            DbError::Statement(why) => f.write_str(why),
         }
     }
 }
@@ -133,6 +139,8 @@ impl DbError {
                 | rusqlite::Error::SqliteFailure(..)),
             ) => Some(error.to_string()),
             DbError::Postgres(sqlx::Error::Database(error)) => Some(error.message().to_owned()),
+            DbError::Statement(message) => Some(message.clone()),
+            DbError::Decode { .. } => Some(self.to_string()),
             _ => None,
         }
     }

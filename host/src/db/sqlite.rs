@@ -175,6 +175,7 @@ fn open_connection(path: &Path, writable: bool) -> Result<Connection, DbError> {
         "PRAGMA foreign_keys = ON; PRAGMA mmap_size = 268435456; PRAGMA cache_size = {cache};"
     ))?;
     super::document::register(&connection)?;
+    super::confine::install_sqlite(&connection)?;
     Ok(connection)
 }
 

@@ -10,8 +10,6 @@
 mod locations;
 mod npcs;
 mod plugin_tables;
-
-pub use plugin_tables::check_ownership;
 mod sessions;
 mod worlds;
 
@@ -32,21 +30,25 @@ use crate::{
 /// them; NPCs and locations are world content, visible to all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
-    /// No request behind the call (an event handler, a hook): the whole game.
+    /// A plugin holding `system:read` / `system:write` acting outside any request: the
+    /// whole game (every use is audited).
     System,
-    /// A call made while handling a request: only what this user owns (`None`, a public
-    /// route called without a token, owns nothing).
+    /// A call made for a request's (or an event's) caller: only what this user owns
+    /// (`None`, a public route called without a token, owns nothing).
     Caller(Option<i64>),
+    /// A plugin acting as itself (outside any request) without a system permission: no
+    /// user's worlds or sessions.
+    Plugin,
 }
 
 impl Scope {
-    /// The owner to filter on, as an SQL parameter: `NULL` for no filter. An anonymous
-    /// caller filters on an id no user has.
+    /// The owner to filter on, as an SQL parameter: `NULL` for no filter. Nobody (an
+    /// anonymous caller, a plugin acting as itself) filters on an id no user has.
     fn owner_filter(self) -> Option<i64> {
         match self {
             Scope::System => None,
             Scope::Caller(Some(user_id)) => Some(user_id),
-            Scope::Caller(None) => Some(i64::MIN),
+            Scope::Caller(None) | Scope::Plugin => Some(i64::MIN),
         }
     }
 
@@ -54,13 +56,21 @@ impl Scope {
     fn new_owner(self) -> Option<i64> {
         match self {
             Scope::Caller(user_id) => user_id,
-            Scope::System => None,
+            Scope::System | Scope::Plugin => None,
+        }
+    }
+
+    /// The user this scope acts for, if any.
+    pub fn user_id(self) -> Option<i64> {
+        match self {
+            Scope::Caller(user_id) => user_id,
+            Scope::System | Scope::Plugin => None,
         }
     }
 }
 
 /// Whether `op` changes anything (and so needs the unit's transaction).
-fn writes(op: Operation) -> bool {
+pub fn writes(op: Operation) -> bool {
     op.permission.ends_with(":write")
 }
 
@@ -83,6 +93,22 @@ pub async fn execute(
     op: Operation,
     payload: &[u8],
 ) -> Result<Vec<u8>, ServiceError> {
+    if op == ops::DB_QUERY || op == ops::DB_EXECUTE {
+        // Confined by the database, in a savepoint of its own (`db::confine`).
+        let write = op == ops::DB_EXECUTE;
+        let mut connection = unit.connection(write).await.map_err(unit_error)?;
+        let in_transaction = connection.in_transaction();
+        return plugin_tables::run(
+            &mut connection.conn(),
+            in_transaction,
+            unit.database(),
+            plugin_id,
+            scope,
+            write,
+            payload,
+        )
+        .await;
+    }
     let mut connection = unit.connection(writes(op)).await.map_err(unit_error)?;
     let in_transaction = connection.in_transaction();
     let mut db = connection.conn();
@@ -93,15 +119,15 @@ pub async fn execute(
     let contained = in_transaction
         && match db {
             Conn::Sqlite(_) => several_writes(op),
-            Conn::Postgres(_) => writes(op) || op == ops::DB_QUERY,
+            Conn::Postgres(_) => writes(op),
         };
     if !contained {
-        return run(&mut db, limits, plugin_id, scope, op, payload).await;
+        return run(&mut db, limits, scope, op, payload).await;
     }
     execute_script(&mut db, "SAVEPOINT call")
         .await
         .map_err(database_error)?;
-    let result = run(&mut db, limits, plugin_id, scope, op, payload).await;
+    let result = run(&mut db, limits, scope, op, payload).await;
     if result.is_err() {
         execute_script(&mut db, "ROLLBACK TO call")
             .await
@@ -116,7 +142,6 @@ pub async fn execute(
 async fn run(
     pool: &mut Conn<'_>,
     limits: &GameLimits,
-    plugin_id: &str,
     scope: Scope,
     op: Operation,
     payload: &[u8],
@@ -177,12 +202,6 @@ async fn run(
         n if n == ops::LOCATION_HOTSPOTS_SET.name => {
             let call: calls::SetHotspots = parse(payload)?;
             answer(locations::set_hotspots(pool, call.location_id, &call.hotspots).await)
-        }
-        n if n == ops::DB_QUERY.name => {
-            answer(plugin_tables::query(pool, plugin_id, &parse(payload)?).await)
-        }
-        n if n == ops::DB_EXECUTE.name => {
-            answer(plugin_tables::execute(pool, plugin_id, &parse(payload)?).await)
         }
         other => Err(service_error(
             ServiceErrorKind::BadCall,

@@ -25,7 +25,6 @@ use crate::{
         Database,
     },
     events::{EventBus, HOST_EMITTER},
-    game::check_ownership,
 };
 
 /// `pixsim7 migrate`: applies the own migrations of every plugin that would load, in load
@@ -49,8 +48,8 @@ pub async fn migrate_plugins(
     }
 }
 
-/// Applies one plugin's own migrations, which may only touch its own tables, under the hook
-/// timeout.
+/// Applies one plugin's own migrations, confined by the database to its own tables (and,
+/// on PostgreSQL, sets up its role and schema), under the hook timeout.
 async fn migrate_plugin(
     registry: &PluginRegistry,
     index: usize,
@@ -64,19 +63,16 @@ async fn migrate_plugin(
     let id = &descriptor.manifest.id;
     let mut migrations = Vec::with_capacity(descriptor.migrations.len());
     for migration in &descriptor.migrations {
-        check_ownership(id, &migration.sql).map_err(|error| {
-            format!(
-                "migration {} ({}) refused: {}",
-                migration.version, migration.description, error.message
-            )
-        })?;
         migrations.push(PendingMigration {
             version: migration.version,
             description: &migration.description,
             sql: &migration.sql,
         });
     }
-    if migrations.is_empty() {
+    let uses_database = ["db:read", "db:write"]
+        .iter()
+        .any(|p| descriptor.manifest.permissions.iter().any(|q| q == p));
+    if migrations.is_empty() && !uses_database {
         return Ok(());
     }
     match tokio::time::timeout(timeout, migrate(database, id, &migrations)).await {

@@ -48,6 +48,12 @@ pub const AUDIT_TARGET: &str = "pixsim7::audit";
 /// Permissions whose every use is written to the audit log, not only denials.
 const PRIVILEGED: &[&str] = &["session:write", "db:write", "event:emit", "auth:issue"];
 
+/// Lets a plugin acting as itself (outside any request) read every user's worlds and
+/// sessions.
+pub const SYSTEM_READ: &str = "system:read";
+/// Lets a plugin acting as itself change every user's worlds and sessions (and read them).
+pub const SYSTEM_WRITE: &str = "system:write";
+
 /// Services bound to one plugin.
 #[derive(Clone)]
 pub struct PluginServices {
@@ -146,8 +152,8 @@ impl Bound {
             ));
         }
         let scope = match &request {
-            None => Scope::System,
             Some(request) => Scope::Caller(request.caller.as_ref().map(|c| c.user_id)),
+            None => self.own_scope(op),
         };
         // The unit this call joins: the request's; else the event delivery's or hook's in
         // progress; else (a call outside all of them) one of its own, ended with the call.
@@ -160,7 +166,7 @@ impl Bound {
         };
         let unit = joined.unit();
         let result = if op == ops::EVENT_EMIT {
-            self.emit(unit, payload).await
+            self.emit(unit, scope.user_id(), payload).await
         } else if op == ops::AUTH_ISSUE_TOKEN {
             self.issue_token(payload)
         } else {
@@ -173,21 +179,52 @@ impl Bound {
             },
             Joined::Request(_) | Joined::Ambient(_) => result,
         };
-        if PRIVILEGED.contains(&op.permission) {
+        if PRIVILEGED.contains(&op.permission) || scope == Scope::System {
+            let permission = if scope == Scope::System {
+                self.system_permission(op)
+            } else {
+                op.permission
+            };
             let outcome = if result.is_ok() { "allowed" } else { "failed" };
             tracing::info!(
                 target: AUDIT_TARGET,
                 plugin,
-                permission = op.permission,
+                permission,
                 operation = op.name,
                 outcome,
                 request_id,
                 user_id,
-                "plugin {plugin} used {} ({outcome})",
+                "plugin {plugin} used {} with {permission} ({outcome})",
                 op.name
             );
         }
         result
+    }
+
+    /// The permission that would let `op` see every user's data outside a request.
+    fn system_permission(&self, op: plugin_api::game::Operation) -> &'static str {
+        if game::writes(op) {
+            SYSTEM_WRITE
+        } else if self.permits(SYSTEM_READ) {
+            SYSTEM_READ
+        } else {
+            SYSTEM_WRITE
+        }
+    }
+
+    /// The scope of a call the plugin makes as itself: everything with the system permission
+    /// the call needs (`system:write` covers reads too), else no user's data.
+    fn own_scope(&self, op: plugin_api::game::Operation) -> Scope {
+        let permitted = if game::writes(op) {
+            self.permits(SYSTEM_WRITE)
+        } else {
+            self.permits(SYSTEM_READ) || self.permits(SYSTEM_WRITE)
+        };
+        if permitted {
+            Scope::System
+        } else {
+            Scope::Plugin
+        }
     }
 
     /// `auth.issue_token`: a token signed with the host's secret, lifetime capped.
@@ -204,8 +241,14 @@ impl Bound {
     }
 
     /// `event.emit`: written to the outbox in the caller's unit of work, so it is delivered
-    /// only if that unit commits.
-    async fn emit(&self, unit: &UnitOfWork, payload: &[u8]) -> Result<Vec<u8>, ServiceError> {
+    /// only if that unit commits; on behalf of `user_id` (the caller), whom its subscribers
+    /// then act for.
+    async fn emit(
+        &self,
+        unit: &UnitOfWork,
+        user_id: Option<i64>,
+        payload: &[u8],
+    ) -> Result<Vec<u8>, ServiceError> {
         let bad_call = |message: String| game::service_error(ServiceErrorKind::BadCall, message);
         let emit: Emit = serde_json::from_slice(payload)
             .map_err(|e| bad_call(format!("invalid payload: {e}")))?;
@@ -230,7 +273,7 @@ impl Bound {
         }
         self.shared
             .events
-            .emit_in(unit, &self.plugin_id, &emit.topic, &emit.payload)
+            .emit_in(unit, &self.plugin_id, user_id, &emit.topic, &emit.payload)
             .await
             .map_err(game::unit_error)?;
         Ok(b"null".to_vec())

@@ -21,15 +21,18 @@ use super::{
     request::Request,
 };
 use crate::{
-    abi::{FaultKind, FfiLoadContext, FfiRequest, PluginFault, PluginModule, PluginModule_Ref},
+    abi::{
+        FaultKind, FfiLoadContext, FfiRequest, HostServicesHandle, PluginFault, PluginModule,
+        PluginModule_Ref, RequestContextHandle,
+    },
     route::PluginDescriptor,
 };
 
-/// A plugin's route table, descriptor and (once loaded) instance.
+/// A plugin's route table, descriptor and (once loaded) instance with its host services.
 pub(crate) struct Runtime<P> {
     routes: Vec<RouteEntry<P>>,
     pub(crate) descriptor: PluginDescriptor,
-    plugin: OnceLock<P>,
+    plugin: OnceLock<(P, HostServicesHandle)>,
 }
 
 impl<P: Plugin> Runtime<P> {
@@ -53,16 +56,24 @@ impl<P: Plugin> Runtime<P> {
     }
 
     pub(crate) async fn load(&'static self, context: LoadContext) -> Result<(), PluginError> {
+        let services = context.services();
         let plugin = P::on_load(context).await?;
         self.plugin
-            .set(plugin)
+            .set((plugin, services))
             .map_err(|_| PluginError::new("on_load called twice"))
     }
 
-    fn loaded(&'static self, hook: &str) -> Result<&'static P, PluginError> {
+    fn loaded_with_services(
+        &'static self,
+        hook: &str,
+    ) -> Result<&'static (P, HostServicesHandle), PluginError> {
         self.plugin
             .get()
             .ok_or_else(|| PluginError::new(format!("{hook} called before on_load succeeded")))
+    }
+
+    fn loaded(&'static self, hook: &str) -> Result<&'static P, PluginError> {
+        self.loaded_with_services(hook).map(|(plugin, _)| plugin)
     }
 
     pub(crate) async fn enable(&'static self) -> Result<(), PluginError> {
@@ -73,8 +84,21 @@ impl<P: Plugin> Runtime<P> {
         self.loaded("on_disable")?.on_disable().await
     }
 
-    pub(crate) async fn event(&'static self, event: Event) -> Result<(), PluginError> {
-        self.loaded("on_event")?.on_event(event).await
+    pub(crate) async fn event(
+        &'static self,
+        source: String,
+        topic: String,
+        payload: serde_json::Value,
+        context: RequestContextHandle,
+    ) -> Result<(), PluginError> {
+        let (plugin, services) = self.loaded_with_services("on_event")?;
+        let event = Event {
+            source,
+            topic,
+            payload,
+            host: Host::scoped(services.clone(), context),
+        };
+        plugin.on_event(event).await
     }
 
     pub(crate) fn handle(
@@ -82,12 +106,14 @@ impl<P: Plugin> Runtime<P> {
         index: u32,
         request: FfiRequest,
     ) -> FfiFuture<FfiHandleResult> {
-        let plugin = match self.loaded("handle") {
-            Ok(plugin) => plugin,
+        let (plugin, services) = match self.loaded_with_services("handle") {
+            Ok(loaded) => loaded,
             Err(error) => return ready_fault(FaultKind::Error, error.to_string()),
         };
         match self.routes.get(index as usize) {
-            Some(entry) => entry.handler.call(plugin, Request::from_ffi(request)),
+            Some(entry) => entry
+                .handler
+                .call(plugin, Request::from_ffi(request, services.clone())),
             None => ready_fault(
                 FaultKind::Error,
                 format!(
@@ -182,16 +208,14 @@ extern "C" fn on_event<P: Plugin>(
     source: RString,
     topic: RString,
     payload: RVec<u8>,
+    context: RequestContextHandle,
 ) -> FfiFuture<RResult<(), PluginFault>> {
     guarded(async move {
         let payload = serde_json::from_slice(&payload)
             .map_err(|error| PluginError::new(format!("event payload is not JSON: {error}")))?;
-        let event = Event {
-            source: source.into_string(),
-            topic: topic.into_string(),
-            payload,
-        };
-        runtime::<P>().event(event).await
+        runtime::<P>()
+            .event(source.into_string(), topic.into_string(), payload, context)
+            .await
     })
 }
 

@@ -1,14 +1,16 @@
 //! The host services a plugin may call, as typed async methods over the one FFI `call`
 //! (plus `run_blocking`). Each needs the permission named in `crate::game::ops`; without it
 //! the host refuses with [`ServiceError`] `PermissionDenied` (and logs the denial).
+//!
+//! A [`Host`] carries its scope explicitly: the one a request handler gets from
+//! [`Request::host`](super::request::Request::host) (or an event handler from
+//! [`Event::host`](super::plugin::Event::host)) acts for that request's caller and joins
+//! its unit of work; the one `on_load` hands out acts as the plugin itself, which sees no
+//! user's data unless it holds `system:read` / `system:write`.
 
 use std::{
-    cell::RefCell,
     fmt,
-    future::Future,
-    pin::Pin,
     sync::{Arc, Mutex},
-    task::{Context, Poll},
 };
 
 use abi_stable::{
@@ -16,10 +18,9 @@ use abi_stable::{
     std_types::{ROption, RResult, RStr, RString, RVec},
 };
 use serde::{de::DeserializeOwned, Serialize};
-use serde_json::{Map, Value};
-
 use super::error::ApiError;
 use crate::{
+    db::{Rows, SqlDecodeError, SqlValue},
     abi::{
         BlockingJob, BlockingJob_TO, HostServicesHandle, LogLevel, RequestContextHandle,
         ServiceErrorKind,
@@ -45,6 +46,13 @@ impl fmt::Display for ServiceError {
 
 impl std::error::Error for ServiceError {}
 
+impl From<SqlDecodeError> for ApiError {
+    /// A stored value of an unexpected type is the server's problem: 500, cause logged.
+    fn from(error: SqlDecodeError) -> ApiError {
+        ApiError::internal(error.to_string())
+    }
+}
+
 impl From<ServiceError> for ApiError {
     /// Not found → 404, conflict → 409, invalid → 400; a refused permission, a bad call or
     /// an unavailable host is the server's problem, not the client's → 500 (the cause goes
@@ -64,15 +72,45 @@ impl From<ServiceError> for ApiError {
 /// How many times [`Host::modify_session`] retries after losing a race.
 pub const MODIFY_ATTEMPTS: usize = 200;
 
-/// The host services this plugin may call. Cheap to clone; keep one in your plugin value.
+/// The host services this plugin may call, in one scope. Cheap to clone.
+///
+/// The `Host` from `on_load` (keep it in your plugin value) acts as the plugin itself: calls
+/// made with it outside any request — from hooks, caches, background work — see no user's
+/// worlds or sessions unless the plugin holds `system:read` (`system:write` to change them).
+/// In a handler, use [`Request::host`](super::request::Request::host): it acts for the
+/// request's caller and joins the request's unit of work.
 #[derive(Clone)]
 pub struct Host {
     services: HostServicesHandle,
+    /// The request (or event delivery) this handle acts for; `None`: the plugin itself.
+    context: Option<RequestContextHandle>,
 }
 
 impl Host {
+    /// The plugin's own handle (no request behind it).
     pub(crate) fn new(services: HostServicesHandle) -> Host {
-        Host { services }
+        Host {
+            services,
+            context: None,
+        }
+    }
+
+    /// A handle acting for the request (or event delivery) behind `context`.
+    pub(crate) fn scoped(services: HostServicesHandle, context: RequestContextHandle) -> Host {
+        Host {
+            services,
+            context: Some(context),
+        }
+    }
+
+    pub(crate) fn services(&self) -> HostServicesHandle {
+        self.services.clone()
+    }
+
+    /// Whether this handle acts for a request's (or an event's) caller rather than for the
+    /// plugin itself.
+    pub fn is_scoped_to_caller(&self) -> bool {
+        self.context.is_some()
     }
 
     /// Writes a log line through the host (prefer the `log` macros, which come here).
@@ -88,11 +126,10 @@ impl Host {
         payload: &impl Serialize,
     ) -> Result<T, ServiceError> {
         let payload = serde_json::to_vec(payload).map_err(|e| invalid(format!("payload: {e}")))?;
-        let context = CURRENT_REQUEST.with(|current| current.borrow().clone());
         let answer = self
             .services
             .call(
-                ROption::from(context),
+                ROption::from(self.context.clone()),
                 RStr::from_str(operation.name),
                 RVec::from(payload),
             )
@@ -355,12 +392,10 @@ impl Host {
         .await
     }
 
-    /// Runs a SELECT on the plugin's own tables; rows as JSON objects (column → value).
-    pub async fn db_query(
-        &self,
-        sql: &str,
-        params: Vec<Value>,
-    ) -> Result<Vec<Map<String, Value>>, ServiceError> {
+    /// Runs one read-only statement on the plugin's own tables (needs `db:read`), in a
+    /// read-only transaction the database enforces; rows with typed values. Join
+    /// `caller_sessions` / `caller_worlds` to keep to the caller's rows.
+    pub async fn db_query(&self, sql: &str, params: Vec<SqlValue>) -> Result<Rows, ServiceError> {
         self.call(
             ops::DB_QUERY,
             &Sql {
@@ -371,8 +406,10 @@ impl Host {
         .await
     }
 
-    /// Runs a statement on the plugin's own tables; the number of rows changed.
-    pub async fn db_execute(&self, sql: &str, params: Vec<Value>) -> Result<u64, ServiceError> {
+    /// Runs one statement on the plugin's own tables (needs `db:write`) in the unit of work
+    /// of this handle's request: it commits with the request, or not at all. The number of
+    /// rows changed.
+    pub async fn db_execute(&self, sql: &str, params: Vec<SqlValue>) -> Result<u64, ServiceError> {
         let executed: Executed = self
             .call(
                 ops::DB_EXECUTE,
@@ -383,59 +420,6 @@ impl Host {
             )
             .await?;
         Ok(executed.rows_affected)
-    }
-}
-
-thread_local! {
-    /// The request whose handler is being polled on this thread, if any.
-    static CURRENT_REQUEST: RefCell<Option<RequestContextHandle>> = const { RefCell::new(None) };
-}
-
-/// Runs a handler's future with its request as the current one, so every host service call
-/// made while handling it carries the request's context (its id for the audit log, and the
-/// buffer that holds its events until the response).
-pub(crate) struct RequestScope<F> {
-    context: Option<RequestContextHandle>,
-    inner: F,
-}
-
-impl<F> RequestScope<F> {
-    pub(crate) fn new(context: RequestContextHandle, inner: F) -> RequestScope<F> {
-        RequestScope {
-            context: Some(context),
-            inner,
-        }
-    }
-}
-
-impl<F: Future> Future for RequestScope<F> {
-    type Output = F::Output;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        // SAFETY: `inner` is structurally pinned and never moved; `context` is not pinned.
-        let this = unsafe { self.get_unchecked_mut() };
-        // SAFETY: see above.
-        let inner = unsafe { Pin::new_unchecked(&mut this.inner) };
-        // The context is current for this poll only; the guard puts it back (and restores
-        // whatever was current before) even if the poll panics.
-        let outer = CURRENT_REQUEST.with(|current| current.replace(this.context.take()));
-        let _restore = Restore {
-            slot: &mut this.context,
-            outer: Some(outer),
-        };
-        inner.poll(cx)
-    }
-}
-
-struct Restore<'a> {
-    slot: &'a mut Option<RequestContextHandle>,
-    outer: Option<Option<RequestContextHandle>>,
-}
-
-impl Drop for Restore<'_> {
-    fn drop(&mut self) {
-        let outer = self.outer.take().flatten();
-        *self.slot = CURRENT_REQUEST.with(|current| current.replace(outer));
     }
 }
 

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::{
     error::PluginError,
-    host::{Host, RequestScope},
+    host::Host,
     panic::CatchPanic,
     request::Request,
     response::IntoResponse,
@@ -63,7 +63,7 @@ pub trait Plugin: Sized + Send + Sync + 'static {
 }
 
 /// An event delivered to [`Plugin::on_event`].
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone)]
 pub struct Event {
     /// Who emitted it: a plugin id, or `host` for `app:*` and `plugin:*` (the host checked
     /// that the emitter declared the topic in its manifest's `emits`).
@@ -72,9 +72,28 @@ pub struct Event {
     pub topic: String,
     /// The JSON payload.
     pub payload: Value,
+    pub(crate) host: Host,
+}
+
+impl std::fmt::Debug for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Event")
+            .field("source", &self.source)
+            .field("topic", &self.topic)
+            .field("payload", &self.payload)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Event {
+    /// The host services acting for the user on whose behalf the event was emitted (the
+    /// caller of the request that emitted it; nobody for host events and events a plugin
+    /// emitted outside a request), joined to this delivery's unit of work: the handler's
+    /// writes commit together with the delivery, exactly once.
+    pub fn host(&self) -> &Host {
+        &self.host
+    }
+
     /// The payload deserialized into `T`; a mismatch is an error naming the topic and field.
     pub fn payload_as<T: DeserializeOwned>(&self) -> Result<T, PluginError> {
         serde_path_to_error::deserialize(&self.payload).map_err(|error| {
@@ -107,10 +126,9 @@ where
     fn call(&'static self, plugin: &'static P, request: Request) -> FfiFuture<FfiHandleResult> {
         // The handler is called inside the guarded future, so a panic while creating its
         // future is caught as well as one while polling it.
-        let context = request.context();
-        let guarded = CatchPanic::new(RequestScope::new(context, async move {
+        let guarded = CatchPanic::new(async move {
             self(plugin, request).await.into_response().into_ffi()
-        }));
+        });
         async move {
             match guarded.await {
                 Ok(response) => RResult::ROk(response),
@@ -266,8 +284,14 @@ impl LoadContext {
         })
     }
 
-    /// The host services, to keep for use in handlers.
+    /// The plugin's own host services: keep them for work outside requests (hooks, caches,
+    /// background tasks). They act as the plugin itself, which sees no user's worlds or
+    /// sessions unless it holds `system:read`; in handlers use `request.host()`.
     pub fn host(&self) -> Host {
         self.host.clone()
+    }
+
+    pub(crate) fn services(&self) -> crate::abi::HostServicesHandle {
+        self.host.services()
     }
 }

@@ -6,26 +6,31 @@ use std::{borrow::Cow, str::FromStr};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use super::error::ApiError;
-use crate::abi::{FfiMethod, FfiRequest, RequestContextHandle};
+use super::{error::ApiError, host::Host};
+use crate::abi::{FfiMethod, FfiRequest, HostServicesHandle};
 
 /// One HTTP request, as forwarded by the host.
 pub struct Request {
     inner: FfiRequest,
+    host: Host,
     request_id: std::sync::OnceLock<String>,
 }
 
 impl Request {
-    pub(crate) fn from_ffi(inner: FfiRequest) -> Request {
+    pub(crate) fn from_ffi(inner: FfiRequest, services: HostServicesHandle) -> Request {
+        let host = Host::scoped(services, inner.context.clone());
         Request {
             inner,
+            host,
             request_id: std::sync::OnceLock::new(),
         }
     }
 
-    /// The host's handle on this request, for the service calls made while handling it.
-    pub(crate) fn context(&self) -> RequestContextHandle {
-        self.inner.context.clone()
+    /// The host services acting for this request: every call sees only what the caller may
+    /// see (their own worlds and sessions) and joins the request's unit of work, which
+    /// commits only if the handler answers below 400.
+    pub fn host(&self) -> &Host {
+        &self.host
     }
 
     /// The method.

@@ -12,11 +12,10 @@ use argon2::{
     password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString},
     Argon2,
 };
-use plugin_api::prelude::*;
+use plugin_api::{db::RowRef, prelude::*};
 
-/// The plugin: its settings and the host.
+/// The plugin: its settings.
 pub struct Auth {
-    host: Host,
     settings: Settings,
     /// Verified against when a username is unknown, so that answer takes as long as a wrong
     /// password and does not reveal which usernames exist.
@@ -102,7 +101,6 @@ impl Plugin for Auth {
             .map_err(|e| PluginError::new(e.to_string()))?
             .map_err(PluginError::new)?;
         Ok(Auth {
-            host,
             settings,
             decoy_hash,
         })
@@ -136,15 +134,13 @@ async fn register(plugin: &Auth, request: Request) -> Result<(u16, Json<UserView
     let credentials: Credentials = request.json()?;
     let username = check_username(&credentials.username)?;
     check_password(&credentials.password, plugin.settings.min_password_length)?;
-    if find_user(plugin, &username).await?.is_some() {
+    if find_user(request.host(), &username).await?.is_some() {
         return Err(ApiError::conflict(format!(
             "username {username} is already taken"
         )));
     }
     let password = credentials.password;
-    let hash = plugin
-        .host
-        .run_blocking(move || hash_password(&password))
+    let hash = request.host().run_blocking(move || hash_password(&password))
         .await?
         .map_err(ApiError::internal)?;
     let roles: Vec<String> = if plugin.settings.admin_usernames.contains(&username) {
@@ -152,11 +148,9 @@ async fn register(plugin: &Auth, request: Request) -> Result<(u16, Json<UserView
     } else {
         Vec::new()
     };
-    let inserted = plugin
-        .host
-        .db_execute(
+    let inserted = request.host().db_execute(
             "INSERT INTO auth__users (username, password_hash, roles, created_at) VALUES ($1, $2, $3, $4)",
-            vec![json!(username), json!(hash), json!(json!(roles).to_string()), json!(unix_now())],
+            params![&username, hash, json!(roles).to_string(), unix_now()],
         )
         .await;
     if let Err(error) = inserted {
@@ -168,7 +162,7 @@ async fn register(plugin: &Auth, request: Request) -> Result<(u16, Json<UserView
         }
         return Err(error.into());
     }
-    let user = find_user(plugin, &username)
+    let user = find_user(request.host(), &username)
         .await?
         .ok_or_else(|| ApiError::internal("a registered user vanished"))?;
     log::info!("registered user {} ({})", user.id, user.username);
@@ -178,21 +172,17 @@ async fn register(plugin: &Auth, request: Request) -> Result<(u16, Json<UserView
 async fn login(plugin: &Auth, request: Request) -> Result<Json<TokenView>, ApiError> {
     let credentials: Credentials = request.json()?;
     let username = credentials.username.trim().to_lowercase();
-    let user = find_user(plugin, &username).await?;
+    let user = find_user(request.host(), &username).await?;
     let stored = user
         .as_ref()
         .map_or(plugin.decoy_hash.clone(), |u| u.password_hash.clone());
     let password = credentials.password;
-    let matches = plugin
-        .host
-        .run_blocking(move || verify_password(&password, &stored))
+    let matches = request.host().run_blocking(move || verify_password(&password, &stored))
         .await?;
     let Some(user) = user.filter(|_| matches) else {
         return Err(ApiError::new(401, "Incorrect username or password"));
     };
-    let issued = plugin
-        .host
-        .issue_token(user.id, user.roles.clone(), plugin.settings.token_ttl_secs)
+    let issued = request.host().issue_token(user.id, user.roles.clone(), plugin.settings.token_ttl_secs)
         .await?;
     Ok(Json(TokenView {
         access_token: issued.access_token,
@@ -201,13 +191,13 @@ async fn login(plugin: &Auth, request: Request) -> Result<Json<TokenView>, ApiEr
     }))
 }
 
-async fn me(plugin: &Auth, request: Request) -> Result<Json<UserView>, ApiError> {
+async fn me(_: &Auth, request: Request) -> Result<Json<UserView>, ApiError> {
     let user_id = request.user_id()?;
-    let rows = plugin
-        .host
+    let rows = request
+        .host()
         .db_query(
             "SELECT id, username, password_hash, roles FROM auth__users WHERE id = $1",
-            vec![json!(user_id)],
+            params![user_id],
         )
         .await?;
     let user = rows
@@ -226,21 +216,14 @@ struct User {
 }
 
 impl User {
-    fn from_row(row: &Map<String, Value>) -> Result<User, ApiError> {
-        let text = |key: &str| {
-            row.get(key)
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned()
-        };
+    fn from_row(row: RowRef<'_>) -> Result<User, ApiError> {
+        let roles: String = row.get("roles")?;
         Ok(User {
-            id: row
-                .get("id")
-                .and_then(Value::as_i64)
-                .ok_or_else(|| ApiError::internal("user row without id"))?,
-            username: text("username"),
-            password_hash: text("password_hash"),
-            roles: plugin_api::serde_json::from_str(&text("roles")).unwrap_or_default(),
+            id: row.get("id")?,
+            username: row.get("username")?,
+            password_hash: row.get("password_hash")?,
+            roles: plugin_api::serde_json::from_str(&roles)
+                .map_err(|e| ApiError::internal(format!("user roles are not a JSON list: {e}")))?,
         })
     }
 
@@ -253,12 +236,11 @@ impl User {
     }
 }
 
-async fn find_user(plugin: &Auth, username: &str) -> Result<Option<User>, ApiError> {
-    let rows = plugin
-        .host
+async fn find_user(host: &Host, username: &str) -> Result<Option<User>, ApiError> {
+    let rows = host
         .db_query(
             "SELECT id, username, password_hash, roles FROM auth__users WHERE username = $1",
-            vec![json!(username)],
+            params![username],
         )
         .await?;
     rows.first().map(User::from_row).transpose()

@@ -1,7 +1,9 @@
 //! `game-dialogue`: `POST /api/v1/game/dialogue/next-line` builds the prompt for an NPC's
 //! next line from the NPC, the player's relationship with it, where it is and the world
 //! time, deterministically (no language model is called), and keeps a per-session history
-//! in its own table (`game_dialogue__lines`, created by its own migration).
+//! in its own table (`game_dialogue__lines`, created by its own migrations, with a foreign
+//! key to the session). The history is read through the host's `caller_sessions` view, so
+//! only the caller's sessions' lines can ever come back.
 
 use plugin_api::{
     game::{limits, relationship_tier, Npc, PresenceQuery, Session, DEFAULT_AFFINITY},
@@ -9,9 +11,7 @@ use plugin_api::{
 };
 
 /// The plugin.
-pub struct GameDialogue {
-    host: Host,
-}
+pub struct GameDialogue;
 
 impl Plugin for GameDialogue {
     fn manifest() -> Manifest {
@@ -43,21 +43,27 @@ impl Plugin for GameDialogue {
                 "/game/dialogue/sessions/{session_id}/history",
                 "The prompts built for a session, newest first",
                 history,
-            );
+            )
+            .response::<Vec<HistoryLine>>();
     }
 
     fn migrations() -> Vec<Migration> {
-        vec![Migration {
-            version: 1,
-            description: "dialogue lines".into(),
-            sql: include_str!("../migrations/0001_lines.sql").into(),
-        }]
+        vec![
+            Migration {
+                version: 1,
+                description: "dialogue lines".into(),
+                sql: include_str!("../migrations/0001_lines.sql").into(),
+            },
+            Migration {
+                version: 2,
+                description: "dialogue lines reference their session".into(),
+                sql: include_str!("../migrations/0002_lines_reference_sessions.sql").into(),
+            },
+        ]
     }
 
-    async fn on_load(context: LoadContext) -> Result<Self, PluginError> {
-        Ok(GameDialogue {
-            host: context.host(),
-        })
+    async fn on_load(_: LoadContext) -> Result<Self, PluginError> {
+        Ok(GameDialogue)
     }
 }
 
@@ -91,7 +97,7 @@ pub struct PromptContext {
     time_of_day: String,
 }
 
-async fn next_line(plugin: &GameDialogue, request: Request) -> Result<Json<NextLine>, ApiError> {
+async fn next_line(_: &GameDialogue, request: Request) -> Result<Json<NextLine>, ApiError> {
     let raw: Value = request.json()?;
     let missing = |field: &str| raw.get(field).is_none_or(Value::is_null);
     if missing("npc_id") || missing("session_id") {
@@ -107,25 +113,18 @@ async fn next_line(plugin: &GameDialogue, request: Request) -> Result<Json<NextL
             ));
         }
     }
-    let npc = plugin.host.get_npc(body.npc_id).await?;
-    let session = plugin.host.get_session(body.session_id).await?;
-    let location = where_is(plugin, &npc, &session).await?;
+    let host = request.host();
+    let npc = host.get_npc(body.npc_id).await?;
+    let session = host.get_session(body.session_id).await?;
+    let location = where_is(host, &npc, &session).await?;
     let context = prompt_context(&npc, &session, location);
     let prompt = build_prompt(&npc, &session, &context, body.player_input.as_deref());
-    plugin
-        .host
-        .db_execute(
-            "INSERT INTO game_dialogue__lines (session_id, npc_id, player_input, prompt, created_at) \
-             VALUES ($1, $2, $3, $4, $5)",
-            vec![
-                json!(session.id),
-                json!(npc.id),
-                json!(body.player_input),
-                json!(prompt),
-                json!(unix_now()),
-            ],
-        )
-        .await?;
+    host.db_execute(
+        "INSERT INTO game_dialogue__lines (session_id, npc_id, player_input, prompt, created_at) \
+         VALUES ($1, $2, $3, $4, $5)",
+        params![session.id, npc.id, body.player_input, &prompt, unix_now()],
+    )
+    .await?;
     Ok(Json(NextLine {
         npc_id: npc.id,
         session_id: session.id,
@@ -134,28 +133,49 @@ async fn next_line(plugin: &GameDialogue, request: Request) -> Result<Json<NextL
     }))
 }
 
-async fn history(
-    plugin: &GameDialogue,
-    request: Request,
-) -> Result<Json<Vec<Map<String, Value>>>, ApiError> {
-    let session = plugin
-        .host
-        .get_session(request.param_as("session_id")?)
-        .await?;
-    let rows = plugin
-        .host
+/// One line of a session's history.
+#[derive(Serialize, JsonSchema)]
+pub struct HistoryLine {
+    npc_id: i64,
+    player_input: Option<String>,
+    prompt: String,
+    created_at: i64,
+}
+
+async fn history(_: &GameDialogue, request: Request) -> Result<Json<Vec<HistoryLine>>, ApiError> {
+    let session_id: i64 = request.param_as("session_id")?;
+    let host = request.host();
+    // Through the caller's sessions: another user's session id finds nothing here, whatever
+    // checks this handler forgets.
+    let rows = host
         .db_query(
-            "SELECT npc_id, player_input, prompt, created_at FROM game_dialogue__lines \
-             WHERE session_id = $1 ORDER BY id DESC LIMIT 50",
-            vec![json!(session.id)],
+            "SELECT l.npc_id, l.player_input, l.prompt, l.created_at \
+             FROM game_dialogue__lines AS l JOIN caller_sessions AS s ON s.id = l.session_id \
+             WHERE l.session_id = $1 ORDER BY l.id DESC LIMIT 50",
+            params![session_id],
         )
         .await?;
-    Ok(Json(rows))
+    if rows.is_empty() {
+        // No lines: say 404 for a session the caller cannot see, like the other routes.
+        host.get_session(session_id).await?;
+    }
+    let lines = rows
+        .iter()
+        .map(|row| {
+            Ok(HistoryLine {
+                npc_id: row.get("npc_id")?,
+                player_input: row.get("player_input")?,
+                prompt: row.get("prompt")?,
+                created_at: row.get("created_at")?,
+            })
+        })
+        .collect::<Result<_, ApiError>>()?;
+    Ok(Json(lines))
 }
 
 /// The NPC's scheduled location at the session's world time, else its home.
 async fn where_is(
-    plugin: &GameDialogue,
+    host: &Host,
     npc: &Npc,
     session: &Session,
 ) -> Result<Option<String>, ApiError> {
@@ -164,9 +184,7 @@ async fn where_is(
         world_id: None,
         location_id: None,
     };
-    let scheduled = plugin
-        .host
-        .npc_presence(&query)
+    let scheduled = host.npc_presence(&query)
         .await?
         .into_iter()
         .find(|p| p.npc_id == npc.id)
@@ -174,7 +192,7 @@ async fn where_is(
     let Some(location_id) = scheduled.or(npc.home_location_id) else {
         return Ok(None);
     };
-    Ok(Some(plugin.host.get_location(location_id).await?.name))
+    Ok(Some(host.get_location(location_id).await?.name))
 }
 
 const DAYS: [&str; 7] = [

@@ -6,9 +6,7 @@ use plugin_api::{
 };
 
 /// The plugin: all state lives in the host's database.
-pub struct GameLocations {
-    host: Host,
-}
+pub struct GameLocations;
 
 impl Plugin for GameLocations {
     fn manifest() -> Manifest {
@@ -48,33 +46,29 @@ impl Plugin for GameLocations {
             .response::<Location>();
     }
 
-    async fn on_load(context: LoadContext) -> Result<Self, PluginError> {
-        Ok(GameLocations {
-            host: context.host(),
-        })
+    async fn on_load(_: LoadContext) -> Result<Self, PluginError> {
+        Ok(GameLocations)
     }
 }
 
-async fn list(plugin: &GameLocations, _: Request) -> Result<Json<Vec<LocationSummary>>, ApiError> {
-    Ok(Json(plugin.host.list_locations().await?))
+async fn list(_: &GameLocations, _: Request) -> Result<Json<Vec<LocationSummary>>, ApiError> {
+    Ok(Json(request.host().list_locations().await?))
 }
 
-async fn create(plugin: &GameLocations, request: Request) -> Result<Json<Location>, ApiError> {
+async fn create(_: &GameLocations, request: Request) -> Result<Json<Location>, ApiError> {
     let body: NewLocation = request.json()?;
     if body.name.trim().is_empty() {
         return Err(ApiError::bad_request("name must not be empty"));
     }
-    let location = plugin.host.create_location(&body).await?;
+    let location = request.host().create_location(&body).await?;
     let changed = json!({"location_id": location.id, "change": "created"});
-    plugin.host.announce("location:changed", &changed).await;
+    request.host().announce("location:changed", &changed).await;
     Ok(Json(location))
 }
 
-async fn get(plugin: &GameLocations, request: Request) -> Result<Json<Location>, ApiError> {
+async fn get(_: &GameLocations, request: Request) -> Result<Json<Location>, ApiError> {
     Ok(Json(
-        plugin
-            .host
-            .get_location(request.param_as("location_id")?)
+        request.host().get_location(request.param_as("location_id")?)
             .await?,
     ))
 }
@@ -86,7 +80,7 @@ struct HotspotsBody {
 }
 
 async fn set_hotspots(
-    plugin: &GameLocations,
+    _: &GameLocations,
     request: Request,
 ) -> Result<Json<Location>, ApiError> {
     let location_id = request.param_as("location_id")?;
@@ -96,9 +90,9 @@ async fn set_hotspots(
         return Err(ApiError::bad_request("hotspots must be a list"));
     }
     let body: HotspotsBody = request.json()?;
-    let location = plugin.host.set_hotspots(location_id, body.hotspots).await?;
+    let location = request.host().set_hotspots(location_id, body.hotspots).await?;
     let changed = json!({"location_id": location.id, "change": "hotspots"});
-    plugin.host.announce("location:changed", &changed).await;
+    request.host().announce("location:changed", &changed).await;
     Ok(Json(location))
 }
 

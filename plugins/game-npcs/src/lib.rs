@@ -7,9 +7,7 @@ use plugin_api::{
 };
 
 /// The plugin: all state lives in the host's database.
-pub struct GameNpcs {
-    host: Host,
-}
+pub struct GameNpcs;
 
 impl Plugin for GameNpcs {
     fn manifest() -> Manifest {
@@ -51,35 +49,33 @@ impl Plugin for GameNpcs {
             .response::<Vec<NpcScheduleEntry>>();
     }
 
-    async fn on_load(context: LoadContext) -> Result<Self, PluginError> {
-        Ok(GameNpcs {
-            host: context.host(),
-        })
+    async fn on_load(_: LoadContext) -> Result<Self, PluginError> {
+        Ok(GameNpcs)
     }
 }
 
-async fn list(plugin: &GameNpcs, _: Request) -> Result<Json<Vec<NpcSummary>>, ApiError> {
-    Ok(Json(plugin.host.list_npcs().await?))
+async fn list(_: &GameNpcs, _: Request) -> Result<Json<Vec<NpcSummary>>, ApiError> {
+    Ok(Json(request.host().list_npcs().await?))
 }
 
-async fn create(plugin: &GameNpcs, request: Request) -> Result<Json<Npc>, ApiError> {
+async fn create(_: &GameNpcs, request: Request) -> Result<Json<Npc>, ApiError> {
     let body: NewNpc = request.json()?;
     if body.name.trim().is_empty() {
         return Err(ApiError::bad_request("name must not be empty"));
     }
-    let npc = plugin.host.create_npc(&body).await?;
+    let npc = request.host().create_npc(&body).await?;
     let spawned = json!({"npc_id": npc.id, "name": npc.name, "world_id": npc.world_id});
-    plugin.host.announce("npc:spawned", &spawned).await;
+    request.host().announce("npc:spawned", &spawned).await;
     Ok(Json(npc))
 }
 
-async fn get(plugin: &GameNpcs, request: Request) -> Result<Json<Npc>, ApiError> {
+async fn get(_: &GameNpcs, request: Request) -> Result<Json<Npc>, ApiError> {
     Ok(Json(
-        plugin.host.get_npc(request.param_as("npc_id")?).await?,
+        request.host().get_npc(request.param_as("npc_id")?).await?,
     ))
 }
 
-async fn presence(plugin: &GameNpcs, request: Request) -> Result<Json<Vec<NpcPresence>>, ApiError> {
+async fn presence(_: &GameNpcs, request: Request) -> Result<Json<Vec<NpcPresence>>, ApiError> {
     let world_time = request.query_as::<f64>("world_time")?.ok_or_else(|| {
         ApiError::validation(
             "missing",
@@ -95,17 +91,15 @@ async fn presence(plugin: &GameNpcs, request: Request) -> Result<Json<Vec<NpcPre
         world_id: request.query_as("world_id")?,
         location_id: request.query_as("location_id")?,
     };
-    Ok(Json(plugin.host.npc_presence(&query).await?))
+    Ok(Json(request.host().npc_presence(&query).await?))
 }
 
 async fn expressions(
-    plugin: &GameNpcs,
+    _: &GameNpcs,
     request: Request,
 ) -> Result<Json<Vec<NpcExpression>>, ApiError> {
     Ok(Json(
-        plugin
-            .host
-            .npc_expressions(request.param_as("npc_id")?)
+        request.host().npc_expressions(request.param_as("npc_id")?)
             .await?,
     ))
 }
@@ -117,27 +111,23 @@ struct ExpressionsBody {
 }
 
 async fn set_expressions(
-    plugin: &GameNpcs,
+    _: &GameNpcs,
     request: Request,
 ) -> Result<Json<Vec<NpcExpression>>, ApiError> {
     let npc_id = request.param_as("npc_id")?;
     let body: ExpressionsBody = request.json()?;
     Ok(Json(
-        plugin
-            .host
-            .set_npc_expressions(npc_id, body.expressions)
+        request.host().set_npc_expressions(npc_id, body.expressions)
             .await?,
     ))
 }
 
 async fn schedules(
-    plugin: &GameNpcs,
+    _: &GameNpcs,
     request: Request,
 ) -> Result<Json<Vec<NpcScheduleEntry>>, ApiError> {
     Ok(Json(
-        plugin
-            .host
-            .npc_schedules(request.param_as("npc_id")?)
+        request.host().npc_schedules(request.param_as("npc_id")?)
             .await?,
     ))
 }
@@ -149,15 +139,13 @@ struct SchedulesBody {
 }
 
 async fn set_schedules(
-    plugin: &GameNpcs,
+    _: &GameNpcs,
     request: Request,
 ) -> Result<Json<Vec<NpcScheduleEntry>>, ApiError> {
     let npc_id = request.param_as("npc_id")?;
     let body: SchedulesBody = request.json()?;
     Ok(Json(
-        plugin
-            .host
-            .set_npc_schedules(npc_id, body.schedules)
+        request.host().set_npc_schedules(npc_id, body.schedules)
             .await?,
     ))
 }

@@ -13,9 +13,7 @@ use plugin_api::{
 pub const CAUGHT_PENALTY: f64 = 10.0;
 
 /// The plugin.
-pub struct GameRelationships {
-    host: Host,
-}
+pub struct GameRelationships;
 
 impl Plugin for GameRelationships {
     fn manifest() -> Manifest {
@@ -45,10 +43,8 @@ impl Plugin for GameRelationships {
             .response::<RelationshipsView>();
     }
 
-    async fn on_load(context: LoadContext) -> Result<Self, PluginError> {
-        Ok(GameRelationships {
-            host: context.host(),
-        })
+    async fn on_load(_: LoadContext) -> Result<Self, PluginError> {
+        Ok(GameRelationships)
     }
 
     async fn on_event(&self, event: Event) -> Result<(), PluginError> {
@@ -71,8 +67,9 @@ impl Plugin for GameRelationships {
             );
             return Ok(());
         }
-        let (_, (before, after)) = self
-            .host
+        // Acting for the player whose pickpocket it was: their session, their unit of work.
+        let (_, (before, after)) = event
+            .host()
             .modify_session(attempt.session_id, |session| {
                 Ok(lower_affinity(&mut session.relationships, &key))
             })
@@ -125,12 +122,10 @@ pub struct RelationshipsView {
 }
 
 async fn relationships(
-    plugin: &GameRelationships,
+    _: &GameRelationships,
     request: Request,
 ) -> Result<Json<RelationshipsView>, ApiError> {
-    let session = plugin
-        .host
-        .get_session(request.param_as("session_id")?)
+    let session = request.host().get_session(request.param_as("session_id")?)
         .await?;
     let mut view = Map::new();
     if let Value::Object(entries) = session.relationships {

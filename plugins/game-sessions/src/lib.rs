@@ -8,9 +8,7 @@ use plugin_api::{
 };
 
 /// The plugin: all state lives in the host's database.
-pub struct GameSessions {
-    host: Host,
-}
+pub struct GameSessions;
 
 impl Plugin for GameSessions {
     fn manifest() -> Manifest {
@@ -38,10 +36,8 @@ impl Plugin for GameSessions {
             .response::<Session>();
     }
 
-    async fn on_load(context: LoadContext) -> Result<Self, PluginError> {
-        Ok(GameSessions {
-            host: context.host(),
-        })
+    async fn on_load(_: LoadContext) -> Result<Self, PluginError> {
+        Ok(GameSessions)
     }
 }
 
@@ -54,7 +50,7 @@ struct CreateBody {
     relationships: Option<Map<String, Value>>,
 }
 
-async fn create(plugin: &GameSessions, request: Request) -> Result<Json<Session>, ApiError> {
+async fn create(_: &GameSessions, request: Request) -> Result<Json<Session>, ApiError> {
     let body: CreateBody = request.json()?;
     let new = NewSession {
         world_id: body.world_id,
@@ -62,17 +58,15 @@ async fn create(plugin: &GameSessions, request: Request) -> Result<Json<Session>
         flags: body.flags.map(Value::Object),
         relationships: body.relationships.map(Value::Object),
     };
-    let session = plugin.host.create_session(&new).await?;
+    let session = request.host().create_session(&new).await?;
     let created = json!({"session_id": session.id, "world_id": session.world_id, "scene_id": session.scene_id});
-    plugin.host.announce("session:created", &created).await;
+    request.host().announce("session:created", &created).await;
     Ok(Json(session))
 }
 
-async fn get(plugin: &GameSessions, request: Request) -> Result<Json<Session>, ApiError> {
+async fn get(_: &GameSessions, request: Request) -> Result<Json<Session>, ApiError> {
     Ok(Json(
-        plugin
-            .host
-            .get_session(request.param_as("session_id")?)
+        request.host().get_session(request.param_as("session_id")?)
             .await?,
     ))
 }
@@ -86,7 +80,7 @@ struct PatchBody {
     expected_version: Option<i64>,
 }
 
-async fn patch(plugin: &GameSessions, request: Request) -> Result<Json<Session>, ApiError> {
+async fn patch(_: &GameSessions, request: Request) -> Result<Json<Session>, ApiError> {
     let session_id = request.param_as("session_id")?;
     let body: PatchBody = request.json()?;
     if body.world_time.is_some_and(|t| t < 0.0) {
@@ -106,9 +100,9 @@ async fn patch(plugin: &GameSessions, request: Request) -> Result<Json<Session>,
     .into_iter()
     .filter_map(|(field, given)| given.then_some(field))
     .collect();
-    let session = plugin.host.update_session(session_id, &update).await?;
+    let session = request.host().update_session(session_id, &update).await?;
     let updated = json!({"session_id": session.id, "version": session.version, "changed": changed});
-    plugin.host.announce("session:updated", &updated).await;
+    request.host().announce("session:updated", &updated).await;
     Ok(Json(session))
 }
 

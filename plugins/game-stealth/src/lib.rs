@@ -20,7 +20,6 @@ use plugin_api::{
 
 /// The plugin: the rolls (seedable for play-tests) and a count of attempts served.
 pub struct GameStealth {
-    host: Host,
     rolls: Mutex<Rolls>,
     seeded: bool,
     attempts: AtomicU64,
@@ -80,7 +79,6 @@ impl Plugin for GameStealth {
             None => fastrand::Rng::new(),
         };
         Ok(GameStealth {
-            host: context.host(),
             rolls: Mutex::new(Rolls {
                 rng,
                 returned: VecDeque::new(),
@@ -165,7 +163,7 @@ async fn pickpocket(
     let success = draws.0 < body.base_success_chance;
     let detected = draws.1 < body.detection_chance;
     let patch = attempt_patch(&body, success, detected);
-    let session = match plugin.host.patch_session(body.session_id, &patch).await {
+    let session = match request.host().patch_session(body.session_id, &patch).await {
         Ok(session) => session,
         Err(error) => {
             if error.kind == ServiceErrorKind::NotFound {
@@ -185,12 +183,10 @@ async fn pickpocket(
         "session_id": session_id, "npc_id": npc_id, "slot_id": body.slot_id,
         "success": success, "detected": detected,
     });
-    plugin.host.announce("stealth:pickpocket", &attempt).await;
+    request.host().announce("stealth:pickpocket", &attempt).await;
     let interaction =
         json!({"interaction": "pickpocket", "session_id": session_id, "npc_id": npc_id});
-    plugin
-        .host
-        .announce("interaction:executed", &interaction)
+    request.host().announce("interaction:executed", &interaction)
         .await;
     Ok(Json(PickpocketResponse {
         success,

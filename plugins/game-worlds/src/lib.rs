@@ -6,9 +6,7 @@ use plugin_api::{
 };
 
 /// The plugin: all state lives in the host's database.
-pub struct GameWorlds {
-    host: Host,
-}
+pub struct GameWorlds;
 
 impl Plugin for GameWorlds {
     fn manifest() -> Manifest {
@@ -44,18 +42,16 @@ impl Plugin for GameWorlds {
             .response::<World>();
     }
 
-    async fn on_load(context: LoadContext) -> Result<Self, PluginError> {
-        Ok(GameWorlds {
-            host: context.host(),
-        })
+    async fn on_load(_: LoadContext) -> Result<Self, PluginError> {
+        Ok(GameWorlds)
     }
 }
 
-async fn list(plugin: &GameWorlds, _: Request) -> Result<Json<Vec<WorldSummary>>, ApiError> {
-    Ok(Json(plugin.host.list_worlds().await?))
+async fn list(_: &GameWorlds, _: Request) -> Result<Json<Vec<WorldSummary>>, ApiError> {
+    Ok(Json(request.host().list_worlds().await?))
 }
 
-async fn create(plugin: &GameWorlds, request: Request) -> Result<Json<World>, ApiError> {
+async fn create(_: &GameWorlds, request: Request) -> Result<Json<World>, ApiError> {
     let body: NewWorld = request.json()?;
     if body.name.trim().is_empty() {
         return Err(ApiError::bad_request("name must not be empty"));
@@ -67,12 +63,12 @@ async fn create(plugin: &GameWorlds, request: Request) -> Result<Json<World>, Ap
             "Input should be a valid dictionary",
         ));
     }
-    Ok(Json(plugin.host.create_world(&body).await?))
+    Ok(Json(request.host().create_world(&body).await?))
 }
 
-async fn get(plugin: &GameWorlds, request: Request) -> Result<Json<World>, ApiError> {
+async fn get(_: &GameWorlds, request: Request) -> Result<Json<World>, ApiError> {
     Ok(Json(
-        plugin.host.get_world(request.param_as("world_id")?).await?,
+        request.host().get_world(request.param_as("world_id")?).await?,
     ))
 }
 
@@ -83,13 +79,11 @@ struct AdvanceBody {
     delta_seconds: f64,
 }
 
-async fn advance(plugin: &GameWorlds, request: Request) -> Result<Json<World>, ApiError> {
+async fn advance(_: &GameWorlds, request: Request) -> Result<Json<World>, ApiError> {
     let world_id = request.param_as("world_id")?;
     let body: AdvanceBody = request.json()?;
     Ok(Json(
-        plugin
-            .host
-            .advance_world(world_id, body.delta_seconds)
+        request.host().advance_world(world_id, body.delta_seconds)
             .await?,
     ))
 }
