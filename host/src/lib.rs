@@ -25,3 +25,4 @@ pub mod request_context;
 pub mod routing;
 pub mod startup;
 pub mod telemetry;
+pub mod testing;

@@ -22,9 +22,20 @@ pub const KNOWN_PERMISSIONS: &[(&str, &str)] = &[
     ),
     (
         "db:read",
-        "run SELECT statements on the plugin's own tables",
+        "read the plugin's own tables (and the caller views) with SQL",
     ),
-    ("db:write", "run any statement on the plugin's own tables"),
+    (
+        "db:write",
+        "change rows of the plugin's own tables with SQL",
+    ),
+    (
+        "system:read",
+        "see every user's worlds and sessions when acting outside a request (audited)",
+    ),
+    (
+        "system:write",
+        "change every user's worlds and sessions when acting outside a request (audited)",
+    ),
     ("log:emit", "write log lines into the host's log"),
     ("event:emit", "emit events to other plugins"),
     (

@@ -129,55 +129,108 @@ struct Active {
 
 thread_local! {
     static ACTIVE: RefCell<Option<Active>> = const { RefCell::new(None) };
+    /// What the authorizer last refused on this thread, for the error message.
+    static DENIED: RefCell<Option<String>> = const { RefCell::new(None) };
 }
 
 /// Installs the authorizer and the caller functions on a new connection.
 pub fn install_sqlite(connection: &Connection) -> rusqlite::Result<()> {
     use rusqlite::functions::FunctionFlags;
     connection.authorizer(Some(authorize));
+    // SAFETY: the handle is only used by these functions, which SQLite calls on this
+    // connection while it is open (they are dropped with it).
+    let handle = SqliteHandle(unsafe { connection.handle() });
     for (name, sql) in [
         (
-            "pixsim7_caller_session_ids",
-            "SELECT id FROM game_sessions WHERE ?1 OR user_id = ?2 ORDER BY id",
+            "pixsim7_caller_sessions",
+            c"SELECT id, world_id FROM game_sessions WHERE ?1 OR user_id = ?2 ORDER BY id",
         ),
         (
-            "pixsim7_caller_world_ids",
-            "SELECT id FROM game_worlds WHERE ?1 OR owner_id = ?2 ORDER BY id",
+            "pixsim7_caller_worlds",
+            c"SELECT id, NULL FROM game_worlds WHERE ?1 OR owner_user_id = ?2 ORDER BY id",
         ),
     ] {
-        connection.create_scalar_function(name, 0, FunctionFlags::SQLITE_UTF8, move |context| {
+        let handle = handle.clone();
+        connection.create_scalar_function(name, 0, FunctionFlags::SQLITE_UTF8, move |_| {
             let caller = ACTIVE.with(|active| active.borrow().as_ref().map(|a| a.caller));
             let (all, user) = match caller {
                 Some(CallerRows::All) => (true, i64::MIN),
                 Some(CallerRows::User(id)) => (false, id),
                 Some(CallerRows::Nobody) | None => return Ok("[]".to_owned()),
             };
-            // SAFETY: the connection is only used for this nested read, on the thread that is
-            // running the statement that called the function, as SQLite allows.
-            let connection = unsafe { context.get_connection()? };
-            // The host's own query: run it unconfined, then confine again.
+            // The host's own query, unconfined, then confined again.
             let outer = ACTIVE.with(|active| active.borrow_mut().take());
-            let ids = (|| {
-                let mut statement = connection.prepare_cached(sql)?;
-                let ids = statement
-                    .query_map((all, user), |row| row.get::<_, i64>(0))?
-                    .collect::<rusqlite::Result<Vec<i64>>>()?;
-                Ok::<_, rusqlite::Error>(ids)
-            })();
+            let rows = handle.pairs(sql, all, user);
             ACTIVE.with(|active| *active.borrow_mut() = outer);
-            Ok(serde_json::to_string(&ids?).expect("ids serialize"))
+            Ok(serde_json::to_string(&rows?).expect("ids serialize"))
         })?;
     }
     Ok(())
 }
 
+/// The raw handle of the connection a caller function belongs to. The function runs a
+/// nested query on it through SQLite's C API: rusqlite's `Context::get_connection` would
+/// clear the connection's authorizer when its borrowed wrapper is dropped.
+#[derive(Clone)]
+struct SqliteHandle(*mut rusqlite::ffi::sqlite3);
+
+// SAFETY: a connection is used by one thread at a time, and so is its handle here (only
+// inside a function SQLite calls while running a statement on that connection).
+unsafe impl Send for SqliteHandle {}
+
+impl SqliteHandle {
+    /// Runs `sql` with `?1 = all, ?2 = user`, collecting `(integer, integer or null)` rows.
+    fn pairs(
+        &self,
+        sql: &std::ffi::CStr,
+        all: bool,
+        user: i64,
+    ) -> rusqlite::Result<Vec<(i64, Option<i64>)>> {
+        use rusqlite::ffi;
+        let failed = |code: std::ffi::c_int| {
+            rusqlite::Error::SqliteFailure(
+                ffi::Error::new(code),
+                Some("the caller view's query failed".to_owned()),
+            )
+        };
+        let mut statement = std::ptr::null_mut();
+        // SAFETY: `self.0` is the open connection running the calling statement; the
+        // statement prepared here is finalized on every path below.
+        unsafe {
+            let code = ffi::sqlite3_prepare_v2(self.0, sql.as_ptr(), -1, &mut statement, std::ptr::null_mut());
+            if code != ffi::SQLITE_OK {
+                return Err(failed(code));
+            }
+            ffi::sqlite3_bind_int(statement, 1, i32::from(all));
+            ffi::sqlite3_bind_int64(statement, 2, user);
+            let mut rows = Vec::new();
+            let outcome = loop {
+                match ffi::sqlite3_step(statement) {
+                    ffi::SQLITE_ROW => {
+                        let second = (ffi::sqlite3_column_type(statement, 1) != ffi::SQLITE_NULL)
+                            .then(|| ffi::sqlite3_column_int64(statement, 1));
+                        rows.push((ffi::sqlite3_column_int64(statement, 0), second));
+                    }
+                    ffi::SQLITE_DONE => break Ok(rows),
+                    code => break Err(failed(code)),
+                }
+            };
+            ffi::sqlite3_finalize(statement);
+            outcome
+        }
+    }
+}
+
 /// The views over those functions (created with the host's schema).
+/// The rows come from the host's own query inside the function, so the authorizer never
+/// lets a plugin's statement read the game tables themselves.
 pub const SQLITE_CALLER_VIEWS: &str = "\
-    CREATE VIEW IF NOT EXISTS caller_sessions AS \
-        SELECT s.id, s.world_id FROM json_each(pixsim7_caller_session_ids()) AS c \
-        JOIN game_sessions AS s ON s.id = c.value; \
-    CREATE VIEW IF NOT EXISTS caller_worlds AS \
-        SELECT CAST(value AS INTEGER) AS id FROM json_each(pixsim7_caller_world_ids());";
+    DROP VIEW IF EXISTS caller_sessions; DROP VIEW IF EXISTS caller_worlds; \
+    CREATE VIEW caller_sessions AS \
+        SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS world_id \
+        FROM json_each(pixsim7_caller_sessions()); \
+    CREATE VIEW caller_worlds AS \
+        SELECT json_extract(value, '$[0]') AS id FROM json_each(pixsim7_caller_worlds());";
 
 /// Functions a confined statement may not call: extension loading, and the host's own
 /// session editor.
@@ -190,6 +243,8 @@ fn authorize(context: AuthContext<'_>) -> Authorization {
             if allowed(active, &context) {
                 Authorization::Allow
             } else {
+                let what = describe(&context.action);
+                DENIED.with(|denied| *denied.borrow_mut() = Some(what));
                 Authorization::Deny
             }
         }
@@ -215,18 +270,13 @@ fn allowed(active: &Active, context: &AuthContext<'_>) -> bool {
                 || matches!(table_name, "json_each" | "json_tree")
                 // A foreign key's check reads the referenced id (ids only).
                 || (REFERENCEABLE.contains(&table_name) && column_name == "id")
-                // The parent of a view over the caller views.
-                || (table_name == "game_sessions" && context.accessor == Some("caller_sessions")
-                    && CALLER_VIEW_COLUMNS.contains(&column_name))
                 // DDL reads and rewrites the schema table.
                 || (migrates && table_name == "sqlite_master"))
         }
         AuthAction::Insert { table_name }
         | AuthAction::Delete { table_name }
         | AuthAction::Update { table_name, .. } => {
-            main && ((writes && own(table_name))
-                || (writes && table_name == "sqlite_sequence")
-                || (migrates && table_name == "sqlite_master"))
+            main && ((writes && own(table_name)) || (migrates && table_name == "sqlite_master"))
         }
         AuthAction::Function { function_name } => !REFUSED_FUNCTIONS
             .iter()
@@ -242,17 +292,44 @@ fn allowed(active: &Active, context: &AuthContext<'_>) -> bool {
             ..
         }
         | AuthAction::AlterTable { table_name, .. } => main && migrates && own(table_name),
-        AuthAction::CreateIndex { table_name, .. } | AuthAction::DropIndex { table_name, .. } => {
-            main && migrates && own(table_name)
+        AuthAction::CreateIndex {
+            index_name,
+            table_name,
         }
+        | AuthAction::DropIndex {
+            index_name,
+            table_name,
+        } => main && migrates && own(table_name) && own(index_name),
+        // CREATE INDEX fills the new index.
+        AuthAction::Reindex { index_name } => main && migrates && own(index_name),
         // Everything else: PRAGMA, ATTACH/DETACH, transaction control and savepoints,
         // triggers, temporary objects, virtual tables, ANALYZE, REINDEX, VACUUM...
         _ => false,
     }
 }
 
-/// The columns of `game_sessions` the `caller_sessions` view reads.
-const CALLER_VIEW_COLUMNS: &[&str] = &["id", "world_id"];
+/// A refused action in words, for the error the plugin (and the log) gets.
+fn describe(action: &AuthAction<'_>) -> String {
+    match action {
+        AuthAction::Read {
+            table_name,
+            column_name,
+        } => format!("reading {table_name}.{column_name}"),
+        AuthAction::Insert { table_name } => format!("inserting into {table_name}"),
+        AuthAction::Update {
+            table_name,
+            column_name,
+        } => format!("updating {table_name}.{column_name}"),
+        AuthAction::Delete { table_name } => format!("deleting from {table_name}"),
+        AuthAction::Pragma { pragma_name, .. } => format!("PRAGMA {pragma_name}"),
+        AuthAction::Function { function_name } => format!("calling {function_name}()"),
+        AuthAction::Transaction { .. } | AuthAction::Savepoint { .. } => {
+            "transaction control (the host owns the transaction)".to_owned()
+        }
+        AuthAction::Attach { .. } | AuthAction::Detach { .. } => "ATTACH/DETACH".to_owned(),
+        other => format!("{other:?} (outside what a plugin's statement may do)"),
+    }
+}
 
 /// Clears the thread's confinement when dropped (also when a statement panics).
 struct Confined;
@@ -283,7 +360,16 @@ pub fn run_sqlite(
 ) -> Result<Outcome, DbError> {
     let _confined = Confined::enter(statement);
     // Never from the cache: a cached statement was authorized for whoever prepared it.
-    let mut prepared = connection.prepare(statement.sql).map_err(sqlite_refusal)?;
+    // Statement by statement: a second one is refused, never silently ignored.
+    let mut batch = rusqlite::Batch::new(connection, statement.sql);
+    let Some(mut prepared) = batch.next().map_err(sqlite_refusal)? else {
+        return Err(DbError::Statement("the SQL holds no statement".to_owned()));
+    };
+    if !matches!(batch.next(), Ok(None)) {
+        return Err(DbError::Statement(
+            "one statement per call: the SQL holds more than one".to_owned(),
+        ));
+    }
     if prepared.parameter_count() != statement.params.len() {
         return Err(DbError::Statement(format!(
             "the statement has {} parameters, but {} values were given",
@@ -399,8 +485,12 @@ fn sqlite_refusal(error: rusqlite::Error) -> DbError {
         rusqlite::Error::SqliteFailure(failure, _)
             if failure.code == rusqlite::ErrorCode::AuthorizationForStatementDenied
     ) || error.to_string().contains("not authorized");
+    let what = DENIED.with(|denied| denied.borrow_mut().take());
     if denied {
-        refused(format!("SQLite refused it: {error}"))
+        match what {
+            Some(what) => refused(format!("SQLite refused {what}")),
+            None => refused(format!("SQLite refused it: {error}")),
+        }
     } else {
         DbError::from(error)
     }
@@ -456,7 +546,7 @@ CREATE OR REPLACE VIEW caller_sessions WITH (security_barrier) AS
 CREATE OR REPLACE VIEW caller_worlds WITH (security_barrier) AS
     SELECT id FROM game_worlds
     WHERE current_setting('pixsim7.caller', true) = 'all'
-       OR owner_id = (CASE WHEN current_setting('pixsim7.caller', true) ~ '^-?[0-9]{1,19}$'
+       OR owner_user_id = (CASE WHEN current_setting('pixsim7.caller', true) ~ '^-?[0-9]{1,19}$'
                            THEN current_setting('pixsim7.caller', true)::bigint END);
 CREATE OR REPLACE FUNCTION pixsim7_confined(expected_role text, expected_caller text)
 RETURNS void LANGUAGE plpgsql AS $$
@@ -759,4 +849,87 @@ fn postgres_value(row: &PgRow, index: usize) -> Result<SqlValue, DbError> {
             })
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> Connection {
+        let connection = Connection::open_in_memory().unwrap();
+        install_sqlite(&connection).unwrap();
+        connection
+            .execute_batch(
+                "CREATE TABLE game_sessions (id INTEGER PRIMARY KEY, user_id INTEGER, world_id INTEGER, flags TEXT);
+                 CREATE TABLE game_worlds (id INTEGER PRIMARY KEY, owner_user_id INTEGER);
+                 INSERT INTO game_sessions (user_id, flags) VALUES (1, '{}'), (2, '{}');
+                 CREATE TABLE p__items (id INTEGER PRIMARY KEY AUTOINCREMENT, note TEXT, session_id INTEGER REFERENCES game_sessions (id));",
+            )
+            .unwrap();
+        connection.execute_batch(SQLITE_CALLER_VIEWS).unwrap();
+        connection
+    }
+
+    fn run(connection: &Connection, sql: &str, mode: Mode, caller: CallerRows) -> Result<Outcome, DbError> {
+        run_sqlite(
+            connection,
+            &PluginStatement {
+                plugin_id: "p",
+                sql,
+                params: &[],
+                mode,
+                caller,
+            },
+        )
+    }
+
+    #[test]
+    fn sqlite_confines_a_plugin_to_its_tables_and_the_caller_views() {
+        let connection = store();
+        let user = CallerRows::User(1);
+        for sql in [
+            "SELECT * FROM game_sessions",
+            "SELECT flags FROM game_sessions",
+            "PRAGMA foreign_keys = OFF",
+            "SELECT name FROM pragma_table_list",
+        ] {
+            let error = run(&connection, sql, Mode::Write, user).unwrap_err();
+            assert!(matches!(error, DbError::Refused(_)), "{sql}: {error}");
+        }
+        run(&connection, "INSERT INTO p__items (note, session_id) VALUES ('game_sessions', 1)", Mode::Write, user).unwrap();
+        let refused = run(&connection, "INSERT INTO p__items (note) VALUES ('x')", Mode::Read, user).unwrap_err();
+        assert!(matches!(refused, DbError::Refused(_)), "{refused}");
+        let mine = run(&connection, "SELECT id FROM caller_sessions", Mode::Read, user).unwrap();
+        assert_eq!(mine.rows.rows, vec![vec![SqlValue::Int(1)]]);
+        let nobody = run(&connection, "SELECT id FROM caller_sessions", Mode::Read, CallerRows::Nobody).unwrap();
+        assert!(nobody.rows.rows.is_empty());
+        // The host's own statements are not confined.
+        connection.prepare("SELECT flags FROM game_sessions").unwrap();
+    }
+}
+
+#[cfg(test)]
+mod store_tests {
+    use super::*;
+
+    #[test]
+    fn reader_connections_are_confined() {
+        let dir = std::env::temp_dir().join(format!("confine-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = crate::db::sqlite::SqliteStore::open(&dir.join("t.db")).unwrap();
+        let writer = store.dedicated_connection().unwrap();
+        writer.execute_batch("CREATE TABLE IF NOT EXISTS game_sessions (id INTEGER PRIMARY KEY, user_id INTEGER, world_id INTEGER, flags TEXT); CREATE TABLE IF NOT EXISTS game_worlds (id INTEGER PRIMARY KEY, owner_user_id INTEGER); INSERT INTO game_sessions (user_id) VALUES (1)").unwrap();
+        writer.execute_batch(SQLITE_CALLER_VIEWS).unwrap();
+        let mut lease = store.reader().unwrap();
+        let crate::db::sql::Conn::Sqlite(connection) = lease.conn() else { unreachable!() };
+        run_sqlite(
+            connection,
+            &PluginStatement { plugin_id: "p", sql: "SELECT COUNT(*) FROM caller_sessions", params: &[], mode: Mode::Read, caller: CallerRows::User(1) },
+        ).unwrap();
+        let error = run_sqlite(
+            connection,
+            &PluginStatement { plugin_id: "p", sql: "SELECT flags FROM game_sessions", params: &[], mode: Mode::Read, caller: CallerRows::Nobody },
+        );
+        assert!(error.is_err(), "{error:?}");
+    }
 }

@@ -35,6 +35,16 @@ pub fn test_databases() -> Vec<TestDatabase> {
 }
 
 impl TestDatabase {
+    /// How a plugin's table is named from outside: in the plugin's schema on PostgreSQL
+    /// (`plugin_<id>.<id>__<table>`), as is on SQLite.
+    pub fn plugin_table(&self, plugin_id: &str, table: &str) -> String {
+        let id = plugin_id.replace('-', "_");
+        match self.kind {
+            "postgres" => format!("plugin_{id}.{id}__{table}"),
+            _ => format!("{id}__{table}"),
+        }
+    }
+
     /// The integer one query answers (a count), read straight from the database: what a test
     /// checks the host left behind.
     #[track_caller]
@@ -131,7 +141,24 @@ impl Drop for TestDatabase {
                     admin_url,
                     &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
                 );
+                // The plugins' roles are the cluster's, named after the database's tag.
+                let tag = format!("{:08x}", fnv(name) as u32);
+                run_admin(
+                    admin_url,
+                    &format!(
+                        "DO $$ DECLARE r record; BEGIN \
+                         FOR r IN SELECT rolname FROM pg_roles WHERE rolname LIKE 'pixsim7\\_{tag}\\_%' \
+                         LOOP EXECUTE format('DROP ROLE %I', r.rolname); END LOOP; END $$"
+                    ),
+                );
             }
         }
     }
+}
+
+/// FNV-1a, 64 bits: how the host tags a database in its plugins' role names.
+fn fnv(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }

@@ -12,6 +12,7 @@ mod game_flow;
 mod http_forwarding;
 mod lifecycle_hooks;
 mod migrations_cli;
+mod plugin_data;
 mod plugin_loading;
 mod startup_failures;
 mod unit_of_work;

@@ -26,15 +26,16 @@ fn write(host: &RunningHost, marker: &str, outcome: &str) -> (u16, Value) {
 /// What a marker left behind: sessions flagged with it, notes holding it, reactions to it,
 /// and events naming it.
 fn traces(database: &TestDatabase, marker: &str) -> [i64; 4] {
+    let notes = database.plugin_table("fixture-unit-of-work", "notes");
     [
         database.scalar(&format!(
             "SELECT COUNT(*) FROM game_sessions WHERE flags LIKE '%\"{marker}\"%'"
         )),
         database.scalar(&format!(
-            "SELECT COUNT(*) FROM fixture_unit_of_work__notes WHERE marker = '{marker}'"
+            "SELECT COUNT(*) FROM {notes} WHERE marker = '{marker}'"
         )),
         database.scalar(&format!(
-            "SELECT COUNT(*) FROM fixture_unit_of_work__notes WHERE marker = '{marker}-reacted'"
+            "SELECT COUNT(*) FROM {notes} WHERE marker = '{marker}-reacted'"
         )),
         database.scalar(&format!(
             "SELECT COUNT(*) FROM pixsim7_events WHERE payload LIKE '%\"{marker}\"%'"

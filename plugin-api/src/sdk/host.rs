@@ -103,6 +103,14 @@ impl Host {
         }
     }
 
+    /// A handle over `services`, acting for the request behind `context` (`None`: as the
+    /// plugin itself). For the host's test harness (`host::testing`), which sets up data as
+    /// a user; plugins get their handles from `on_load`, requests and events.
+    #[doc(hidden)]
+    pub fn for_tests(services: HostServicesHandle, context: Option<RequestContextHandle>) -> Host {
+        Host { services, context }
+    }
+
     pub(crate) fn services(&self) -> HostServicesHandle {
         self.services.clone()
     }

@@ -1,11 +1,20 @@
-//! In-process testing of a plugin crate (built as `rlib` too): load it with a configuration
-//! and call its routes without a host, through the same dispatch code the host uses.
+//! Support for testing a plugin crate (built as `rlib` too) in-process.
+//!
+//! Plugin tests run the plugin against the host's real services with
+//! `host::testing::{TestHost, TestPlugin}` (a dev-dependency on the `host` crate): a
+//! throwaway SQLite database, the host's migrations and the plugin's own, users, worlds,
+//! sessions, routes called as a user, events delivered to `on_event`:
 //!
 //! ```text
-//! let plugin = TestPlugin::<DiceGame>::load(json!({})).unwrap();
-//! let response = plugin.post_json("/dice-game/roll", &json!({"dice": "2d6"}));
+//! let host = host::testing::TestHost::new();
+//! let plugin = host.load::<DiceGame>(json!({"seed": 7})).unwrap();
+//! let response = plugin.post_json_as(host.new_user(), "/dice-game/roll", &json!({"dice": "2d6"}));
 //! assert_eq!(response.status, 200);
 //! ```
+//!
+//! This module holds what that harness needs from the SDK — [`TestRuntime`], one plugin
+//! instance of its own with the same entry points the exported module has — and
+//! [`TestPlugin::descriptor`], which checks a manifest and route table without any host.
 
 use std::{
     future::Future,
@@ -15,10 +24,7 @@ use std::{
     thread::Thread,
 };
 
-use abi_stable::{
-    sabi_trait::TD_Opaque,
-    std_types::{RArc, ROption, RResult, RStr, RString, RVec, Tuple2},
-};
+use abi_stable::std_types::{RResult, RString};
 use async_ffi::{FfiFuture, FutureExt};
 use serde_json::Value;
 
@@ -26,20 +32,21 @@ use super::{
     error::PluginError,
     export::Runtime,
     host::Host,
+    panic::{catch_panic, CatchPanic},
     plugin::{LoadContext, Plugin},
-    response::Response,
 };
 use crate::{
     abi::{
-        BlockingJobBox, FfiRequest, HostServices, HostServices_TO, LogLevel, RequestContext,
-        RequestContextHandle, RequestContext_TO, ServiceError, ServiceErrorKind, ServiceResult,
+        FaultKind, FfiRequest, FfiResponse, HostServicesHandle, PluginFault, RequestContextHandle,
     },
     route::{Method, PluginDescriptor},
 };
 
-/// A plugin loaded in-process for tests.
+/// A plugin's manifest and routes, checked without a host. To run a plugin in a test (call
+/// its routes, deliver events to it), use `host::testing::TestPlugin`, which runs it against
+/// the host's real services.
 pub struct TestPlugin<P: Plugin> {
-    runtime: &'static Runtime<P>,
+    _plugin: std::marker::PhantomData<P>,
 }
 
 impl<P: Plugin> TestPlugin<P> {
@@ -48,81 +55,161 @@ impl<P: Plugin> TestPlugin<P> {
         let descriptor = Runtime::<P>::new().descriptor;
         descriptor.validate().map(|()| descriptor)
     }
+}
 
-    /// Runs `on_load` with `config` (the `[plugins.<id>]` table as JSON) and `on_enable`.
-    pub fn load(config: Value) -> Result<TestPlugin<P>, PluginError> {
-        let descriptor = Runtime::<P>::new().descriptor;
-        descriptor
-            .validate()
-            .map_err(|errors| PluginError::new(errors.to_string()))?;
-        let runtime: &'static Runtime<P> = Box::leak(Box::new(Runtime::new()));
-        let services = HostServices_TO::from_ptr(RArc::new(StderrServices), TD_Opaque);
-        block_on(runtime.load(LoadContext::new(config, Host::new(services))))?;
-        block_on(runtime.enable())?;
-        Ok(TestPlugin { runtime })
+/// One instance of plugin `P` with the entry points of its exported module (`on_load`,
+/// `on_enable`, `on_disable`, `handle`, `on_event`), for a test host that has no library to
+/// open. Each `TestRuntime` is an instance of its own (never the library's process-wide
+/// one), so tests running in parallel each load their own plugin. Every entry point runs
+/// the plugin under panic containment and answers as the module would.
+///
+/// Used by `host::testing`; not meant to be called by plugin tests directly.
+#[doc(hidden)]
+pub struct TestRuntime<P: Plugin> {
+    /// Leaked, as a library's runtime is never unloaded: handlers get `&'static` references.
+    runtime: &'static Runtime<P>,
+}
+
+impl<P: Plugin> Clone for TestRuntime<P> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<P: Plugin> Copy for TestRuntime<P> {}
+
+impl<P: Plugin> Default for TestRuntime<P> {
+    fn default() -> Self {
+        TestRuntime::new()
+    }
+}
+
+impl<P: Plugin> TestRuntime<P> {
+    /// A fresh, not yet loaded instance (its route table built, as `describe` sees it).
+    pub fn new() -> TestRuntime<P> {
+        TestRuntime {
+            runtime: Box::leak(Box::new(Runtime::new())),
+        }
     }
 
-    /// Sends a request; `path` is below the manifest prefix and may carry `?query`.
-    /// An unknown path answers 404, a panic in the handler 500.
-    pub fn call(&self, method: Method, path: &str, body: &[u8]) -> Response {
-        let (path, query) = path.split_once('?').unwrap_or((path, ""));
-        let matched = self
-            .runtime
+    /// The descriptor (manifest, routes, migrations), not validated.
+    pub fn descriptor(&self) -> &'static PluginDescriptor {
+        &self.runtime.descriptor
+    }
+
+    /// `on_load` with `config` (the `[plugins.<id>]` table as JSON) and the services the host
+    /// built for this plugin. Unlike the exported module it installs no `log` bridge (that is
+    /// process-wide): the test host decides where the plugin's `log` lines go.
+    pub fn load(
+        &self,
+        config: Value,
+        services: HostServicesHandle,
+    ) -> FfiFuture<RResult<(), PluginFault>> {
+        let runtime = self.runtime;
+        guarded(async move {
+            runtime
+                .load(LoadContext::new(config, Host::new(services)))
+                .await
+        })
+    }
+
+    /// `on_enable`.
+    pub fn enable(&self) -> FfiFuture<RResult<(), PluginFault>> {
+        let runtime = self.runtime;
+        guarded(async move { runtime.enable().await })
+    }
+
+    /// `on_disable`.
+    pub fn disable(&self) -> FfiFuture<RResult<(), PluginFault>> {
+        let runtime = self.runtime;
+        guarded(async move { runtime.disable().await })
+    }
+
+    /// `handle`: serves one request for the route at `route_index` of the descriptor.
+    pub fn handle(
+        &self,
+        route_index: u32,
+        request: FfiRequest,
+    ) -> FfiFuture<RResult<FfiResponse, PluginFault>> {
+        let runtime = self.runtime;
+        match catch_panic(move || runtime.handle(route_index, request)) {
+            Ok(future) => future,
+            Err(panic) => async move {
+                RResult::RErr(PluginFault {
+                    kind: FaultKind::Panic,
+                    message: RString::from(panic),
+                })
+            }
+            .into_ffi(),
+        }
+    }
+
+    /// `on_event`: one event, with the delivery's context (acting for the event's user,
+    /// joined to the delivery's unit of work).
+    pub fn event(
+        &self,
+        source: &str,
+        topic: &str,
+        payload: Value,
+        context: RequestContextHandle,
+    ) -> FfiFuture<RResult<(), PluginFault>> {
+        let runtime = self.runtime;
+        let (source, topic) = (source.to_owned(), topic.to_owned());
+        guarded(async move { runtime.event(source, topic, payload, context).await })
+    }
+
+    /// The route `method path` (below the manifest prefix, without a query) matches: its
+    /// index in the descriptor and its parameters, as raw (not percent-decoded) text.
+    pub fn match_route(&self, method: Method, path: &str) -> Option<(u32, Vec<(String, String)>)> {
+        self.runtime
             .descriptor
             .routes
             .iter()
             .enumerate()
-            .find_map(|(i, route)| {
+            .find_map(|(index, route)| {
                 (route.method == method)
                     .then(|| match_pattern(&route.path, path))
                     .flatten()
-                    .map(|params| (i, params))
-            });
-        let Some((index, params)) = matched else {
-            return Response::json(404, &serde_json::json!({"detail": "Not Found"}));
-        };
-        let request = FfiRequest {
-            method,
-            path: RString::from(format!("{}{path}", self.runtime.descriptor.manifest.prefix)),
-            path_params: params
-                .into_iter()
-                .map(|(k, v)| Tuple2(RString::from(k), RString::from(v)))
-                .collect(),
-            query: RString::from(query),
-            headers: RString::new(),
-            body: RVec::from(body.to_vec()),
-            context: RequestContext_TO::from_ptr(RArc::new(TestRequest), TD_Opaque),
-            caller: ROption::RNone,
-        };
-        match block_on(self.runtime.handle(index as u32, request)) {
-            RResult::ROk(response) => Response {
-                status: response.status,
-                headers: response
-                    .headers
-                    .into_iter()
-                    .map(|pair| (pair.0.to_string().into(), pair.1.to_string().into()))
-                    .collect(),
-                body: response.body.into_vec(),
-            },
-            RResult::RErr(fault) => Response::json(
-                500,
-                &serde_json::json!({"detail": format!("{:?}: {}", fault.kind, fault.message)}),
-            ),
-        }
+                    .map(|params| (index as u32, params))
+            })
     }
 
-    /// `GET path`.
-    pub fn get(&self, path: &str) -> Response {
-        self.call(Method::Get, path, b"")
-    }
-
-    /// `POST path` with a JSON body.
-    pub fn post_json(&self, path: &str, body: &Value) -> Response {
-        self.call(Method::Post, path, body.to_string().as_bytes())
+    /// The methods of the routes whose pattern matches `path`, for a 405's `Allow`.
+    pub fn methods_for(&self, path: &str) -> Vec<Method> {
+        self.runtime
+            .descriptor
+            .routes
+            .iter()
+            .filter(|route| match_pattern(&route.path, path).is_some())
+            .map(|route| route.method)
+            .collect()
     }
 }
 
-fn match_pattern(pattern: &str, path: &str) -> Option<Vec<(String, String)>> {
+/// Runs a hook under panic containment, answering as the exported entry points do.
+fn guarded<F>(hook: F) -> FfiFuture<RResult<(), PluginFault>>
+where
+    F: Future<Output = Result<(), PluginError>> + Send + 'static,
+{
+    async move {
+        match CatchPanic::new(hook).await {
+            Ok(Ok(())) => RResult::ROk(()),
+            Ok(Err(error)) => RResult::RErr(PluginFault {
+                kind: FaultKind::Error,
+                message: RString::from(error.to_string()),
+            }),
+            Err(panic) => RResult::RErr(PluginFault {
+                kind: FaultKind::Panic,
+                message: RString::from(panic),
+            }),
+        }
+    }
+    .into_ffi()
+}
+
+/// The parameters of `path` under route pattern `pattern` (`{name}` segments, a trailing
+/// `{*rest}`), or `None` when it does not match.
+pub fn match_pattern(pattern: &str, path: &str) -> Option<Vec<(String, String)>> {
     let mut params = Vec::new();
     let mut actual = path.trim_end_matches('/').split('/');
     for expected in pattern.split('/') {
@@ -144,54 +231,7 @@ fn match_pattern(pattern: &str, path: &str) -> Option<Vec<(String, String)>> {
     actual.next().is_none().then_some(params)
 }
 
-/// The request context of in-process tests.
-#[derive(Clone)]
-struct TestRequest;
-
-impl RequestContext for TestRequest {
-    fn request_id(&self) -> RString {
-        RString::from("test")
-    }
-}
-
-/// Host services for in-process tests: log lines go to stderr (captured by the test
-/// harness unless `--nocapture`).
-#[derive(Clone)]
-struct StderrServices;
-
-impl HostServices for StderrServices {
-    fn log(&self, level: LogLevel, target: RStr<'_>, message: RStr<'_>) {
-        eprintln!("[{level:?} {target}] {message}");
-    }
-
-    fn run_blocking(&self, mut job: BlockingJobBox) -> FfiFuture<RResult<(), RString>> {
-        // In-process tests have no pool to protect: run it here.
-        let outcome = job.run();
-        async move { outcome }.into_ffi()
-    }
-
-    fn call(
-        &self,
-        _context: ROption<RequestContextHandle>,
-        operation: RStr<'_>,
-        _payload: RVec<u8>,
-    ) -> FfiFuture<ServiceResult> {
-        let message = format!(
-            "{operation}: TestPlugin has no game database; test plugins that use host services \
-             through the host's integration tests"
-        );
-        async move {
-            RResult::RErr(ServiceError {
-                kind: ServiceErrorKind::Unavailable,
-                message: message.into(),
-            })
-        }
-        .into_ffi()
-    }
-}
-
-/// Drives a future to completion on this thread (plugins do no I/O of their own, so their
-/// futures only wait on what the test host provides).
+/// Drives a future to completion on this thread, for futures that need no reactor.
 pub fn block_on<F: Future>(future: F) -> F::Output {
     struct ThreadWaker(Thread);
     impl Wake for ThreadWaker {
@@ -212,7 +252,8 @@ pub fn block_on<F: Future>(future: F) -> F::Output {
 
 #[cfg(test)]
 mod tests {
-    use super::match_pattern;
+    use super::*;
+    use crate::prelude::*;
 
     #[test]
     fn patterns_bind_parameters() {
@@ -226,5 +267,99 @@ mod tests {
             match_pattern("/f/{*rest}", "/f/a/b"),
             Some(vec![("rest".into(), "a/b".into())])
         );
+    }
+
+    struct Probe;
+
+    impl Plugin for Probe {
+        fn manifest() -> Manifest {
+            Manifest::new("probe", "Probe", "1.0.0")
+        }
+        fn routes(routes: &mut Routes<Self>) {
+            routes
+                .get("/probe/{id}", "Reads", |_: &Probe, _: Request| async {
+                    Ok::<_, ApiError>(Json(1))
+                })
+                .post("/probe/{id}", "Writes", |_: &Probe, _: Request| async {
+                    Ok::<_, ApiError>(Json(2))
+                });
+        }
+        async fn on_load(context: LoadContext) -> Result<Self, PluginError> {
+            match context.config().get("fail") {
+                Some(_) => panic!("asked to fail"),
+                None => Ok(Probe),
+            }
+        }
+    }
+
+    /// Services that refuse everything (the on_load here calls none).
+    #[derive(Clone)]
+    struct NoServices;
+
+    impl crate::abi::HostServices for NoServices {
+        fn log(
+            &self,
+            _: crate::abi::LogLevel,
+            _: abi_stable::std_types::RStr<'_>,
+            _: abi_stable::std_types::RStr<'_>,
+        ) {
+        }
+
+        fn call(
+            &self,
+            _: abi_stable::std_types::ROption<RequestContextHandle>,
+            _: abi_stable::std_types::RStr<'_>,
+            _: abi_stable::std_types::RVec<u8>,
+        ) -> FfiFuture<crate::abi::ServiceResult> {
+            async {
+                RResult::RErr(crate::abi::ServiceError {
+                    kind: crate::abi::ServiceErrorKind::Unavailable,
+                    message: "none".into(),
+                })
+            }
+            .into_ffi()
+        }
+
+        fn run_blocking(&self, _: crate::abi::BlockingJobBox) -> FfiFuture<RResult<(), RString>> {
+            async { RResult::RErr("none".into()) }.into_ffi()
+        }
+    }
+
+    fn services() -> HostServicesHandle {
+        crate::abi::HostServices_TO::from_ptr(
+            abi_stable::std_types::RArc::new(NoServices),
+            abi_stable::sabi_trait::TD_Opaque,
+        )
+    }
+
+    fn fault_kind(outcome: RResult<(), PluginFault>) -> Option<FaultKind> {
+        outcome.into_result().err().map(|fault| fault.kind)
+    }
+
+    #[test]
+    fn a_test_runtime_matches_routes_and_contains_panics() {
+        let runtime = TestRuntime::<Probe>::new();
+        assert_eq!(
+            runtime.match_route(Method::Post, "/probe/7"),
+            Some((1, vec![("id".into(), "7".into())]))
+        );
+        assert_eq!(runtime.match_route(Method::Put, "/probe/7"), None);
+        assert_eq!(runtime.methods_for("/probe/7"), [Method::Get, Method::Post]);
+        assert!(TestPlugin::<Probe>::descriptor().is_ok());
+        // Not loaded: refused as an error.
+        assert_eq!(
+            fault_kind(block_on(runtime.enable())),
+            Some(FaultKind::Error)
+        );
+        // A panic in a hook is a fault, not an unwind.
+        let panics = block_on(runtime.load(json!({"fail": true}), services()));
+        assert_eq!(fault_kind(panics), Some(FaultKind::Panic));
+        // Each runtime is an instance of its own: another one loads.
+        let other = TestRuntime::<Probe>::new();
+        assert_eq!(
+            fault_kind(block_on(other.load(json!({}), services()))),
+            None
+        );
+        assert_eq!(fault_kind(block_on(other.enable())), None);
     }
 }

@@ -167,7 +167,7 @@ export_plugin!(DiceGame);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use plugin_api::TestPlugin;
+    use host::testing::TestHost;
 
     #[track_caller]
     fn check(text: &str, expected: Result<(u32, u32, i64), &str>) {
@@ -201,7 +201,8 @@ mod tests {
 
     #[test]
     fn the_route_rolls_within_bounds_and_rejects_bad_input() {
-        let plugin = TestPlugin::<DiceGame>::load(json!({"seed": 7})).unwrap();
+        let host = TestHost::new();
+        let plugin = host.load::<DiceGame>(json!({"seed": 7})).unwrap();
         let response = plugin.post_json("/dice-game/roll", &json!({"dice": "2d6+1"}));
         assert_eq!(response.status, 200);
         let body = response.json_body();
@@ -224,9 +225,11 @@ mod tests {
 
     #[test]
     fn unknown_settings_fail_on_load() {
-        let error = TestPlugin::<DiceGame>::load(json!({"max_dic": 3}))
+        let error = TestHost::new()
+            .load::<DiceGame>(json!({"max_dic": 3}))
             .err()
             .unwrap();
-        assert!(error.message().contains("max_dic"), "{error}");
+        assert!(error.contains("on_load of dice-game failed"), "{error}");
+        assert!(error.contains("max_dic"), "{error}");
     }
 }

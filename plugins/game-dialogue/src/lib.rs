@@ -351,6 +351,82 @@ mod tests {
     #[test]
     fn the_manifest_is_valid() {
         let descriptor = plugin_api::TestPlugin::<GameDialogue>::descriptor().unwrap();
-        assert_eq!(descriptor.migrations.len(), 1);
+        assert_eq!(descriptor.migrations.len(), 2);
+    }
+
+    mod with_the_host {
+        use host::testing::TestHost;
+
+        use super::super::*;
+
+        #[test]
+        fn a_line_is_kept_in_the_owners_history_and_no_one_elses() {
+            let host = TestHost::new();
+            let dialogue = host.load::<GameDialogue>(json!({})).unwrap();
+            let (player, stranger) = (host.new_user(), host.new_user());
+            let world = host.create_world(player, "Harbor");
+            let session = host.create_session(player, Some(world.id));
+            let npc = host.create_npc("Mara");
+
+            let response = dialogue.post_json_as(
+                player,
+                "/game/dialogue/next-line",
+                &json!({"npc_id": npc.id, "session_id": session.id, "player_input": " hello "}),
+            );
+            assert_eq!(response.status, 200, "{:?}", response.json_body());
+            let line = response.json_body();
+            assert_eq!(
+                line["context"],
+                json!({
+                    "npc_name": "Mara", "relationship_tier": "neutral", "location": null,
+                    "day_of_week": "Monday", "time_of_day": "00:00",
+                })
+            );
+            let prompt = line["prompt"].as_str().unwrap();
+            assert!(prompt.starts_with("You are Mara, a character in PixSim7.\n"), "{prompt}");
+            assert!(prompt.contains("The player says: \"hello\""), "{prompt}");
+
+            let path = format!("/game/dialogue/sessions/{}/history", session.id);
+            let history = dialogue.get_as(player, &path);
+            assert_eq!(history.status, 200);
+            let history = history.json_body();
+            assert_eq!(history.as_array().unwrap().len(), 1);
+            assert_eq!(history[0]["npc_id"], npc.id);
+            assert_eq!(history[0]["player_input"], " hello ");
+            assert_eq!(history[0]["prompt"], prompt);
+
+            // The stranger cannot read the history, nor add to it.
+            assert_eq!(dialogue.get_as(stranger, &path).status, 404);
+            let refused = dialogue.post_json_as(
+                stranger,
+                "/game/dialogue/next-line",
+                &json!({"npc_id": npc.id, "session_id": session.id}),
+            );
+            assert_eq!(refused.status, 404);
+            // What the plugin's own table holds: still the one line.
+            let count = dialogue
+                .as_user(player, |host| async move {
+                    host.db_query("SELECT count(*) AS n FROM game_dialogue__lines", vec![])
+                        .await
+                })
+                .unwrap();
+            assert_eq!(count.first().unwrap().get::<i64>("n").unwrap(), 1);
+        }
+
+        #[test]
+        fn an_unknown_npc_writes_no_line() {
+            let host = TestHost::new();
+            let dialogue = host.load::<GameDialogue>(json!({})).unwrap();
+            let player = host.new_user();
+            let session = host.create_session(player, None);
+            let response = dialogue.post_json_as(
+                player,
+                "/game/dialogue/next-line",
+                &json!({"npc_id": 999, "session_id": session.id}),
+            );
+            assert_eq!(response.status, 404);
+            let history = dialogue.get_as(player, &format!("/game/dialogue/sessions/{}/history", session.id));
+            assert_eq!((history.status, history.json_body()), (200, json!([])));
+        }
     }
 }

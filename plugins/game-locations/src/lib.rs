@@ -51,7 +51,7 @@ impl Plugin for GameLocations {
     }
 }
 
-async fn list(_: &GameLocations, _: Request) -> Result<Json<Vec<LocationSummary>>, ApiError> {
+async fn list(_: &GameLocations, request: Request) -> Result<Json<Vec<LocationSummary>>, ApiError> {
     Ok(Json(request.host().list_locations().await?))
 }
 

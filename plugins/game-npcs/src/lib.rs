@@ -54,7 +54,7 @@ impl Plugin for GameNpcs {
     }
 }
 
-async fn list(_: &GameNpcs, _: Request) -> Result<Json<Vec<NpcSummary>>, ApiError> {
+async fn list(_: &GameNpcs, request: Request) -> Result<Json<Vec<NpcSummary>>, ApiError> {
     Ok(Json(request.host().list_npcs().await?))
 }
 

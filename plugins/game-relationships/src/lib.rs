@@ -167,4 +167,110 @@ mod tests {
     fn the_manifest_is_valid() {
         plugin_api::TestPlugin::<GameRelationships>::descriptor().unwrap();
     }
+
+    mod with_the_host {
+        use host::testing::TestHost;
+
+        use super::super::*;
+
+        fn pickpocket(session_id: i64, npc_id: i64, detected: bool) -> Value {
+            json!({
+                "session_id": session_id, "npc_id": npc_id, "slot_id": "wallet",
+                "success": false, "detected": detected,
+            })
+        }
+
+        fn affinity(view: &Value, npc: &str) -> Value {
+            view["relationships"][npc]["affinity"].clone()
+        }
+
+        #[test]
+        fn a_caught_pickpocket_lowers_affinity_in_the_thiefs_session() {
+            let host = TestHost::new();
+            let relationships = host.load::<GameRelationships>(json!({})).unwrap();
+            let (thief, stranger) = (host.new_user(), host.new_user());
+            let world = host.create_world(thief, "Harbor");
+            let session = host.create_session(thief, Some(world.id));
+            let path = format!("/game/relationships/{}", session.id);
+            assert_eq!(
+                relationships.get_as(thief, &path).json_body()["relationships"],
+                json!({})
+            );
+
+            host.emit_as(
+                Some(thief),
+                "game-stealth",
+                "stealth:pickpocket",
+                &pickpocket(session.id, 4, true),
+            );
+            assert_eq!(relationships.event_failures(), []);
+            let delivered: Vec<_> = relationships
+                .deliveries()
+                .into_iter()
+                .map(|d| (d.source, d.topic))
+                .collect();
+            assert_eq!(
+                delivered,
+                [("game-stealth".to_owned(), "stealth:pickpocket".to_owned())]
+            );
+            let view = relationships.get_as(thief, &path);
+            assert_eq!(view.status, 200);
+            assert_eq!(affinity(&view.json_body(), "npc:4"), json!(40));
+            assert_eq!(view.json_body()["relationships"]["npc:4"]["tier"], "neutral");
+
+            // Caught again: 30; not caught: unchanged.
+            host.emit_as(
+                Some(thief),
+                "game-stealth",
+                "stealth:pickpocket",
+                &pickpocket(session.id, 4, true),
+            );
+            host.emit_as(
+                Some(thief),
+                "game-stealth",
+                "stealth:pickpocket",
+                &pickpocket(session.id, 4, false),
+            );
+            let view = relationships.get_as(thief, &path).json_body();
+            assert_eq!(affinity(&view, "npc:4"), json!(30));
+            assert_eq!(view["relationships"]["npc:4"]["tier"], "wary");
+            let stored = host.get_session(thief, session.id).unwrap();
+            assert_eq!(stored.relationships, json!({"npc:4": {"affinity": 30}}));
+
+            // Another user sees nothing of the thief's session.
+            assert_eq!(relationships.get_as(stranger, &path).status, 404);
+            assert_eq!(relationships.get(&path).status, 401);
+        }
+
+        #[test]
+        fn an_event_acts_only_for_its_own_user() {
+            let host = TestHost::new();
+            let relationships = host.load::<GameRelationships>(json!({})).unwrap();
+            let (thief, stranger) = (host.new_user(), host.new_user());
+            let session = host.create_session(thief, None);
+
+            // An event on the stranger's behalf naming the thief's session: the handler acts
+            // for the stranger, finds no such session, and its delivery fails, changing nothing.
+            host.emit_as(
+                Some(stranger),
+                "game-stealth",
+                "stealth:pickpocket",
+                &pickpocket(session.id, 4, true),
+            );
+            let failures = relationships.event_failures();
+            assert_eq!(failures.len(), 1);
+            assert!(
+                failures[0].error.as_deref().unwrap().contains("not found"),
+                "{failures:?}"
+            );
+            // Another source is ignored (with a warning), and the topic it does not
+            // subscribe to never reaches it.
+            host.emit_as(Some(thief), "game-other", "stealth:pickpocket", &pickpocket(session.id, 4, true));
+            host.emit_as(Some(thief), "game-stealth", "stealth:other", &pickpocket(session.id, 4, true));
+            assert_eq!(relationships.deliveries().len(), 2);
+            assert_eq!(relationships.event_failures().len(), 1);
+            let stored = host.get_session(thief, session.id).unwrap();
+            assert_eq!(stored.relationships, json!({}));
+        }
+    }
 }

@@ -287,6 +287,135 @@ mod tests {
         }
     }
 
+    mod with_the_host {
+        use host::testing::TestHost;
+        use plugin_api::abi::ServiceErrorKind;
+
+        use super::super::*;
+
+        fn attempt(session_id: i64, npc_id: i64, success: f64, detection: f64) -> Value {
+            json!({
+                "npc_id": npc_id, "slot_id": "wallet", "session_id": session_id,
+                "base_success_chance": success, "detection_chance": detection,
+            })
+        }
+
+        #[test]
+        fn a_pickpocket_changes_the_callers_session_and_no_one_elses() {
+            let host = TestHost::new();
+            let stealth = host.load::<GameStealth>(json!({"seed": 7})).unwrap();
+            let (thief, stranger) = (host.new_user(), host.new_user());
+            let world = host.create_world(thief, "Harbor");
+            let session = host.create_session(thief, Some(world.id));
+
+            // Chances of 1 make both rolls hit, whatever the seed draws.
+            let response = stealth.post_json_as(
+                thief,
+                "/game/stealth/pickpocket",
+                &attempt(session.id, 3, 1.0, 1.0),
+            );
+            assert_eq!(response.status, 200, "{:?}", response.json_body());
+            let body = response.json_body();
+            assert_eq!(body["success"], true);
+            assert_eq!(body["detected"], true);
+            assert_eq!(
+                body["message"],
+                "You successfully pickpocketed NPC #3! You were detected!"
+            );
+            assert_eq!(body["updated_flags"]["stealth"]["caught_by_npc_3"], true);
+
+            let saved = host.get_session(thief, session.id).unwrap();
+            assert_eq!(
+                saved.flags["stealth"]["pickpocket_attempts"],
+                json!([{"npc_id": 3, "slot_id": "wallet", "success": true, "detected": true}])
+            );
+            assert_eq!(saved.flags["stealth"]["stole_from_npc_3"], true);
+            assert_eq!(
+                saved.relationships["npc:3"],
+                json!({"flags": {"caught_pickpocketing": true}})
+            );
+            assert_eq!(saved.version, session.version + 1);
+            // The attempt was announced on the thief's behalf, after the plugin announcements.
+            let announced: Vec<_> = host
+                .outbox()
+                .into_iter()
+                .filter(|e| e.source == "game-stealth")
+                .map(|e| (e.topic, e.user_id, e.payload))
+                .collect();
+            assert_eq!(
+                announced,
+                [
+                    (
+                        "stealth:pickpocket".to_owned(),
+                        Some(thief),
+                        json!({"session_id": session.id, "npc_id": 3, "slot_id": "wallet",
+                               "success": true, "detected": true})
+                    ),
+                    (
+                        "interaction:executed".to_owned(),
+                        Some(thief),
+                        json!({"interaction": "pickpocket", "session_id": session.id, "npc_id": 3})
+                    ),
+                ]
+            );
+
+            // Another user cannot see, or change, the thief's session.
+            let refused = stealth.post_json_as(
+                stranger,
+                "/game/stealth/pickpocket",
+                &attempt(session.id, 3, 1.0, 0.0),
+            );
+            assert_eq!(refused.status, 404, "{:?}", refused.json_body());
+            let error = host.get_session(stranger, session.id).unwrap_err();
+            assert_eq!(error.kind, ServiceErrorKind::NotFound);
+            // Nor can an anonymous caller reach the route at all.
+            let anonymous = stealth.call(
+                None,
+                Method::Post,
+                "/game/stealth/pickpocket",
+                attempt(session.id, 3, 1.0, 0.0).to_string().as_bytes(),
+            );
+            assert_eq!(anonymous.status, 401);
+            assert_eq!(host.get_session(thief, session.id).unwrap(), saved);
+            // The refused requests announced nothing.
+            let emitted = host.outbox().iter().filter(|e| e.source == "game-stealth").count();
+            assert_eq!(emitted, 2);
+        }
+
+        #[test]
+        fn a_refused_attempt_leaves_the_session_as_it_was() {
+            let host = TestHost::new();
+            let stealth = host.load::<GameStealth>(json!({"seed": 7})).unwrap();
+            let thief = host.new_user();
+            let session = host.create_session(thief, None);
+            let response = stealth.post_json_as(
+                thief,
+                "/game/stealth/pickpocket",
+                &attempt(session.id, 3, 1.5, 0.0),
+            );
+            assert_eq!(response.status, 400);
+            // Chances of 0 make both rolls miss: the attempt is recorded, nothing else.
+            let response = stealth.post_json_as(
+                thief,
+                "/game/stealth/pickpocket",
+                &attempt(session.id, 9, 0.0, 0.0),
+            );
+            assert_eq!(response.status, 200);
+            assert_eq!(
+                response.json_body()["message"],
+                "Pickpocket attempt on NPC #9 failed."
+            );
+            let saved = host.get_session(thief, session.id).unwrap();
+            assert_eq!(
+                saved.flags,
+                json!({"stealth": {"pickpocket_attempts": [
+                    {"npc_id": 9, "slot_id": "wallet", "success": false, "detected": false}
+                ]}})
+            );
+            assert_eq!(saved.relationships, json!({}));
+        }
+    }
+
     #[test]
     fn success_undetected_records_the_theft() {
         let (flags, relationships) = attempt(json!({}), json!({}), 7, true, false).unwrap();

@@ -47,7 +47,7 @@ impl Plugin for GameWorlds {
     }
 }
 
-async fn list(_: &GameWorlds, _: Request) -> Result<Json<Vec<WorldSummary>>, ApiError> {
+async fn list(_: &GameWorlds, request: Request) -> Result<Json<Vec<WorldSummary>>, ApiError> {
     Ok(Json(request.host().list_worlds().await?))
 }
 
