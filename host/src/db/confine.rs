@@ -548,11 +548,13 @@ CREATE OR REPLACE VIEW caller_worlds WITH (security_barrier) AS
     WHERE current_setting('pixsim7.caller', true) = 'all'
        OR owner_user_id = (CASE WHEN current_setting('pixsim7.caller', true) ~ '^-?[0-9]{1,19}$'
                            THEN current_setting('pixsim7.caller', true)::bigint END);
-CREATE OR REPLACE FUNCTION pixsim7_confined(expected_role text, expected_caller text)
+CREATE OR REPLACE FUNCTION pixsim7_confined(
+    expected_role text, expected_caller text, read_only boolean)
 RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
     IF current_user <> expected_role
-       OR coalesce(current_setting('pixsim7.caller', true), '') <> expected_caller THEN
+       OR coalesce(current_setting('pixsim7.caller', true), '') <> expected_caller
+       OR (read_only AND current_setting('transaction_read_only') <> 'on') THEN
         RAISE EXCEPTION 'the statement left its confinement (role %, caller %)',
             current_user, current_setting('pixsim7.caller', true)
             USING ERRCODE = '42501';
@@ -578,7 +580,7 @@ DO $$ BEGIN
 EXCEPTION WHEN duplicate_object THEN NULL;
 END $$;
 DO $$ BEGIN
-    IF NOT pg_has_role(current_user, '{role}', 'SET') THEN
+    IF NOT pg_has_role(current_user, '{role}', 'MEMBER') THEN
         EXECUTE format('GRANT %I TO %I', '{role}', current_user);
     END IF;
 END $$;
@@ -730,11 +732,13 @@ async fn confined_postgres(
     } else {
         outcome.rows_affected = pg_execute(connection, statement.sql, statement.params).await?;
     }
-    // The statement may not have left its role or caller (set_config mid-statement).
+    // The statement may not have left its role, its caller or read-only mode (set_config
+    // mid-statement).
     let check = format!(
-        "SELECT pixsim7_confined({}, {})",
+        "SELECT pixsim7_confined({}, {}, {})",
         quote_literal(&names.role),
-        quote_literal(caller)
+        quote_literal(caller),
+        statement.mode == Mode::Read
     );
     pg_simple(connection, &check)
         .await

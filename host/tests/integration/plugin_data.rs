@@ -36,13 +36,14 @@ fn fingerprint(database: &TestDatabase) -> Vec<i64> {
     let items = database.plugin_table("fixture-plugin-data", "items");
     [
         "SELECT COUNT(*) FROM game_sessions".to_owned(),
-        "SELECT COALESCE(SUM(LENGTH(flags) + LENGTH(relationships) + version), 0) FROM game_sessions"
+        "SELECT CAST(COALESCE(SUM(LENGTH(flags) + LENGTH(relationships) + version), 0) AS BIGINT) \
+         FROM game_sessions"
             .to_owned(),
         "SELECT COUNT(*) FROM game_worlds".to_owned(),
         "SELECT COUNT(*) FROM pixsim7_events".to_owned(),
         "SELECT COUNT(*) FROM pixsim7_migrations".to_owned(),
         format!("SELECT COUNT(*) FROM {items}"),
-        format!("SELECT COALESCE(SUM(LENGTH(note)), 0) FROM {items}"),
+        format!("SELECT CAST(COALESCE(SUM(LENGTH(note)), 0) AS BIGINT) FROM {items}"),
     ]
     .iter()
     .map(|sql| database.scalar(sql))
