@@ -21,7 +21,8 @@
 //! event's user. What differs: the plugin is not opened from a library (the test links it),
 //! its dependencies are not loaded or checked, it holds every permission its manifest asks
 //! for, and events are delivered right after the call or emit that committed them, on the
-//! test's thread, in id order, to the plugins loaded into the same `TestHost` — so a test
+//! test's thread, in id order, to the plugins loaded into the same `TestHost` (their
+//! positions in the outbox kept in memory, not in `pixsim7_event_cursors`) — so a test
 //! sees `on_event`'s effect as soon as the call returns.
 //!
 //! Everything runs on the `TestHost`'s own single-threaded runtime; its methods block, so
@@ -124,10 +125,13 @@ struct Loaded {
     /// The id of the last event this plugin has been through.
     cursor: Cell<i64>,
     deliveries: RefCell<Vec<Delivery>>,
-    on_event: Box<dyn Fn(&str, &str, Value, RequestContextHandle) -> HookFuture>,
+    on_event: Box<OnEvent>,
 }
 
 type HookFuture = FfiFuture<RResult<(), PluginFault>>;
+
+/// A loaded plugin's `on_event`: source, topic, payload, the delivery's context.
+type OnEvent = dyn Fn(&str, &str, Value, RequestContextHandle) -> HookFuture;
 
 /// One event handed to a plugin's `on_event`, and how it went.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -341,8 +345,7 @@ impl TestHost {
             user_id,
             roles: Vec::new(),
         };
-        self.inner
-            .scoped(&self.inner.setup, Some(caller), |host| work(host))
+        self.inner.scoped(&self.inner.setup, Some(caller), work)
     }
 
     /// Creates a world owned by `user_id`. Panics if the host refuses.
@@ -558,8 +561,12 @@ impl Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        let database = self.shared.database.clone();
-        self.runtime.block_on(async move { database.close().await });
+        // Not while a failed test unwinds (perhaps out of this runtime): a second panic
+        // would abort the test binary. The files go either way.
+        if !std::thread::panicking() {
+            let database = self.shared.database.clone();
+            self.runtime.block_on(async move { database.close().await });
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -651,8 +658,7 @@ impl<P: Plugin> TestPlugin<P> {
         F: FnOnce(Host) -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        self.host
-            .scoped(&self.services, Some(user(user_id)), |host| work(host))
+        self.host.scoped(&self.services, Some(user(user_id)), work)
     }
 
     /// Every event handed to this plugin's `on_event` so far, in order.
@@ -920,4 +926,184 @@ fn install_test_logging() {
             .with_test_writer()
             .try_init();
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use plugin_api::{
+        game::{DocumentChange, SessionPatch},
+        prelude::*,
+    };
+
+    use super::TestHost;
+
+    /// Writes a flag and announces it, answering the status the query asks for; counts the
+    /// announcements it hears, failing on those that ask it to.
+    struct Probe;
+
+    impl Plugin for Probe {
+        fn manifest() -> Manifest {
+            Manifest::new("probe", "Probe", "1.0.0")
+                .permissions([
+                    "session:read",
+                    "session:write",
+                    "event:emit",
+                    "event:subscribe",
+                ])
+                .emits(["probe:marked"])
+                .subscribes(["probe:marked", "plugin:*"])
+        }
+
+        fn routes(routes: &mut Routes<Self>) {
+            routes
+                .post("/probe/{session_id}", "Marks a session", mark)
+                .get(
+                    "/probe/admin",
+                    "Admins only",
+                    |_: &Probe, _: Request| async { "yes" },
+                )
+                .admin();
+        }
+
+        async fn on_load(_: LoadContext) -> Result<Self, PluginError> {
+            Ok(Probe)
+        }
+
+        async fn on_event(&self, event: Event) -> Result<(), PluginError> {
+            if event.topic != "probe:marked" {
+                return Ok(());
+            }
+            let session_id = event.payload["session_id"].as_i64().unwrap_or_default();
+            let heard = DocumentChange::Add {
+                path: vec!["heard".into()],
+                by: 1.0,
+                min: None,
+                max: None,
+                default: Some(0.0),
+            };
+            let patch = SessionPatch {
+                flags: vec![heard],
+                relationships: Vec::new(),
+                expected_version: None,
+            };
+            event
+                .host()
+                .patch_session(session_id, &patch)
+                .await
+                .map_err(|e| PluginError::new(e.to_string()))?;
+            if event.payload["fail"] == true {
+                return Err(PluginError::new("asked to fail"));
+            }
+            Ok(())
+        }
+    }
+
+    async fn mark(_: &Probe, request: Request) -> Result<Response, ApiError> {
+        let session_id: i64 = request.param_as("session_id")?;
+        let status: u16 = request.query_as("status")?.unwrap_or(200);
+        let fail = request.query("fail").is_some();
+        let patch = SessionPatch {
+            flags: vec![DocumentChange::Set {
+                path: vec!["marked".into()],
+                value: json!(true),
+            }],
+            relationships: Vec::new(),
+            expected_version: None,
+        };
+        request.host().patch_session(session_id, &patch).await?;
+        let payload = json!({"session_id": session_id, "fail": fail});
+        request.host().emit("probe:marked", &payload).await?;
+        if status == 500 {
+            panic!("asked to panic");
+        }
+        Ok(Response::json(status, &json!({"marked": session_id})))
+    }
+
+    #[test]
+    fn requests_commit_below_400_and_events_reach_on_event() {
+        let host = TestHost::new();
+        let probe = host.load::<Probe>(json!({})).unwrap();
+        let user = host.new_user();
+        let session = host.create_session(user, None);
+        let path = format!("/probe/{}", session.id);
+
+        let answer = probe.post_json_as(user, &path, &json!({}));
+        assert_eq!(answer.status, 200);
+        let saved = host.get_session(user, session.id).unwrap();
+        assert_eq!(saved.flags, json!({"marked": true, "heard": 1}));
+        let topics: Vec<String> = probe.deliveries().into_iter().map(|d| d.topic).collect();
+        assert_eq!(topics, ["plugin:loaded", "plugin:enabled", "probe:marked"]);
+
+        // A 4xx answer and a panic keep nothing: no flag, no event.
+        let fresh = host.create_session(user, None);
+        let path = format!("/probe/{}", fresh.id);
+        assert_eq!(
+            probe
+                .post_json_as(user, &format!("{path}?status=409"), &json!({}))
+                .status,
+            409
+        );
+        let panicked = probe.post_json_as(user, &format!("{path}?status=500"), &json!({}));
+        assert_eq!(panicked.status, 500);
+        assert_eq!(
+            panicked.json_body()["detail"],
+            "internal error in plugin probe"
+        );
+        assert_eq!(host.get_session(user, fresh.id).unwrap().flags, json!({}));
+        assert_eq!(probe.deliveries().len(), 3);
+
+        // A handler that fails has its writes rolled back and the failure recorded.
+        assert_eq!(
+            probe
+                .post_json_as(user, &format!("{path}?fail"), &json!({}))
+                .status,
+            200
+        );
+        assert_eq!(
+            host.get_session(user, fresh.id).unwrap().flags,
+            json!({"marked": true})
+        );
+        let failures = probe.event_failures();
+        assert_eq!(failures.len(), 1);
+        assert_eq!(failures[0].error.as_deref(), Some("asked to fail"));
+
+        // Another user's request finds no session; access is checked before the plugin runs.
+        assert_eq!(
+            probe
+                .post_json_as(host.new_user(), &path, &json!({}))
+                .status,
+            404
+        );
+        assert_eq!(probe.post_json(&path, &json!({})).status, 401);
+        assert_eq!(probe.get_as(user, "/probe/admin").status, 403);
+        let admin = caller_with_role(user, "admin");
+        assert_eq!(
+            probe
+                .call_as(Some(admin), Method::Get, "/probe/admin", b"")
+                .status,
+            200
+        );
+        assert_eq!(probe.get_as(user, &path).status, 405);
+        assert_eq!(probe.get_as(user, "/nothing").status, 404);
+    }
+
+    fn caller_with_role(user_id: i64, role: &str) -> crate::auth::Caller {
+        crate::auth::Caller {
+            user_id,
+            roles: vec![role.to_owned()],
+        }
+    }
+
+    #[test]
+    fn a_plugin_loads_once_per_host_and_each_host_has_a_database_of_its_own() {
+        let host = TestHost::new();
+        host.load::<Probe>(json!({})).unwrap();
+        let again = host.load::<Probe>(json!({})).err().unwrap();
+        assert!(again.contains("already loaded"), "{again}");
+        // Each host is a database of its own.
+        let other = TestHost::new();
+        let user = other.new_user();
+        assert_eq!(other.create_session(user, None).id, 1);
+        assert_eq!(host.create_session(user, None).id, 1);
+    }
 }

@@ -383,7 +383,10 @@ mod tests {
                 })
             );
             let prompt = line["prompt"].as_str().unwrap();
-            assert!(prompt.starts_with("You are Mara, a character in PixSim7.\n"), "{prompt}");
+            assert!(
+                prompt.starts_with("You are Mara, a character in PixSim7.\n"),
+                "{prompt}"
+            );
             assert!(prompt.contains("The player says: \"hello\""), "{prompt}");
 
             let path = format!("/game/dialogue/sessions/{}/history", session.id);
@@ -425,7 +428,10 @@ mod tests {
                 &json!({"npc_id": 999, "session_id": session.id}),
             );
             assert_eq!(response.status, 404);
-            let history = dialogue.get_as(player, &format!("/game/dialogue/sessions/{}/history", session.id));
+            let history = dialogue.get_as(
+                player,
+                &format!("/game/dialogue/sessions/{}/history", session.id),
+            );
             assert_eq!((history.status, history.json_body()), (200, json!([])));
         }
     }

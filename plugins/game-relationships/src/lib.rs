@@ -216,7 +216,10 @@ mod tests {
             let view = relationships.get_as(thief, &path);
             assert_eq!(view.status, 200);
             assert_eq!(affinity(&view.json_body(), "npc:4"), json!(40));
-            assert_eq!(view.json_body()["relationships"]["npc:4"]["tier"], "neutral");
+            assert_eq!(
+                view.json_body()["relationships"]["npc:4"]["tier"],
+                "neutral"
+            );
 
             // Caught again: 30; not caught: unchanged.
             host.emit_as(
@@ -265,8 +268,18 @@ mod tests {
             );
             // Another source is ignored (with a warning), and the topic it does not
             // subscribe to never reaches it.
-            host.emit_as(Some(thief), "game-other", "stealth:pickpocket", &pickpocket(session.id, 4, true));
-            host.emit_as(Some(thief), "game-stealth", "stealth:other", &pickpocket(session.id, 4, true));
+            host.emit_as(
+                Some(thief),
+                "game-other",
+                "stealth:pickpocket",
+                &pickpocket(session.id, 4, true),
+            );
+            host.emit_as(
+                Some(thief),
+                "game-stealth",
+                "stealth:other",
+                &pickpocket(session.id, 4, true),
+            );
             assert_eq!(relationships.deliveries().len(), 2);
             assert_eq!(relationships.event_failures().len(), 1);
             let stored = host.get_session(thief, session.id).unwrap();

@@ -378,7 +378,11 @@ mod tests {
             assert_eq!(anonymous.status, 401);
             assert_eq!(host.get_session(thief, session.id).unwrap(), saved);
             // The refused requests announced nothing.
-            let emitted = host.outbox().iter().filter(|e| e.source == "game-stealth").count();
+            let emitted = host
+                .outbox()
+                .iter()
+                .filter(|e| e.source == "game-stealth")
+                .count();
             assert_eq!(emitted, 2);
         }
 
