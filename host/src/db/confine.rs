@@ -256,6 +256,13 @@ fn allowed(active: &Active, context: &AuthContext<'_>) -> bool {
         table.len() > active.prefix.len()
             && table[..active.prefix.len()].eq_ignore_ascii_case(&active.prefix)
     };
+    // SQLite names the indexes of UNIQUE and PRIMARY KEY constraints itself.
+    let own_index = |index: &str| {
+        own(index)
+            || index
+                .strip_prefix("sqlite_autoindex_")
+                .is_some_and(own)
+    };
     let main = context.database_name.is_none_or(|db| db == "main");
     let writes = active.mode != Mode::Read;
     let migrates = active.mode == Mode::Migrate;
@@ -265,18 +272,25 @@ fn allowed(active: &Active, context: &AuthContext<'_>) -> bool {
             table_name,
             column_name,
         } => {
-            main && (own(table_name)
+            // ALTER TABLE ... RENAME reads the temporary schema too.
+            (migrates && table_name == "sqlite_temp_master")
+                || main && (own(table_name)
                 || CALLER_VIEWS.contains(&table_name)
                 || matches!(table_name, "json_each" | "json_tree")
                 // A foreign key's check reads the referenced id (ids only).
                 || (REFERENCEABLE.contains(&table_name) && column_name == "id")
-                // DDL reads and rewrites the schema table.
-                || (migrates && table_name == "sqlite_master"))
+                // DDL reads and rewrites the schema and the AUTOINCREMENT counters.
+                || (migrates && matches!(table_name, "sqlite_master" | "sqlite_sequence")))
         }
         AuthAction::Insert { table_name }
         | AuthAction::Delete { table_name }
         | AuthAction::Update { table_name, .. } => {
-            main && ((writes && own(table_name)) || (migrates && table_name == "sqlite_master"))
+            // DDL rewrites the schema (ALTER TABLE ... RENAME the temporary one too), and
+            // dropping a table forgets its AUTOINCREMENT counter.
+            (migrates && table_name == "sqlite_temp_master")
+                || main
+                    && ((writes && own(table_name))
+                        || (migrates && matches!(table_name, "sqlite_master" | "sqlite_sequence")))
         }
         AuthAction::Function { function_name } => !REFUSED_FUNCTIONS
             .iter()
@@ -299,9 +313,9 @@ fn allowed(active: &Active, context: &AuthContext<'_>) -> bool {
         | AuthAction::DropIndex {
             index_name,
             table_name,
-        } => main && migrates && own(table_name) && own(index_name),
+        } => main && migrates && own(table_name) && own_index(index_name),
         // CREATE INDEX fills the new index.
-        AuthAction::Reindex { index_name } => main && migrates && own(index_name),
+        AuthAction::Reindex { index_name } => main && migrates && own_index(index_name),
         // Everything else: PRAGMA, ATTACH/DETACH, transaction control and savepoints,
         // triggers, temporary objects, virtual tables, ANALYZE, REINDEX, VACUUM...
         _ => false,

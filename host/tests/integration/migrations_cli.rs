@@ -41,8 +41,10 @@ fn migrate_applies_host_and_plugin_migrations_once_even_concurrently() {
             applied,
             [
                 "Applied migration game-dialogue 1: dialogue lines",
+                "Applied migration game-dialogue 2: dialogue lines reference their session",
                 "Applied migration host 1: game state",
                 "Applied migration host 2: event outbox",
+                "Applied migration host 3: event user",
             ],
             "each migration applied exactly once across both runs on {}",
             database.kind
