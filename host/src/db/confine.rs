@@ -584,7 +584,7 @@ pub fn postgres_provision(names: &PgNames, plugin_id: &str) -> String {
     let prefix = table_prefix(plugin_id).replace('_', "\\_");
     let references = REFERENCEABLE
         .iter()
-        .map(|table| format!("GRANT REFERENCES (id) ON {table} TO \"{role}\";"))
+        .map(|table| format!("GRANT REFERENCES (id), SELECT (id) ON {table} TO \"{role}\";"))
         .collect::<String>();
     let views = CALLER_VIEWS.join(", ");
     format!(
