@@ -52,7 +52,12 @@ pub fn table_prefix(plugin_id: &str) -> String {
 pub const CALLER_VIEWS: &[&str] = &["caller_sessions", "caller_worlds"];
 
 /// Game tables a plugin's table may reference by id (a real foreign key).
-pub const REFERENCEABLE: &[&str] = &["game_sessions", "game_worlds", "game_npcs", "game_locations"];
+pub const REFERENCEABLE: &[&str] = &[
+    "game_sessions",
+    "game_worlds",
+    "game_npcs",
+    "game_locations",
+];
 
 /// What a confined statement may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,7 +202,13 @@ impl SqliteHandle {
         // SAFETY: `self.0` is the open connection running the calling statement; the
         // statement prepared here is finalized on every path below.
         unsafe {
-            let code = ffi::sqlite3_prepare_v2(self.0, sql.as_ptr(), -1, &mut statement, std::ptr::null_mut());
+            let code = ffi::sqlite3_prepare_v2(
+                self.0,
+                sql.as_ptr(),
+                -1,
+                &mut statement,
+                std::ptr::null_mut(),
+            );
             if code != ffi::SQLITE_OK {
                 return Err(failed(code));
             }
@@ -257,12 +268,8 @@ fn allowed(active: &Active, context: &AuthContext<'_>) -> bool {
             && table[..active.prefix.len()].eq_ignore_ascii_case(&active.prefix)
     };
     // SQLite names the indexes of UNIQUE and PRIMARY KEY constraints itself.
-    let own_index = |index: &str| {
-        own(index)
-            || index
-                .strip_prefix("sqlite_autoindex_")
-                .is_some_and(own)
-    };
+    let own_index =
+        |index: &str| own(index) || index.strip_prefix("sqlite_autoindex_").is_some_and(own);
     let main = context.database_name.is_none_or(|db| db == "main");
     let writes = active.mode != Mode::Read;
     let migrates = active.mode == Mode::Migrate;
@@ -274,7 +281,8 @@ fn allowed(active: &Active, context: &AuthContext<'_>) -> bool {
         } => {
             // ALTER TABLE ... RENAME reads the temporary schema too.
             (migrates && table_name == "sqlite_temp_master")
-                || main && (own(table_name)
+                || main
+                    && (own(table_name)
                 || CALLER_VIEWS.contains(&table_name)
                 || matches!(table_name, "json_each" | "json_tree")
                 // A foreign key's check reads the referenced id (ids only).
@@ -431,7 +439,11 @@ pub fn run_sqlite(
 }
 
 /// Runs a plugin's migration script on SQLite, confined to its own tables.
-pub fn migrate_sqlite(connection: &Connection, plugin_id: &str, script: &str) -> Result<(), DbError> {
+pub fn migrate_sqlite(
+    connection: &Connection,
+    plugin_id: &str,
+    script: &str,
+) -> Result<(), DbError> {
     let statement = PluginStatement {
         plugin_id,
         sql: script,
@@ -480,10 +492,11 @@ fn sqlite_value(value: ValueRef<'_>, column: &str, declared: &str) -> Result<Sql
             let text = std::str::from_utf8(bytes)
                 .map_err(|e| decode(format!("text that is not UTF-8: {e}")))?;
             if declared.contains("JSON") {
-                SqlValue::Json(
-                    serde_json::from_str(text)
-                        .map_err(|e| decode(format!("declared {declared} but holds text that is not JSON: {e}")))?,
-                )
+                SqlValue::Json(serde_json::from_str(text).map_err(|e| {
+                    decode(format!(
+                        "declared {declared} but holds text that is not JSON: {e}"
+                    ))
+                })?)
             } else {
                 SqlValue::Text(text.to_owned())
             }
@@ -853,7 +866,9 @@ fn postgres_value(row: &PgRow, index: usize) -> Result<SqlValue, DbError> {
         "INT8" => SqlValue::Int(row.try_get(index).map_err(decode)?),
         "FLOAT4" => SqlValue::Float(row.try_get::<f32, _>(index).map_err(decode)?.into()),
         "FLOAT8" => SqlValue::Float(row.try_get(index).map_err(decode)?),
-        "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" => SqlValue::Text(row.try_get(index).map_err(decode)?),
+        "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" => {
+            SqlValue::Text(row.try_get(index).map_err(decode)?)
+        }
         "JSON" | "JSONB" => SqlValue::Json(row.try_get(index).map_err(decode)?),
         "BYTEA" => SqlValue::Bytes(row.try_get(index).map_err(decode)?),
         other => {
@@ -888,7 +903,12 @@ mod tests {
         connection
     }
 
-    fn run(connection: &Connection, sql: &str, mode: Mode, caller: CallerRows) -> Result<Outcome, DbError> {
+    fn run(
+        connection: &Connection,
+        sql: &str,
+        mode: Mode,
+        caller: CallerRows,
+    ) -> Result<Outcome, DbError> {
         run_sqlite(
             connection,
             &PluginStatement {
@@ -914,15 +934,41 @@ mod tests {
             let error = run(&connection, sql, Mode::Write, user).unwrap_err();
             assert!(matches!(error, DbError::Refused(_)), "{sql}: {error}");
         }
-        run(&connection, "INSERT INTO p__items (note, session_id) VALUES ('game_sessions', 1)", Mode::Write, user).unwrap();
-        let refused = run(&connection, "INSERT INTO p__items (note) VALUES ('x')", Mode::Read, user).unwrap_err();
+        run(
+            &connection,
+            "INSERT INTO p__items (note, session_id) VALUES ('game_sessions', 1)",
+            Mode::Write,
+            user,
+        )
+        .unwrap();
+        let refused = run(
+            &connection,
+            "INSERT INTO p__items (note) VALUES ('x')",
+            Mode::Read,
+            user,
+        )
+        .unwrap_err();
         assert!(matches!(refused, DbError::Refused(_)), "{refused}");
-        let mine = run(&connection, "SELECT id FROM caller_sessions", Mode::Read, user).unwrap();
+        let mine = run(
+            &connection,
+            "SELECT id FROM caller_sessions",
+            Mode::Read,
+            user,
+        )
+        .unwrap();
         assert_eq!(mine.rows.rows, vec![vec![SqlValue::Int(1)]]);
-        let nobody = run(&connection, "SELECT id FROM caller_sessions", Mode::Read, CallerRows::Nobody).unwrap();
+        let nobody = run(
+            &connection,
+            "SELECT id FROM caller_sessions",
+            Mode::Read,
+            CallerRows::Nobody,
+        )
+        .unwrap();
         assert!(nobody.rows.rows.is_empty());
         // The host's own statements are not confined.
-        connection.prepare("SELECT flags FROM game_sessions").unwrap();
+        connection
+            .prepare("SELECT flags FROM game_sessions")
+            .unwrap();
     }
 }
 
@@ -939,14 +985,29 @@ mod store_tests {
         writer.execute_batch("CREATE TABLE IF NOT EXISTS game_sessions (id INTEGER PRIMARY KEY, user_id INTEGER, world_id INTEGER, flags TEXT); CREATE TABLE IF NOT EXISTS game_worlds (id INTEGER PRIMARY KEY, owner_user_id INTEGER); INSERT INTO game_sessions (user_id) VALUES (1)").unwrap();
         writer.execute_batch(SQLITE_CALLER_VIEWS).unwrap();
         let mut lease = store.reader().unwrap();
-        let crate::db::sql::Conn::Sqlite(connection) = lease.conn() else { unreachable!() };
+        let crate::db::sql::Conn::Sqlite(connection) = lease.conn() else {
+            unreachable!()
+        };
         run_sqlite(
             connection,
-            &PluginStatement { plugin_id: "p", sql: "SELECT COUNT(*) FROM caller_sessions", params: &[], mode: Mode::Read, caller: CallerRows::User(1) },
-        ).unwrap();
+            &PluginStatement {
+                plugin_id: "p",
+                sql: "SELECT COUNT(*) FROM caller_sessions",
+                params: &[],
+                mode: Mode::Read,
+                caller: CallerRows::User(1),
+            },
+        )
+        .unwrap();
         let error = run_sqlite(
             connection,
-            &PluginStatement { plugin_id: "p", sql: "SELECT flags FROM game_sessions", params: &[], mode: Mode::Read, caller: CallerRows::Nobody },
+            &PluginStatement {
+                plugin_id: "p",
+                sql: "SELECT flags FROM game_sessions",
+                params: &[],
+                mode: Mode::Read,
+                caller: CallerRows::Nobody,
+            },
         );
         assert!(error.is_err(), "{error:?}");
     }

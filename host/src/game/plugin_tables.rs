@@ -79,7 +79,9 @@ fn sql_error(plugin_id: &str, error: DbError) -> ServiceError {
             )
         }
         other => match other.statement_message() {
-            Some(message) => service_error(ServiceErrorKind::BadCall, format!("SQL error: {message}")),
+            Some(message) => {
+                service_error(ServiceErrorKind::BadCall, format!("SQL error: {message}"))
+            }
             None => database_error(other),
         },
     }

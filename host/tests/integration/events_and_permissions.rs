@@ -386,7 +386,8 @@ fn privileged_actions_are_audited_with_the_request_id() {
         b"{}",
     );
     assert_eq!(reply.status, 200);
-    let line = host.wait_for_log("plugin game-sessions used session.create with session:write (allowed)");
+    let line =
+        host.wait_for_log("plugin game-sessions used session.create with session:write (allowed)");
     assert_eq!(line.0["target"], "pixsim7::audit");
     assert_eq!(line.field("request_id").as_deref(), Some("audit-me"));
     assert_eq!(line.field("permission").as_deref(), Some("session:write"));

@@ -247,10 +247,24 @@ fn a_plugin_cannot_leave_its_own_tables_and_harmless_sql_works() {
         // The caller views: the owner sees their row, another user nothing.
         let mine = "SELECT i.note FROM fixture_plugin_data__items AS i \
                     JOIN caller_sessions AS s ON s.id = i.session_id";
-        assert_eq!(run(&host, 1, mine, json!([]), false)["rows"], json!([{"note": note}]), "{kind}");
-        assert_eq!(run(&host, 2, mine, json!([]), false)["rows"], json!([]), "{kind}");
         assert_eq!(
-            run(&host, 2, "SELECT COUNT(*) AS n FROM caller_worlds", json!([]), false)["rows"],
+            run(&host, 1, mine, json!([]), false)["rows"],
+            json!([{"note": note}]),
+            "{kind}"
+        );
+        assert_eq!(
+            run(&host, 2, mine, json!([]), false)["rows"],
+            json!([]),
+            "{kind}"
+        );
+        assert_eq!(
+            run(
+                &host,
+                2,
+                "SELECT COUNT(*) AS n FROM caller_worlds",
+                json!([]),
+                false
+            )["rows"],
             json!([{"n": 0}]),
             "{kind}"
         );
@@ -281,7 +295,9 @@ fn two_inserts_in_a_request_that_then_fails_are_both_rolled_back() {
         assert_eq!(reply.status, 500, "{kind}: {}", reply.body);
         let items = database.plugin_table("fixture-plugin-data", "items");
         assert_eq!(
-            database.scalar(&format!("SELECT COUNT(*) FROM {items} WHERE note LIKE 'm-%'")),
+            database.scalar(&format!(
+                "SELECT COUNT(*) FROM {items} WHERE note LIKE 'm-%'"
+            )),
             0,
             "{kind}"
         );
@@ -298,7 +314,11 @@ fn a_plugin_acting_as_itself_sees_no_users_data_without_system_read() {
             .env("PIXSIM7_DATABASE_URL", &database.url)
             .start();
         let world = host.ok("POST", "/api/v1/game/worlds", json!({"name": "W"}));
-        host.ok("POST", "/api/v1/game/sessions", json!({"world_id": world["id"]}));
+        host.ok(
+            "POST",
+            "/api/v1/game/sessions",
+            json!({"world_id": world["id"]}),
+        );
         host.stop();
 
         // Denied by the operator: on_load, acting as the plugin, sees nothing.
@@ -323,7 +343,8 @@ fn a_plugin_acting_as_itself_sees_no_users_data_without_system_read() {
             json!({"worlds": 1, "caller_sessions": 1}),
             "{kind}"
         );
-        let audit = host.wait_for_log("plugin fixture-plugin-data used world.list with system:read");
+        let audit =
+            host.wait_for_log("plugin fixture-plugin-data used world.list with system:read");
         assert_eq!(audit.0["target"], "pixsim7::audit", "{kind}");
         host.stop();
     }

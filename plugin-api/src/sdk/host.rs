@@ -13,18 +13,13 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use abi_stable::{
-    sabi_trait::TD_Opaque,
-    std_types::{ROption, RResult, RStr, RString, RVec},
-};
-use serde::{de::DeserializeOwned, Serialize};
 use super::error::ApiError;
 use crate::{
-    db::{Rows, SqlDecodeError, SqlValue},
     abi::{
         BlockingJob, BlockingJob_TO, HostServicesHandle, LogLevel, RequestContextHandle,
         ServiceErrorKind,
     },
+    db::{Rows, SqlDecodeError, SqlValue},
     game::{
         calls::{
             AdvanceWorld, ById, Emit, Executed, IssueToken, IssuedToken, PatchSession,
@@ -35,6 +30,11 @@ use crate::{
         RawSession, Session, SessionPatch, SessionUpdate, World, WorldSummary,
     },
 };
+use abi_stable::{
+    sabi_trait::TD_Opaque,
+    std_types::{ROption, RResult, RStr, RString, RVec},
+};
+use serde::{de::DeserializeOwned, Serialize};
 
 pub use crate::abi::ServiceError;
 

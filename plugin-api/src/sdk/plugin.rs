@@ -9,11 +9,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::{
-    error::PluginError,
-    host::Host,
-    panic::CatchPanic,
-    request::Request,
-    response::IntoResponse,
+    error::PluginError, host::Host, panic::CatchPanic, request::Request, response::IntoResponse,
 };
 use crate::{
     abi::{FaultKind, FfiResponse, PluginFault},
@@ -126,9 +122,8 @@ where
     fn call(&'static self, plugin: &'static P, request: Request) -> FfiFuture<FfiHandleResult> {
         // The handler is called inside the guarded future, so a panic while creating its
         // future is caught as well as one while polling it.
-        let guarded = CatchPanic::new(async move {
-            self(plugin, request).await.into_response().into_ffi()
-        });
+        let guarded =
+            CatchPanic::new(async move { self(plugin, request).await.into_response().into_ffi() });
         async move {
             match guarded.await {
                 Ok(response) => RResult::ROk(response),

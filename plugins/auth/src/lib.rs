@@ -140,7 +140,9 @@ async fn register(plugin: &Auth, request: Request) -> Result<(u16, Json<UserView
         )));
     }
     let password = credentials.password;
-    let hash = request.host().run_blocking(move || hash_password(&password))
+    let hash = request
+        .host()
+        .run_blocking(move || hash_password(&password))
         .await?
         .map_err(ApiError::internal)?;
     let roles: Vec<String> = if plugin.settings.admin_usernames.contains(&username) {
@@ -177,12 +179,16 @@ async fn login(plugin: &Auth, request: Request) -> Result<Json<TokenView>, ApiEr
         .as_ref()
         .map_or(plugin.decoy_hash.clone(), |u| u.password_hash.clone());
     let password = credentials.password;
-    let matches = request.host().run_blocking(move || verify_password(&password, &stored))
+    let matches = request
+        .host()
+        .run_blocking(move || verify_password(&password, &stored))
         .await?;
     let Some(user) = user.filter(|_| matches) else {
         return Err(ApiError::new(401, "Incorrect username or password"));
     };
-    let issued = request.host().issue_token(user.id, user.roles.clone(), plugin.settings.token_ttl_secs)
+    let issued = request
+        .host()
+        .issue_token(user.id, user.roles.clone(), plugin.settings.token_ttl_secs)
         .await?;
     Ok(Json(TokenView {
         access_token: issued.access_token,

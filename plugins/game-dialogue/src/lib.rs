@@ -174,17 +174,14 @@ async fn history(_: &GameDialogue, request: Request) -> Result<Json<Vec<HistoryL
 }
 
 /// The NPC's scheduled location at the session's world time, else its home.
-async fn where_is(
-    host: &Host,
-    npc: &Npc,
-    session: &Session,
-) -> Result<Option<String>, ApiError> {
+async fn where_is(host: &Host, npc: &Npc, session: &Session) -> Result<Option<String>, ApiError> {
     let query = PresenceQuery {
         world_time: session.world_time,
         world_id: None,
         location_id: None,
     };
-    let scheduled = host.npc_presence(&query)
+    let scheduled = host
+        .npc_presence(&query)
         .await?
         .into_iter()
         .find(|p| p.npc_id == npc.id)

@@ -68,7 +68,9 @@ async fn create(_: &GameLocations, request: Request) -> Result<Json<Location>, A
 
 async fn get(_: &GameLocations, request: Request) -> Result<Json<Location>, ApiError> {
     Ok(Json(
-        request.host().get_location(request.param_as("location_id")?)
+        request
+            .host()
+            .get_location(request.param_as("location_id")?)
             .await?,
     ))
 }
@@ -79,10 +81,7 @@ struct HotspotsBody {
     hotspots: Vec<Hotspot>,
 }
 
-async fn set_hotspots(
-    _: &GameLocations,
-    request: Request,
-) -> Result<Json<Location>, ApiError> {
+async fn set_hotspots(_: &GameLocations, request: Request) -> Result<Json<Location>, ApiError> {
     let location_id = request.param_as("location_id")?;
     // The original answered 400 (not 422) when `hotspots` is not a list; keep that.
     let raw: Value = request.json()?;
@@ -90,7 +89,10 @@ async fn set_hotspots(
         return Err(ApiError::bad_request("hotspots must be a list"));
     }
     let body: HotspotsBody = request.json()?;
-    let location = request.host().set_hotspots(location_id, body.hotspots).await?;
+    let location = request
+        .host()
+        .set_hotspots(location_id, body.hotspots)
+        .await?;
     let changed = json!({"location_id": location.id, "change": "hotspots"});
     request.host().announce("location:changed", &changed).await;
     Ok(Json(location))

@@ -94,12 +94,11 @@ async fn presence(_: &GameNpcs, request: Request) -> Result<Json<Vec<NpcPresence
     Ok(Json(request.host().npc_presence(&query).await?))
 }
 
-async fn expressions(
-    _: &GameNpcs,
-    request: Request,
-) -> Result<Json<Vec<NpcExpression>>, ApiError> {
+async fn expressions(_: &GameNpcs, request: Request) -> Result<Json<Vec<NpcExpression>>, ApiError> {
     Ok(Json(
-        request.host().npc_expressions(request.param_as("npc_id")?)
+        request
+            .host()
+            .npc_expressions(request.param_as("npc_id")?)
             .await?,
     ))
 }
@@ -117,7 +116,9 @@ async fn set_expressions(
     let npc_id = request.param_as("npc_id")?;
     let body: ExpressionsBody = request.json()?;
     Ok(Json(
-        request.host().set_npc_expressions(npc_id, body.expressions)
+        request
+            .host()
+            .set_npc_expressions(npc_id, body.expressions)
             .await?,
     ))
 }
@@ -127,7 +128,9 @@ async fn schedules(
     request: Request,
 ) -> Result<Json<Vec<NpcScheduleEntry>>, ApiError> {
     Ok(Json(
-        request.host().npc_schedules(request.param_as("npc_id")?)
+        request
+            .host()
+            .npc_schedules(request.param_as("npc_id")?)
             .await?,
     ))
 }
@@ -145,7 +148,9 @@ async fn set_schedules(
     let npc_id = request.param_as("npc_id")?;
     let body: SchedulesBody = request.json()?;
     Ok(Json(
-        request.host().set_npc_schedules(npc_id, body.schedules)
+        request
+            .host()
+            .set_npc_schedules(npc_id, body.schedules)
             .await?,
     ))
 }

@@ -125,7 +125,9 @@ async fn relationships(
     _: &GameRelationships,
     request: Request,
 ) -> Result<Json<RelationshipsView>, ApiError> {
-    let session = request.host().get_session(request.param_as("session_id")?)
+    let session = request
+        .host()
+        .get_session(request.param_as("session_id")?)
         .await?;
     let mut view = Map::new();
     if let Value::Object(entries) = session.relationships {

@@ -66,7 +66,9 @@ async fn create(_: &GameSessions, request: Request) -> Result<Json<Session>, Api
 
 async fn get(_: &GameSessions, request: Request) -> Result<Json<Session>, ApiError> {
     Ok(Json(
-        request.host().get_session(request.param_as("session_id")?)
+        request
+            .host()
+            .get_session(request.param_as("session_id")?)
             .await?,
     ))
 }

@@ -183,10 +183,15 @@ async fn pickpocket(
         "session_id": session_id, "npc_id": npc_id, "slot_id": body.slot_id,
         "success": success, "detected": detected,
     });
-    request.host().announce("stealth:pickpocket", &attempt).await;
+    request
+        .host()
+        .announce("stealth:pickpocket", &attempt)
+        .await;
     let interaction =
         json!({"interaction": "pickpocket", "session_id": session_id, "npc_id": npc_id});
-    request.host().announce("interaction:executed", &interaction)
+    request
+        .host()
+        .announce("interaction:executed", &interaction)
         .await;
     Ok(Json(PickpocketResponse {
         success,

@@ -68,7 +68,10 @@ async fn create(_: &GameWorlds, request: Request) -> Result<Json<World>, ApiErro
 
 async fn get(_: &GameWorlds, request: Request) -> Result<Json<World>, ApiError> {
     Ok(Json(
-        request.host().get_world(request.param_as("world_id")?).await?,
+        request
+            .host()
+            .get_world(request.param_as("world_id")?)
+            .await?,
     ))
 }
 
@@ -83,7 +86,9 @@ async fn advance(_: &GameWorlds, request: Request) -> Result<Json<World>, ApiErr
     let world_id = request.param_as("world_id")?;
     let body: AdvanceBody = request.json()?;
     Ok(Json(
-        request.host().advance_world(world_id, body.delta_seconds)
+        request
+            .host()
+            .advance_world(world_id, body.delta_seconds)
             .await?,
     ))
 }
