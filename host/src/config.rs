@@ -82,12 +82,16 @@ pub struct GameLimits {
     /// Largest `flags` or `relationships` document of one session, in bytes of JSON
     /// (`max_session_document_bytes`, default 256 KiB).
     pub max_session_document_bytes: usize,
+    /// Longest a plugin's own SQL statement may run (`plugin_statement_timeout_ms`, default
+    /// 5 s); a statement that runs longer is stopped and its call fails.
+    pub plugin_statement_timeout: Duration,
 }
 
 impl Default for GameLimits {
     fn default() -> Self {
         GameLimits {
             max_session_document_bytes: DEFAULT_MAX_SESSION_DOCUMENT_BYTES,
+            plugin_statement_timeout: Duration::from_millis(DEFAULT_PLUGIN_STATEMENT_TIMEOUT_MS),
         }
     }
 }
@@ -184,7 +188,11 @@ struct EventsTable {
 #[serde(deny_unknown_fields)]
 struct GameTable {
     max_session_document_bytes: Option<usize>,
+    plugin_statement_timeout_ms: Option<u64>,
 }
+
+/// Default `[game] plugin_statement_timeout_ms`.
+pub const DEFAULT_PLUGIN_STATEMENT_TIMEOUT_MS: u64 = 5000;
 
 /// Default `[events] retention_secs`: a day.
 pub const DEFAULT_EVENT_RETENTION_SECS: u64 = 86_400;
@@ -255,6 +263,13 @@ impl Config {
         if max_session_document_bytes < 2 {
             bail!("[game] max_session_document_bytes must be at least 2 (the size of {{}})");
         }
+        let plugin_statement_timeout_ms = file
+            .game
+            .plugin_statement_timeout_ms
+            .unwrap_or(DEFAULT_PLUGIN_STATEMENT_TIMEOUT_MS);
+        if plugin_statement_timeout_ms == 0 {
+            bail!("[game] plugin_statement_timeout_ms must be at least 1");
+        }
         let relative_to_file = |path: PathBuf| match &file_dir {
             Some(base) if path.is_relative() => base.join(path),
             _ => path,
@@ -298,6 +313,7 @@ impl Config {
             events,
             game_limits: GameLimits {
                 max_session_document_bytes,
+                plugin_statement_timeout: Duration::from_millis(plugin_statement_timeout_ms),
             },
         })
     }

@@ -26,9 +26,10 @@ pub enum SqlValue {
 }
 
 impl SqlValue {
-    /// A JSON parameter from anything serializable.
-    pub fn json(value: &impl Serialize) -> SqlValue {
-        SqlValue::Json(serde_json::to_value(value).unwrap_or(Value::Null))
+    /// A JSON parameter (`SqlValue::json(json!({"k": 1}))`; for your own types,
+    /// `serde_json::to_value(&x)?` first).
+    pub fn json(value: impl Into<Value>) -> SqlValue {
+        SqlValue::Json(value.into())
     }
 
     /// The value's kind, for error messages.
@@ -87,7 +88,7 @@ impl<T: Into<SqlValue>> From<Option<T>> for SqlValue {
     }
 }
 
-/// Parameters for `db_query` / `db_execute`: `params![session_id, "text", SqlValue::json(&x)]`.
+/// Parameters for `db_query` / `db_execute`: `params![session_id, "text", SqlValue::json(json!({"k": 1}))]`.
 #[macro_export]
 macro_rules! params {
     ($($value:expr),* $(,)?) => {
@@ -288,7 +289,7 @@ mod tests {
 
     #[test]
     fn values_cross_as_tagged_json_and_read_back_typed() {
-        let params = crate::params![1_i64, "a", None::<i64>, true, SqlValue::json(&[1, 2])];
+        let params = crate::params![1_i64, "a", None::<i64>, true, SqlValue::json(vec![1, 2])];
         let text = serde_json::to_string(&params).unwrap();
         assert_eq!(
             text,

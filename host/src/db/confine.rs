@@ -31,6 +31,7 @@ use std::{
     cell::RefCell,
     collections::HashSet,
     sync::{Mutex, OnceLock},
+    time::{Duration, Instant},
 };
 
 use plugin_api::db::{Rows, SqlValue};
@@ -41,7 +42,7 @@ use rusqlite::{
 };
 use sqlx::{postgres::PgRow, Column, Row as _, TypeInfo, ValueRef as _};
 
-use super::sql::DbError;
+use super::{sql::DbError, unit_of_work::UnitOfWork};
 
 /// The prefix of a plugin's table names on both databases (`game_dialogue__lines`).
 pub fn table_prefix(plugin_id: &str) -> String {
@@ -105,6 +106,8 @@ pub struct PluginStatement<'a> {
     pub mode: Mode,
     /// Whose rows the caller views show.
     pub caller: CallerRows,
+    /// Longest it may run.
+    pub timeout: Duration,
 }
 
 /// What a statement produced.
@@ -130,6 +133,11 @@ struct Active {
     prefix: String,
     mode: Mode,
     caller: CallerRows,
+    /// When SQLite's progress handler stops the statement.
+    deadline: Instant,
+    /// The names of the database's tables and views, lower-case: SQLite reports a read of
+    /// no column (`count(*)`) by the name in the FROM clause, which may be a CTE's.
+    schema: HashSet<String>,
 }
 
 thread_local! {
@@ -142,6 +150,18 @@ thread_local! {
 pub fn install_sqlite(connection: &Connection) -> rusqlite::Result<()> {
     use rusqlite::functions::FunctionFlags;
     connection.authorizer(Some(authorize));
+    // Every 1000 virtual-machine steps: a confined statement past its deadline is stopped.
+    connection.progress_handler(
+        1000,
+        Some(|| {
+            ACTIVE.with(|active| {
+                active
+                    .borrow()
+                    .as_ref()
+                    .is_some_and(|active| Instant::now() >= active.deadline)
+            })
+        }),
+    );
     // SAFETY: the handle is only used by these functions, which SQLite calls on this
     // connection while it is open (they are dropped with it).
     let handle = SqliteHandle(unsafe { connection.handle() });
@@ -283,6 +303,11 @@ fn allowed(active: &Active, context: &AuthContext<'_>) -> bool {
             (migrates && table_name == "sqlite_temp_master")
                 || main
                     && (own(table_name)
+                // No column of a CTE (`WITH n AS (...) SELECT count(*) FROM n`), never of a
+                // table, a view or a built-in virtual table.
+                || (column_name.is_empty()
+                    && !active.schema.contains(&table_name.to_ascii_lowercase())
+                    && !is_builtin_table(table_name))
                 || CALLER_VIEWS.contains(&table_name)
                 || matches!(table_name, "json_each" | "json_tree")
                 // A foreign key's check reads the referenced id (ids only).
@@ -330,6 +355,21 @@ fn allowed(active: &Active, context: &AuthContext<'_>) -> bool {
     }
 }
 
+/// SQLite's own virtual tables that need no CREATE (table-valued functions and the like).
+fn is_builtin_table(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    name.starts_with("pragma_")
+        || name.starts_with("sqlite_")
+        || [
+            "dbstat",
+            "generate_series",
+            "fts3tokenize",
+            "json_each",
+            "json_tree",
+        ]
+        .contains(&name.as_str())
+}
+
 /// A refused action in words, for the error the plugin (and the log) gets.
 fn describe(action: &AuthAction<'_>) -> String {
     match action {
@@ -357,15 +397,28 @@ fn describe(action: &AuthAction<'_>) -> String {
 struct Confined;
 
 impl Confined {
-    fn enter(statement: &PluginStatement<'_>) -> Confined {
+    fn enter(
+        connection: &Connection,
+        statement: &PluginStatement<'_>,
+    ) -> Result<Confined, DbError> {
+        let mut names = connection.prepare_cached(
+            "SELECT lower(name) FROM sqlite_master WHERE type IN ('table', 'view')",
+        )?;
+        let schema = names
+            .query_map([], |row| row.get::<_, String>(0))?
+            .collect::<rusqlite::Result<HashSet<String>>>()?;
+        drop(names);
         ACTIVE.with(|active| {
             *active.borrow_mut() = Some(Active {
                 prefix: table_prefix(statement.plugin_id),
                 mode: statement.mode,
                 caller: statement.caller,
+                deadline: Instant::now() + statement.timeout,
+                schema,
             });
         });
-        Confined
+        DENIED.with(|denied| denied.borrow_mut().take());
+        Ok(Confined)
     }
 }
 
@@ -380,7 +433,28 @@ pub fn run_sqlite(
     connection: &Connection,
     statement: &PluginStatement<'_>,
 ) -> Result<Outcome, DbError> {
-    let _confined = Confined::enter(statement);
+    // A write runs in a savepoint, so a statement that fails half-way (INSERT OR FAIL, a
+    // RETURNING value that cannot be read) keeps nothing.
+    let contained = statement.mode != Mode::Read && !connection.is_autocommit();
+    if contained {
+        super::sql::sqlite_script(connection, "SAVEPOINT pixsim7_plugin_sql")?;
+    }
+    let outcome = confined_sqlite(connection, statement);
+    if contained {
+        let end = match outcome {
+            Ok(_) => "RELEASE pixsim7_plugin_sql",
+            Err(_) => "ROLLBACK TO pixsim7_plugin_sql; RELEASE pixsim7_plugin_sql",
+        };
+        connection.execute_batch(end)?;
+    }
+    outcome
+}
+
+fn confined_sqlite(
+    connection: &Connection,
+    statement: &PluginStatement<'_>,
+) -> Result<Outcome, DbError> {
+    let _confined = Confined::enter(connection, statement)?;
     // Never from the cache: a cached statement was authorized for whoever prepared it.
     // Statement by statement: a second one is refused, never silently ignored.
     let mut batch = rusqlite::Batch::new(connection, statement.sql);
@@ -438,6 +512,9 @@ pub fn run_sqlite(
     })
 }
 
+/// How long a plugin's migration may run on SQLite (the host's hook timeout bounds it too).
+const MIGRATION_TIMEOUT: Duration = Duration::from_secs(3600);
+
 /// Runs a plugin's migration script on SQLite, confined to its own tables.
 pub fn migrate_sqlite(
     connection: &Connection,
@@ -450,9 +527,68 @@ pub fn migrate_sqlite(
         params: &[],
         mode: Mode::Migrate,
         caller: CallerRows::Nobody,
+        timeout: MIGRATION_TIMEOUT,
     };
-    let _confined = Confined::enter(&statement);
-    connection.execute_batch(script).map_err(sqlite_refusal)
+    let before = foreign_schema(connection, plugin_id)?;
+    {
+        let _confined = Confined::enter(connection, &statement)?;
+        connection.execute_batch(script).map_err(sqlite_refusal)?;
+    }
+    // DDL needs the schema tables, which the authorizer cannot tell from a plugin writing
+    // them for itself; so the migration must have left everything not its own as it was
+    // (a table renamed out of its prefix, a counter of the host's changed: refused).
+    let after = foreign_schema(connection, plugin_id)?;
+    if before != after {
+        let changed: Vec<String> = after
+            .iter()
+            .filter(|entry| !before.contains(entry))
+            .chain(before.iter().filter(|entry| !after.contains(entry)))
+            .map(|(kind, name, _)| format!("{kind} {name}"))
+            .collect();
+        return Err(refused(format!(
+            "the migration changed what is not the plugin's own: {}",
+            changed.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+/// Every schema object and AUTOINCREMENT counter that is not `plugin_id`'s.
+fn foreign_schema(
+    connection: &Connection,
+    plugin_id: &str,
+) -> Result<Vec<(String, String, String)>, DbError> {
+    let prefix = table_prefix(plugin_id);
+    let own = |name: &str| {
+        let name = name.strip_prefix("sqlite_autoindex_").unwrap_or(name);
+        name.len() > prefix.len() && name[..prefix.len()].eq_ignore_ascii_case(&prefix)
+    };
+    let mut entries = Vec::new();
+    let mut schema = connection.prepare_cached(
+        "SELECT type, name, tbl_name, COALESCE(sql, '') FROM sqlite_master ORDER BY type, name",
+    )?;
+    let mut rows = schema.query([])?;
+    while let Some(row) = rows.next()? {
+        let (kind, name, table, sql): (String, String, String, String) =
+            (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?);
+        if !(own(&name) && own(&table)) {
+            entries.push((kind, name, sql));
+        }
+    }
+    drop(rows);
+    let has_counters = entries.iter().any(|(_, name, _)| name == "sqlite_sequence");
+    if has_counters {
+        let mut counters =
+            connection.prepare_cached("SELECT name, seq FROM sqlite_sequence ORDER BY name")?;
+        let mut rows = counters.query([])?;
+        while let Some(row) = rows.next()? {
+            let (name, seq): (String, i64) = (row.get(0)?, row.get(1)?);
+            if !own(&name) {
+                entries.push(("counter".to_owned(), name, seq.to_string()));
+            }
+        }
+    }
+    Ok(entries)
 }
 
 fn bind_sqlite(
@@ -507,6 +643,14 @@ fn sqlite_value(value: ValueRef<'_>, column: &str, declared: &str) -> Result<Sql
 
 /// SQLite's refusal (`SQLITE_AUTH`) told apart from ordinary SQL errors.
 fn sqlite_refusal(error: rusqlite::Error) -> DbError {
+    if matches!(&error, rusqlite::Error::SqliteFailure(failure, _)
+        if failure.code == rusqlite::ErrorCode::OperationInterrupted)
+    {
+        return DbError::Statement(
+            "the statement ran longer than [game] plugin_statement_timeout_ms and was stopped"
+                .to_owned(),
+        );
+    }
     let denied = matches!(
         &error,
         rusqlite::Error::SqliteFailure(failure, _)
@@ -548,10 +692,13 @@ impl PgNames {
         } else {
             role
         };
-        PgNames {
-            schema: format!("plugin_{id}").chars().take(63).collect(),
-            role,
-        }
+        let schema = format!("plugin_{id}");
+        let schema = if schema.len() > 63 {
+            format!("plugin_{:016x}", fnv(plugin_id))
+        } else {
+            schema
+        };
+        PgNames { schema, role }
     }
 }
 
@@ -575,6 +722,34 @@ CREATE OR REPLACE VIEW caller_worlds WITH (security_barrier) AS
     WHERE current_setting('pixsim7.caller', true) = 'all'
        OR owner_user_id = (CASE WHEN current_setting('pixsim7.caller', true) ~ '^-?[0-9]{1,19}$'
                            THEN current_setting('pixsim7.caller', true)::bigint END);
+DO $$ BEGIN
+    -- Plugin roles must not be able to change their role, their caller or read-only mode
+    -- in the middle of a statement (set_config, or an UPDATE of pg_settings), nor create
+    -- temporary tables, which would outlive the statement on a pooled connection and shadow
+    -- the host's tables. The host keeps these rights for itself. Where the host's user may
+    -- not revoke them, plugin SQL is refused until an administrator does (see
+    -- postgres_provision).
+    IF has_function_privilege('public', 'pg_catalog.set_config(text,text,boolean)', 'EXECUTE') THEN
+        BEGIN
+            EXECUTE format('GRANT EXECUTE ON FUNCTION pg_catalog.set_config(text,text,boolean) TO %I', current_user);
+            REVOKE EXECUTE ON FUNCTION pg_catalog.set_config(text,text,boolean) FROM PUBLIC;
+        EXCEPTION WHEN insufficient_privilege THEN NULL;
+        END;
+    END IF;
+    IF has_table_privilege('public', 'pg_catalog.pg_settings', 'UPDATE') THEN
+        BEGIN
+            REVOKE UPDATE ON pg_catalog.pg_settings FROM PUBLIC;
+        EXCEPTION WHEN insufficient_privilege THEN NULL;
+        END;
+    END IF;
+    IF has_database_privilege('public', current_database(), 'TEMPORARY') THEN
+        BEGIN
+            EXECUTE format('GRANT TEMPORARY ON DATABASE %I TO %I', current_database(), current_user);
+            EXECUTE format('REVOKE TEMPORARY ON DATABASE %I FROM PUBLIC', current_database());
+        EXCEPTION WHEN insufficient_privilege THEN NULL;
+        END;
+    END IF;
+END $$;
 CREATE OR REPLACE FUNCTION pixsim7_confined(
     expected_role text, expected_caller text, read_only boolean)
 RETURNS void LANGUAGE plpgsql AS $$
@@ -607,21 +782,41 @@ DO $$ BEGIN
 EXCEPTION WHEN duplicate_object THEN NULL;
 END $$;
 DO $$ BEGIN
-    IF NOT pg_has_role(current_user, '{role}', 'MEMBER') THEN
+    -- The host switches to the role (SET ROLE), so it must be a member that may.
+    IF current_setting('server_version_num')::int >= 160000 THEN
+        IF NOT pg_has_role(current_user, '{role}', 'SET') THEN
+            EXECUTE format('GRANT %I TO %I WITH INHERIT FALSE, SET TRUE', '{role}', current_user);
+        END IF;
+    ELSIF NOT pg_has_role(current_user, '{role}', 'MEMBER') THEN
         EXECUTE format('GRANT %I TO %I', '{role}', current_user);
     END IF;
+    IF has_function_privilege('{role}', 'pg_catalog.set_config(text,text,boolean)', 'EXECUTE')
+       OR has_table_privilege('{role}', 'pg_catalog.pg_settings', 'UPDATE')
+       OR has_database_privilege('{role}', current_database(), 'TEMPORARY') THEN
+        RAISE EXCEPTION 'PostgreSQL cannot confine the plugin''s SQL: every role may still call set_config, update pg_settings or create temporary tables. Run once as a superuser: REVOKE EXECUTE ON FUNCTION pg_catalog.set_config(text, text, boolean) FROM PUBLIC; REVOKE UPDATE ON pg_catalog.pg_settings FROM PUBLIC; REVOKE TEMPORARY ON DATABASE % FROM PUBLIC; GRANT EXECUTE ON FUNCTION pg_catalog.set_config(text, text, boolean) TO %; GRANT TEMPORARY ON DATABASE % TO %',
+            quote_ident(current_database()), quote_ident(current_user),
+            quote_ident(current_database()), quote_ident(current_user);
+    END IF;
 END $$;
-CREATE SCHEMA IF NOT EXISTS "{schema}" AUTHORIZATION "{role}";
+-- The host owns the schema; the plugin's role owns its tables and may create objects
+-- only while its migrations run.
+CREATE SCHEMA IF NOT EXISTS "{schema}";
+ALTER SCHEMA "{schema}" OWNER TO CURRENT_USER;
 REVOKE ALL ON SCHEMA "{schema}" FROM PUBLIC;
+REVOKE CREATE ON SCHEMA "{schema}" FROM "{role}";
+GRANT USAGE ON SCHEMA "{schema}" TO "{role}";
 {references}
 GRANT SELECT ON {views} TO "{role}";
+GRANT EXECUTE ON FUNCTION public.pixsim7_confined(text, text, boolean) TO "{role}";
 DO $$ DECLARE t record; BEGIN
     FOR t IN SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
              WHERE n.nspname = 'public' AND c.relkind IN ('r', 'v', 'p')
                AND c.relname LIKE '{prefix}%'
     LOOP
+        EXECUTE format('GRANT CREATE ON SCHEMA %I TO %I', '{schema}', '{role}');
         EXECUTE format('ALTER TABLE public.%I SET SCHEMA %I', t.relname, '{schema}');
         EXECUTE format('ALTER TABLE %I.%I OWNER TO %I', '{schema}', t.relname, '{role}');
+        EXECUTE format('REVOKE CREATE ON SCHEMA %I FROM %I', '{schema}', '{role}');
     END LOOP;
 END $$;
 "#
@@ -629,19 +824,27 @@ END $$;
 }
 
 /// Runs a plugin's migration script inside a `SECURITY DEFINER` function owned by its role
-/// (PostgreSQL refuses role changes and transaction control there), then checks that it left
-/// no function or trigger behind (they would run with the privileges of whoever fires them).
+/// (PostgreSQL refuses role changes and transaction control there), with the right to create
+/// objects in its schema for that time only, then checks that it left no function or trigger
+/// behind (they would run with the privileges of whoever fires them).
 pub fn postgres_migration(names: &PgNames, script: &str) -> String {
     let PgNames { schema, role } = names;
     let quoted = quote_literal(script);
+    // A dollar-quote tag the script does not contain.
+    let mut tag = "pixsim7".to_owned();
+    while quoted.contains(&format!("${tag}$")) {
+        tag.push('_');
+    }
     format!(
         r#"
+GRANT CREATE ON SCHEMA "{schema}" TO "{role}";
 CREATE FUNCTION "{schema}".pixsim7_migrate() RETURNS void LANGUAGE plpgsql SECURITY DEFINER
     SET search_path = "{schema}", public
-AS $pixsim7$ BEGIN EXECUTE {quoted}; END $pixsim7$;
+AS ${tag}$ BEGIN EXECUTE {quoted}; END ${tag}$;
 ALTER FUNCTION "{schema}".pixsim7_migrate() OWNER TO "{role}";
 SELECT "{schema}".pixsim7_migrate();
 DROP FUNCTION "{schema}".pixsim7_migrate();
+REVOKE CREATE ON SCHEMA "{schema}" FROM "{role}";
 DO $$ BEGIN
     IF EXISTS (SELECT 1 FROM pg_proc WHERE pronamespace = '"{schema}"'::regnamespace) THEN
         RAISE EXCEPTION 'plugin migrations may not create functions or procedures';
@@ -669,53 +872,49 @@ fn vetted() -> &'static Mutex<HashSet<(String, String)>> {
 /// At most this many vetted statements are remembered (then vetting starts over).
 const VETTED_CAPACITY: usize = 4096;
 
-/// Runs one confined plugin statement on PostgreSQL. `in_transaction`: the connection is in
-/// the unit's transaction (the statement runs in a savepoint of it); otherwise it is a read
-/// in a read-only transaction of its own.
+/// Runs one confined plugin statement on PostgreSQL, in a savepoint of `unit`'s transaction
+/// (which `connection` is in), under the plugin's role, for at most `timeout`.
 pub async fn run_postgres(
     connection: &mut sqlx::PgConnection,
-    in_transaction: bool,
+    unit: &UnitOfWork,
     names: &PgNames,
     statement: &PluginStatement<'_>,
 ) -> Result<Outcome, DbError> {
     let caller = statement.caller.setting();
-    let read_only = statement.mode == Mode::Read;
-    let (open, keep, undo) = match (in_transaction, read_only) {
-        (true, false) => (
-            "SAVEPOINT pixsim7_plugin_sql;",
-            "RESET ALL; RESET ROLE; RELEASE SAVEPOINT pixsim7_plugin_sql;",
-            "ROLLBACK TO SAVEPOINT pixsim7_plugin_sql; RELEASE SAVEPOINT pixsim7_plugin_sql;",
-        ),
+    // Whatever a statement left on the session (a held cursor, an advisory lock) goes with it.
+    const CLEAN: &str = "CLOSE ALL; SELECT pg_advisory_unlock_all();";
+    const UNDO: &str =
+        "ROLLBACK TO SAVEPOINT pixsim7_plugin_sql; RELEASE SAVEPOINT pixsim7_plugin_sql;";
+    let (read_only, keep) = match statement.mode {
         // A read never keeps anything: rolled back whatever it tried.
-        (true, true) => (
-            "SAVEPOINT pixsim7_plugin_sql; SET LOCAL transaction_read_only = on;",
-            "ROLLBACK TO SAVEPOINT pixsim7_plugin_sql; RELEASE SAVEPOINT pixsim7_plugin_sql;",
-            "ROLLBACK TO SAVEPOINT pixsim7_plugin_sql; RELEASE SAVEPOINT pixsim7_plugin_sql;",
+        Mode::Read => (" SET LOCAL transaction_read_only = on;", UNDO),
+        Mode::Write | Mode::Migrate => (
+            "",
+            "RESET ALL; RESET ROLE; RELEASE SAVEPOINT pixsim7_plugin_sql;",
         ),
-        (false, _) => ("BEGIN READ ONLY;", "ROLLBACK;", "ROLLBACK;"),
     };
-    if !in_transaction && !read_only {
-        return Err(refused("a write outside the unit of work's transaction"));
-    }
     let open = format!(
-        "{open} SET LOCAL ROLE \"{role}\"; SET LOCAL search_path = \"{schema}\", public; \
+        "SAVEPOINT pixsim7_plugin_sql;{read_only} SET LOCAL statement_timeout = {ms}; \
+         SET LOCAL ROLE \"{role}\"; SET LOCAL search_path = \"{schema}\", public; \
          SET LOCAL pixsim7.caller = {caller_literal};",
+        ms = statement.timeout.as_millis().max(1),
         role = names.role,
         schema = names.schema,
         caller_literal = quote_literal(&caller),
     );
+    // Until the connection is back to the host's role and out of the savepoint, the unit may
+    // not go on: if this future is dropped (or a step of the bracket fails) on the way, the
+    // unit refuses further calls and rolls back.
+    let abandoned = unit.break_unless_finished();
     pg_simple(connection, &open).await?;
     let outcome = confined_postgres(connection, names, statement, &caller).await;
-    match outcome {
-        Ok(outcome) => {
-            pg_simple(connection, keep).await?;
-            Ok(outcome)
-        }
-        Err(error) => {
-            pg_simple(connection, undo).await?;
-            Err(error)
-        }
-    }
+    let close = match &outcome {
+        Ok(_) => format!("{keep} {CLEAN}"),
+        Err(_) => format!("{UNDO} {CLEAN}"),
+    };
+    pg_simple(connection, &close).await?;
+    abandoned.finished();
+    outcome
 }
 
 async fn confined_postgres(
@@ -762,7 +961,7 @@ async fn confined_postgres(
     // The statement may not have left its role, its caller or read-only mode (set_config
     // mid-statement).
     let check = format!(
-        "SELECT pixsim7_confined({}, {}, {})",
+        "SELECT public.pixsim7_confined({}, {}, {})",
         quote_literal(&names.role),
         quote_literal(caller),
         statement.mode == Mode::Read
@@ -894,13 +1093,26 @@ mod tests {
         connection
             .execute_batch(
                 "CREATE TABLE game_sessions (id INTEGER PRIMARY KEY, user_id INTEGER, world_id INTEGER, flags TEXT);
-                 CREATE TABLE game_worlds (id INTEGER PRIMARY KEY, owner_user_id INTEGER);
+                 CREATE TABLE game_worlds (id INTEGER PRIMARY KEY AUTOINCREMENT, owner_user_id INTEGER);
+                 INSERT INTO game_worlds (owner_user_id) VALUES (1);
                  INSERT INTO game_sessions (user_id, flags) VALUES (1, '{}'), (2, '{}');
-                 CREATE TABLE p__items (id INTEGER PRIMARY KEY AUTOINCREMENT, note TEXT, session_id INTEGER REFERENCES game_sessions (id));",
+                 CREATE TABLE p__items (id INTEGER PRIMARY KEY AUTOINCREMENT, note TEXT UNIQUE,
+                     session_id INTEGER REFERENCES game_sessions (id));",
             )
             .unwrap();
         connection.execute_batch(SQLITE_CALLER_VIEWS).unwrap();
         connection
+    }
+
+    fn statement(sql: &str, mode: Mode, caller: CallerRows) -> PluginStatement<'_> {
+        PluginStatement {
+            plugin_id: "p",
+            sql,
+            params: &[],
+            mode,
+            caller,
+            timeout: Duration::from_millis(200),
+        }
     }
 
     fn run(
@@ -909,16 +1121,7 @@ mod tests {
         mode: Mode,
         caller: CallerRows,
     ) -> Result<Outcome, DbError> {
-        run_sqlite(
-            connection,
-            &PluginStatement {
-                plugin_id: "p",
-                sql,
-                params: &[],
-                mode,
-                caller,
-            },
-        )
+        run_sqlite(connection, &statement(sql, mode, caller))
     }
 
     #[test]
@@ -965,50 +1168,83 @@ mod tests {
         )
         .unwrap();
         assert!(nobody.rows.rows.is_empty());
-        // The host's own statements are not confined.
+        // The host's own statements are not confined, and the authorizer is still installed.
         connection
             .prepare("SELECT flags FROM game_sessions")
             .unwrap();
+        assert!(run(
+            &connection,
+            "SELECT flags FROM game_sessions",
+            Mode::Read,
+            user
+        )
+        .is_err());
     }
-}
-
-#[cfg(test)]
-mod store_tests {
-    use super::*;
 
     #[test]
-    fn reader_connections_are_confined() {
-        let dir = std::env::temp_dir().join(format!("confine-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let store = crate::db::sqlite::SqliteStore::open(&dir.join("t.db")).unwrap();
-        let writer = store.dedicated_connection().unwrap();
-        writer.execute_batch("CREATE TABLE IF NOT EXISTS game_sessions (id INTEGER PRIMARY KEY, user_id INTEGER, world_id INTEGER, flags TEXT); CREATE TABLE IF NOT EXISTS game_worlds (id INTEGER PRIMARY KEY, owner_user_id INTEGER); INSERT INTO game_sessions (user_id) VALUES (1)").unwrap();
-        writer.execute_batch(SQLITE_CALLER_VIEWS).unwrap();
-        let mut lease = store.reader().unwrap();
-        let crate::db::sql::Conn::Sqlite(connection) = lease.conn() else {
-            unreachable!()
-        };
-        run_sqlite(
-            connection,
-            &PluginStatement {
-                plugin_id: "p",
-                sql: "SELECT COUNT(*) FROM caller_sessions",
-                params: &[],
-                mode: Mode::Read,
-                caller: CallerRows::User(1),
-            },
+    fn a_statement_past_its_deadline_is_stopped() {
+        let connection = store();
+        let error = run(
+            &connection,
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT count(*) FROM n",
+            Mode::Read,
+            CallerRows::Nobody,
+        )
+        .unwrap_err();
+        assert!(
+            error.to_string().contains("plugin_statement_timeout_ms"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_write_that_fails_half_way_keeps_nothing() {
+        let connection = store();
+        connection.execute_batch("BEGIN").unwrap();
+        run(
+            &connection,
+            "INSERT INTO p__items (note) VALUES ('taken')",
+            Mode::Write,
+            CallerRows::Nobody,
         )
         .unwrap();
-        let error = run_sqlite(
-            connection,
-            &PluginStatement {
-                plugin_id: "p",
-                sql: "SELECT flags FROM game_sessions",
-                params: &[],
-                mode: Mode::Read,
-                caller: CallerRows::Nobody,
-            },
+        // The second row breaks the UNIQUE constraint after the first was written.
+        let failed = run(
+            &connection,
+            "INSERT OR FAIL INTO p__items (note) VALUES ('fresh'), ('taken')",
+            Mode::Write,
+            CallerRows::Nobody,
         );
-        assert!(error.is_err(), "{error:?}");
+        assert!(failed.is_err());
+        let count: i64 = connection
+            .query_row("SELECT COUNT(*) FROM p__items", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(count, 1);
+        connection.execute_batch("COMMIT").unwrap();
+    }
+
+    #[test]
+    fn a_migration_may_not_change_what_is_not_its_own() {
+        let connection = store();
+        migrate_sqlite(
+            &connection,
+            "p",
+            "CREATE TABLE p__more (id INTEGER PRIMARY KEY AUTOINCREMENT, x TEXT UNIQUE); \
+             CREATE INDEX p__more_x ON p__more (x); INSERT INTO p__more (x) VALUES ('a');",
+        )
+        .unwrap();
+        for script in [
+            "UPDATE sqlite_sequence SET seq = 9223372036854775807 WHERE name = 'game_worlds'",
+            "ALTER TABLE p__more RENAME TO escaped",
+            "CREATE TABLE game_extra (x)",
+            "CREATE TRIGGER p__t AFTER INSERT ON p__more BEGIN DELETE FROM game_sessions; END",
+        ] {
+            connection.execute_batch("SAVEPOINT m").unwrap();
+            let error = migrate_sqlite(&connection, "p", script).unwrap_err();
+            connection
+                .execute_batch("ROLLBACK TO m; RELEASE m")
+                .unwrap();
+            assert!(matches!(error, DbError::Refused(_)), "{script}: {error}");
+        }
     }
 }

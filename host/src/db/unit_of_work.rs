@@ -13,6 +13,8 @@
 //! Invariant: nothing outside this module begins, commits or rolls back a unit's
 //! transaction, and a unit never commits after it was told to roll back.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use sqlx::{Postgres, Transaction};
 use tokio::sync::{Mutex, MutexGuard};
 
@@ -36,6 +38,10 @@ pub struct UnitOfWork {
     state: Mutex<UnitState>,
     /// Events written to the outbox in this unit, counted once it commits.
     emitted: std::sync::Mutex<Vec<EmittedEvent>>,
+    /// Set when a step that must finish did not (a confined plugin statement abandoned
+    /// half-way): the connection's state is unknown, so the unit takes no further call and
+    /// rolls back.
+    broken: AtomicBool,
 }
 
 enum UnitState {
@@ -52,6 +58,26 @@ enum OpenTransaction {
     Sqlite(WriterLease),
     /// A PostgreSQL transaction of the unit's own.
     Postgres(Transaction<'static, Postgres>),
+}
+
+/// A step of a unit that must run to its end (see [`UnitOfWork::break_unless_finished`]).
+pub struct Unfinished<'a> {
+    unit: Option<&'a UnitOfWork>,
+}
+
+impl Unfinished<'_> {
+    /// The step ran to its end.
+    pub fn finished(mut self) {
+        self.unit = None;
+    }
+}
+
+impl Drop for Unfinished<'_> {
+    fn drop(&mut self) {
+        if let Some(unit) = self.unit {
+            unit.broken.store(true, Ordering::Release);
+        }
+    }
 }
 
 /// Why a unit of work could not do what was asked.
@@ -134,6 +160,7 @@ impl UnitOfWork {
             database: database.clone(),
             state: Mutex::new(UnitState::Idle),
             emitted: std::sync::Mutex::new(Vec::new()),
+            broken: AtomicBool::new(false),
         }
     }
 
@@ -145,6 +172,7 @@ impl UnitOfWork {
             database: database.clone(),
             state: Mutex::new(UnitState::Open(transaction)),
             emitted: std::sync::Mutex::new(Vec::new()),
+            broken: AtomicBool::new(false),
         })
     }
 
@@ -153,8 +181,24 @@ impl UnitOfWork {
         &self.database
     }
 
+    /// A guard for a step that must run to its end: dropped before
+    /// [`Unfinished::finished`], it breaks the unit.
+    pub fn break_unless_finished(&self) -> Unfinished<'_> {
+        Unfinished { unit: Some(self) }
+    }
+
+    fn check_not_broken(&self) -> Result<(), DbError> {
+        if self.broken.load(Ordering::Acquire) {
+            return Err(DbError::Unavailable(
+                "a plugin statement of this unit of work was abandoned half-way; the unit is rolled back".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+
     /// A connection for one call; `write` begins the transaction if it is not open yet.
     pub async fn connection(&self, write: bool) -> Result<UnitConnection<'_>, UnitError> {
+        self.check_not_broken()?;
         let mut state = self.state.lock().await;
         match &mut *state {
             UnitState::Open(OpenTransaction::Sqlite(lease)) => {
@@ -183,6 +227,10 @@ impl UnitOfWork {
     /// Commits what the unit wrote (on SQLite, waits for the group commit that holds it).
     /// After this, the unit refuses further calls.
     pub async fn commit(&self) -> Result<Ending, DbError> {
+        if let Err(error) = self.check_not_broken() {
+            self.rollback().await;
+            return Err(error);
+        }
         let previous = std::mem::replace(&mut *self.state.lock().await, UnitState::Ended);
         match previous {
             UnitState::Open(OpenTransaction::Postgres(transaction)) => {

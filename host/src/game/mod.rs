@@ -94,14 +94,18 @@ pub async fn execute(
     payload: &[u8],
 ) -> Result<Vec<u8>, ServiceError> {
     if op == ops::DB_QUERY || op == ops::DB_EXECUTE {
-        // Confined by the database, in a savepoint of its own (`db::confine`).
+        // Confined by the database (`db::confine`). On PostgreSQL always inside the unit's
+        // transaction: the statement runs in a savepoint of it, under the plugin's role.
         let write = op == ops::DB_EXECUTE;
-        let mut connection = unit.connection(write).await.map_err(unit_error)?;
-        let in_transaction = connection.in_transaction();
+        let postgres = unit.database().backend == crate::db::Backend::Postgres;
+        let mut connection = unit
+            .connection(write || postgres)
+            .await
+            .map_err(unit_error)?;
         return plugin_tables::run(
             &mut connection.conn(),
-            in_transaction,
-            unit.database(),
+            unit,
+            limits,
             plugin_id,
             scope,
             write,

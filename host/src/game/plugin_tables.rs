@@ -4,10 +4,13 @@
 //! literal works, and whatever leaves the plugin's tables is refused by SQLite's authorizer or
 //! PostgreSQL's privileges.
 
-use crate::db::{
-    confine::{self, CallerRows, Mode, PgNames, PluginStatement},
-    sql::{Conn, DbError},
-    Database,
+use crate::{
+    config::GameLimits,
+    db::{
+        confine::{self, CallerRows, Mode, PgNames, PluginStatement},
+        sql::{Conn, DbError},
+        unit_of_work::UnitOfWork,
+    },
 };
 use plugin_api::{
     abi::{ServiceError, ServiceErrorKind},
@@ -16,11 +19,13 @@ use plugin_api::{
 
 use super::{database_error, parse, service_error, Scope};
 
-/// Runs `db.query` (`write == false`) or `db.execute` for `plugin_id`, answering JSON.
+/// Runs `db.query` (`write == false`) or `db.execute` for `plugin_id` on `db`, a connection
+/// of `unit` (in its transaction on PostgreSQL), answering JSON.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     db: &mut Conn<'_>,
-    in_transaction: bool,
-    database: &Database,
+    unit: &UnitOfWork,
+    limits: &GameLimits,
     plugin_id: &str,
     scope: Scope,
     write: bool,
@@ -33,12 +38,13 @@ pub async fn run(
         params: &call.params,
         mode: if write { Mode::Write } else { Mode::Read },
         caller: caller_rows(scope),
+        timeout: limits.plugin_statement_timeout,
     };
     let outcome = match db {
         Conn::Sqlite(connection) => confine::run_sqlite(connection, &statement),
         Conn::Postgres(connection) => {
-            let names = PgNames::new(database.tag(), plugin_id);
-            confine::run_postgres(connection, in_transaction, &names, &statement).await
+            let names = PgNames::new(unit.database().tag(), plugin_id);
+            confine::run_postgres(connection, unit, &names, &statement).await
         }
     }
     .map_err(|error| sql_error(plugin_id, error))?;

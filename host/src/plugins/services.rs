@@ -180,21 +180,23 @@ impl Bound {
             Joined::Request(_) | Joined::Ambient(_) => result,
         };
         if PRIVILEGED.contains(&op.permission) || scope == Scope::System {
-            let permission = if scope == Scope::System {
-                self.system_permission(op)
-            } else {
-                op.permission
-            };
             let outcome = if result.is_ok() { "allowed" } else { "failed" };
+            let permission = op.permission;
+            let system = (scope == Scope::System).then(|| self.system_permission(op));
+            let with = match system {
+                Some(system) => format!("{permission} and {system}"),
+                None => permission.to_owned(),
+            };
             tracing::info!(
                 target: AUDIT_TARGET,
                 plugin,
                 permission,
+                system,
                 operation = op.name,
                 outcome,
                 request_id,
                 user_id,
-                "plugin {plugin} used {} with {permission} ({outcome})",
+                "plugin {plugin} used {} with {with} ({outcome})",
                 op.name
             );
         }
@@ -213,8 +215,15 @@ impl Bound {
     }
 
     /// The scope of a call the plugin makes as itself: everything with the system permission
-    /// the call needs (`system:write` covers reads too), else no user's data.
+    /// the call needs (`system:write` covers reads too), else no user's data. Only calls
+    /// about owned data (worlds, sessions, and the caller views of a plugin's SQL) can differ.
     fn own_scope(&self, op: plugin_api::game::Operation) -> Scope {
+        let owned = ["world.", "session.", "db."]
+            .iter()
+            .any(|family| op.name.starts_with(family));
+        if !owned {
+            return Scope::Plugin;
+        }
         let permitted = if game::writes(op) {
             self.permits(SYSTEM_WRITE)
         } else {

@@ -88,6 +88,8 @@ const ESCAPES_EVERYWHERE: &[(&str, bool)] = &[
     ("ROLLBACK", true),
     ("SAVEPOINT x", true),
     ("SELECT 1; DELETE FROM fixture_plugin_data__items", true),
+    ("SELECT COUNT(*) AS n FROM pixsim7_events", false),
+    ("SELECT user_id FROM game_sessions", false),
 ];
 
 const ESCAPES_SQLITE: &[(&str, bool)] = &[
@@ -112,6 +114,8 @@ const ESCAPES_SQLITE: &[(&str, bool)] = &[
     ("SELECT load_extension('/tmp/x')", false),
     ("SELECT pixsim7_patch('flags', '{}', '[]', 10)", false),
     ("UPDATE sqlite_sequence SET seq = 0", true),
+    ("SELECT COUNT(*) FROM dbstat", false),
+    ("SELECT * FROM dbstat", false),
 ];
 
 const ESCAPES_POSTGRES: &[(&str, bool)] = &[
@@ -140,6 +144,15 @@ const ESCAPES_POSTGRES: &[(&str, bool)] = &[
     ("DO $$ BEGIN DELETE FROM game_sessions; END $$", true),
     ("CREATE SCHEMA fixture_plugin_data__s", true),
     ("GRANT SELECT ON fixture_plugin_data__items TO PUBLIC", true),
+    // Switching the role for part of a statement and back before it ends.
+    (
+        "SELECT x FROM (SELECT query_to_xml('SELECT flags FROM public.game_sessions', false, false, '')::text AS x \
+         FROM (SELECT set_config('role', 'none', true)) AS s OFFSET 0) AS t \
+         WHERE set_config('role', current_user, true) IS NOT NULL",
+        false,
+    ),
+    ("UPDATE pg_settings SET setting = 'none' WHERE name = 'role'", true),
+    ("CREATE TEMP TABLE game_sessions AS SELECT 1 AS id", true),
 ];
 
 #[test]
@@ -176,6 +189,14 @@ fn a_plugin_cannot_leave_its_own_tables_and_harmless_sql_works() {
             true,
         );
         assert_eq!(inserted, json!({"rows_affected": 1}), "{kind}");
+        let counted = run(
+            &host,
+            1,
+            "WITH s AS (SELECT note FROM fixture_plugin_data__items) SELECT COUNT(*) AS n FROM s",
+            json!([]),
+            false,
+        );
+        assert_eq!(counted["rows"], json!([{"n": 1}]), "a CTE over its own table on {kind}: {counted}");
         let read = run(
             &host,
             1,
@@ -343,8 +364,9 @@ fn a_plugin_acting_as_itself_sees_no_users_data_without_system_read() {
             json!({"worlds": 1, "caller_sessions": 1}),
             "{kind}"
         );
-        let audit =
-            host.wait_for_log("plugin fixture-plugin-data used world.list with system:read");
+        let audit = host.wait_for_log(
+            "plugin fixture-plugin-data used world.list with world:read and system:read (allowed)",
+        );
         assert_eq!(audit.0["target"], "pixsim7::audit", "{kind}");
         host.stop();
     }
