@@ -37,6 +37,7 @@ use crate::{
     cors::{self, CorsPolicy},
     events::EventBus,
     http_error,
+    db::unit_of_work::UnitOfWork,
     request_context::{new_request_context, RequestState},
     routing::{HostRoute, Lookup, RouteTable, Target},
 };
@@ -145,7 +146,8 @@ async fn route_request(
 }
 
 /// Why a caller may not use a route.
-enum Refusal {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
     /// No valid token (401).
     NotAuthenticated,
     /// A valid token without the role (403).
@@ -169,13 +171,49 @@ fn authenticate(
     match (access, verified) {
         (Access::Public, Ok(caller)) => Ok(caller),
         (Access::Public, Err(_)) => Ok(None),
-        (_, Ok(None)) => Err(Refusal::NotAuthenticated),
         (_, Err(reason)) => {
             tracing::debug!(request_id, "refused a bearer token: {reason}");
             Err(Refusal::NotAuthenticated)
         }
-        (Access::Admin, Ok(Some(caller))) if !caller.is_admin() => Err(Refusal::Forbidden),
-        (_, Ok(Some(caller))) => Ok(Some(caller)),
+        (_, Ok(caller)) => check_access(access, caller.as_ref()).map(|()| caller),
+    }
+}
+
+/// Whether `caller` (verified, or nobody) may use a route with `access`.
+pub fn check_access(access: Access, caller: Option<&Caller>) -> Result<(), Refusal> {
+    match (access, caller) {
+        (Access::Public, _) => Ok(()),
+        (_, None) => Err(Refusal::NotAuthenticated),
+        (Access::Admin, Some(caller)) if !caller.is_admin() => Err(Refusal::Forbidden),
+        (_, Some(_)) => Ok(()),
+    }
+}
+
+/// The detail of the 503 a request gets when its changes could not be committed.
+pub const COMMIT_FAILED: &str =
+    "the game database could not save this request's changes; nothing was changed";
+
+/// Ends a request's unit of work by its response's status: commits below 400 (and logs a
+/// failed commit, after which the response must become 503 [`COMMIT_FAILED`]), rolls back
+/// otherwise. Whether the response may go out as it is.
+pub async fn settle_unit(
+    events: &EventBus,
+    unit: &UnitOfWork,
+    status: u16,
+    plugin_id: &str,
+    request_id: &str,
+) -> bool {
+    match events.settle(unit, status < 400).await {
+        Ok(_) => true,
+        Err(error) => {
+            tracing::error!(
+                plugin = plugin_id,
+                request_id,
+                error = %error,
+                "could not commit the request's changes: {error}; answered 503 and nothing was kept"
+            );
+            false
+        }
     }
 }
 
@@ -190,21 +228,11 @@ async fn settle_request(
     response: HttpResponse,
     plugin_id: &str,
 ) -> HttpResponse {
-    let succeeded = response.status().as_u16() < 400;
-    match events.settle(&request.unit, succeeded).await {
-        Ok(_) => response,
-        Err(error) => {
-            tracing::error!(
-                plugin = plugin_id,
-                request_id = request.request_id(),
-                error = %error,
-                "could not commit the request's changes: {error}; answered 503 and nothing was kept"
-            );
-            http_error::detail_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the game database could not save this request's changes; nothing was changed",
-            )
-        }
+    let status = response.status().as_u16();
+    if settle_unit(events, &request.unit, status, plugin_id, request.request_id()).await {
+        response
+    } else {
+        http_error::detail_response(StatusCode::SERVICE_UNAVAILABLE, COMMIT_FAILED)
     }
 }
 

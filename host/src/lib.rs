@@ -25,4 +25,5 @@ pub mod request_context;
 pub mod routing;
 pub mod startup;
 pub mod telemetry;
+#[cfg(feature = "testing")]
 pub mod testing;

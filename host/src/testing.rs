@@ -50,7 +50,7 @@ use plugin_api::{
     },
     game::{NewNpc, NewSession, NewWorld, Npc, Session, World},
     sdk::{panic::CatchPanic, request::percent_decode, testing::TestRuntime},
-    Access, Host, Manifest, Method, Plugin, Response,
+    Host, Manifest, Method, Plugin, Response,
 };
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
@@ -59,14 +59,15 @@ use crate::{
     auth::{Caller, TokenKeys},
     config::{EventSettings, GameLimits},
     db::{
-        migrate::{migrate, migrate_host, PendingMigration},
+        migrate::{migrate, migrate_host},
         sql::query,
         unit_of_work::UnitOfWork,
         Database,
     },
     events::{EventBus, HOST_EMITTER},
+    forward::{check_access, settle_unit, Refusal, COMMIT_FAILED},
     plugins::{
-        lifecycle::run_hook,
+        lifecycle::{needs_own_data, pending_migrations, run_hook},
         services::{PluginServices, SharedServices},
     },
     request_context::{event_delivery_context, new_request_context},
@@ -269,18 +270,8 @@ impl TestHost {
             !manifest.subscriptions.is_empty() && granted.iter().any(|p| p == "event:subscribe");
         let shared = &self.inner.shared;
         let head = self.block_on(async {
-            let pending: Vec<PendingMigration<'_>> = descriptor
-                .migrations
-                .iter()
-                .map(|m| PendingMigration {
-                    version: m.version,
-                    description: &m.description,
-                    sql: &m.sql,
-                })
-                .collect();
-            let uses_database = granted.iter().any(|p| p == "db:read" || p == "db:write");
-            if !pending.is_empty() || uses_database {
-                migrate(&shared.database, &id, &pending)
+            if needs_own_data(descriptor) {
+                migrate(&shared.database, &id, &pending_migrations(descriptor))
                     .await
                     .map_err(|error| format!("migrations of {id} failed: {error:#}"))?;
             }
@@ -724,15 +715,12 @@ impl<P: Plugin> TestPlugin<P> {
             return detail(405, "Method Not Allowed").with_header("allow", allow.join(", "));
         };
         let descriptor = self.runtime.descriptor();
-        match (descriptor.routes[index as usize].access, &caller) {
-            (Access::Public, _) => {}
-            (_, None) => {
+        match check_access(descriptor.routes[index as usize].access, caller.as_ref()) {
+            Ok(()) => {}
+            Err(Refusal::NotAuthenticated) => {
                 return detail(401, "Not authenticated").with_header("www-authenticate", "Bearer")
             }
-            (Access::Admin, Some(caller)) if !caller.is_admin() => {
-                return detail(403, "Not enough permissions")
-            }
-            (_, Some(_)) => {}
+            Err(Refusal::Forbidden) => return detail(403, "Not enough permissions"),
         }
         let request_id = self.host.request_id();
         let (state, context) =
@@ -779,15 +767,10 @@ impl<P: Plugin> TestPlugin<P> {
                 }
             };
             // As the host's request path ends every request's unit of work.
-            match events.settle(&state.unit, response.status < 400).await {
-                Ok(_) => response,
-                Err(error) => {
-                    tracing::error!(plugin = id, request_id, error = %error, "could not commit the request's changes: {error}; answered 503 and nothing was kept");
-                    detail(
-                        503,
-                        "the game database could not save this request's changes; nothing was changed",
-                    )
-                }
+            if settle_unit(events, &state.unit, response.status, id, &request_id).await {
+                response
+            } else {
+                detail(503, COMMIT_FAILED)
             }
         });
         self.host.deliver_pending();

@@ -61,18 +61,8 @@ async fn migrate_plugin(
         .as_ref()
         .expect("pending has a manifest");
     let id = &descriptor.manifest.id;
-    let mut migrations = Vec::with_capacity(descriptor.migrations.len());
-    for migration in &descriptor.migrations {
-        migrations.push(PendingMigration {
-            version: migration.version,
-            description: &migration.description,
-            sql: &migration.sql,
-        });
-    }
-    let uses_database = ["db:read", "db:write"]
-        .iter()
-        .any(|p| descriptor.manifest.permissions.iter().any(|q| q == p));
-    if migrations.is_empty() && !uses_database {
+    let migrations = pending_migrations(descriptor);
+    if !needs_own_data(descriptor) {
         return Ok(());
     }
     match tokio::time::timeout(timeout, migrate(database, id, &migrations)).await {
@@ -83,6 +73,30 @@ async fn migrate_plugin(
             timeout.as_secs()
         )),
     }
+}
+
+/// A plugin's migrations, ready to apply.
+pub fn pending_migrations(descriptor: &plugin_api::PluginDescriptor) -> Vec<PendingMigration<'_>> {
+    descriptor
+        .migrations
+        .iter()
+        .map(|migration| PendingMigration {
+            version: migration.version,
+            description: &migration.description,
+            sql: &migration.sql,
+        })
+        .collect()
+}
+
+/// Whether a plugin has data of its own: migrations, or SQL permissions (on PostgreSQL it
+/// then needs its role and schema even without tables).
+pub fn needs_own_data(descriptor: &plugin_api::PluginDescriptor) -> bool {
+    !descriptor.migrations.is_empty()
+        || descriptor
+            .manifest
+            .permissions
+            .iter()
+            .any(|p| p == "db:read" || p == "db:write")
 }
 
 /// Subscribes every pending plugin whose subscriptions are in force, before any hook runs,
