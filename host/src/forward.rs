@@ -35,9 +35,9 @@ use crate::{
     admin::AdminSnapshot,
     auth::{bearer_token, Caller, TokenKeys},
     cors::{self, CorsPolicy},
+    db::unit_of_work::UnitOfWork,
     events::EventBus,
     http_error,
-    db::unit_of_work::UnitOfWork,
     request_context::{new_request_context, RequestState},
     routing::{HostRoute, Lookup, RouteTable, Target},
 };
@@ -229,7 +229,15 @@ async fn settle_request(
     plugin_id: &str,
 ) -> HttpResponse {
     let status = response.status().as_u16();
-    if settle_unit(events, &request.unit, status, plugin_id, request.request_id()).await {
+    if settle_unit(
+        events,
+        &request.unit,
+        status,
+        plugin_id,
+        request.request_id(),
+    )
+    .await
+    {
         response
     } else {
         http_error::detail_response(StatusCode::SERVICE_UNAVAILABLE, COMMIT_FAILED)

@@ -758,11 +758,20 @@ impl<P: Plugin> TestPlugin<P> {
                         FaultKind::Panic => "panicked",
                         FaultKind::Error => "failed",
                     };
-                    tracing::error!(plugin = id, request_id, "plugin {id} {what} while handling {method} {path}: {}", fault.message);
+                    tracing::error!(
+                        plugin = id,
+                        request_id,
+                        "plugin {id} {what} while handling {method} {path}: {}",
+                        fault.message
+                    );
                     internal_error(id, &request_id)
                 }
                 Err(panic) => {
-                    tracing::error!(plugin = id, request_id, "plugin {id} panicked while handling {method} {path}: {panic}");
+                    tracing::error!(
+                        plugin = id,
+                        request_id,
+                        "plugin {id} panicked while handling {method} {path}: {panic}"
+                    );
                     internal_error(id, &request_id)
                 }
             };

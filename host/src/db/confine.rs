@@ -2,23 +2,30 @@
 //! itself to the plugin's own tables, never by looking at words in the statement.
 //!
 //! - **SQLite**: an authorizer, installed once on every connection, consults the
-//!   confinement of the statement being prepared on this thread (none for the host's own
-//!   statements): a plugin may read and write its own tables (`<plugin>__*`), read the
-//!   caller views, and create its own tables, indexes and views in its migrations. PRAGMA,
-//!   ATTACH, transaction control, triggers, virtual tables, temporary objects and every other
-//!   table are refused by SQLite when it compiles the statement. Plugin statements are
-//!   prepared afresh (never from the statement cache the host's statements share), so every
-//!   one is authorized.
-//! - **PostgreSQL**: each plugin has a schema owned by a role of its own, with no rights on
-//!   the host's tables beyond `REFERENCES (id)` on the game tables and `SELECT` on the caller
-//!   views. A statement runs inside a savepoint of the unit of work under `SET LOCAL ROLE`
-//!   (read-only calls in a read-only transaction, always rolled back), after PostgreSQL's own
-//!   grammar accepted it as one plain statement (`EXPLAIN`: no SET, RESET, transaction
-//!   control or DDL). A statement that switches its role or its caller mid-way
-//!   (`set_config`) is caught by a check in the same transaction, rolled back, and its rows
-//!   are never handed over. Migrations run inside a `SECURITY DEFINER` function owned by the
-//!   plugin's role, where PostgreSQL refuses role changes and transaction control; a
-//!   migration that leaves a function or a trigger behind is rolled back.
+//!   confinement of the statement being compiled on this thread (none for the host's own
+//!   statements): a plugin may read and write its own tables (`<plugin>__*`), read the caller
+//!   views and the `id` of the game tables a foreign key may reference, and create its own
+//!   tables, indexes and views in its migrations. PRAGMA, ATTACH, transaction control,
+//!   triggers, virtual and temporary tables and every other table are refused by SQLite when
+//!   it compiles the statement. Plugin statements are compiled afresh (never from the
+//!   statement cache the host's statements share), one per call; a write runs in a savepoint;
+//!   a progress handler stops a statement past its deadline. A migration must leave every
+//!   schema object and AUTOINCREMENT counter that is not the plugin's as it found them.
+//! - **PostgreSQL**: each plugin has a schema (the host's) and a role of its own that owns
+//!   its tables, with no rights on the host's tables beyond `REFERENCES (id)` and
+//!   `SELECT (id)` on the game tables and `SELECT` on the caller views, and no right to
+//!   create anything outside its migrations. A statement runs in a savepoint of the unit of
+//!   work under `SET LOCAL ROLE` and `statement_timeout` (reads read-only, always rolled
+//!   back), after PostgreSQL's own grammar accepted it as one plain statement (`EXPLAIN`: no
+//!   SET, RESET, transaction control or DDL). The role cannot be switched back inside a
+//!   statement: `set_config`, `UPDATE pg_settings` and temporary tables are revoked from
+//!   `PUBLIC` (or plugin SQL is refused until an administrator revokes them); a check in the
+//!   same transaction verifies role, caller and read-only mode anyway, and nothing the
+//!   statement returned reaches the plugin unless it passed. A statement abandoned half-way
+//!   breaks its unit of work, which then rolls back. Migrations run inside a
+//!   `SECURITY DEFINER` function owned by the plugin's role, where PostgreSQL refuses role
+//!   changes and transaction control; one that leaves a function or a trigger behind is
+//!   rolled back.
 //!
 //! The caller views `caller_sessions (id, world_id)` and `caller_worlds (id)` list the rows
 //! of the user the call acts for (none for a plugin acting as itself, all with a system
@@ -858,9 +865,14 @@ END $$;
     )
 }
 
-/// `text` as an SQL string literal.
+/// `text` as an SQL string literal, whatever `standard_conforming_strings` says.
 fn quote_literal(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
+    let quoted = text.replace('\'', "''");
+    if quoted.contains('\\') {
+        format!("E'{}'", quoted.replace('\\', "\\\\"))
+    } else {
+        format!("'{quoted}'")
+    }
 }
 
 /// Statements PostgreSQL's `EXPLAIN` accepted for each plugin (one plain statement each).

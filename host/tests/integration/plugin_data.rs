@@ -196,7 +196,11 @@ fn a_plugin_cannot_leave_its_own_tables_and_harmless_sql_works() {
             json!([]),
             false,
         );
-        assert_eq!(counted["rows"], json!([{"n": 1}]), "a CTE over its own table on {kind}: {counted}");
+        assert_eq!(
+            counted["rows"],
+            json!([{"n": 1}]),
+            "a CTE over its own table on {kind}: {counted}"
+        );
         let read = run(
             &host,
             1,
