@@ -49,7 +49,10 @@ use rusqlite::{
 };
 use sqlx::{postgres::PgRow, Column, Row as _, TypeInfo, ValueRef as _};
 
-use super::{sql::DbError, unit_of_work::UnitOfWork};
+use super::{
+    sql::{pg_execute_bound, pg_fetch_all_bound, pg_script, DbError, PgQuery},
+    unit_of_work::UnitOfWork,
+};
 
 /// The prefix of a plugin's table names on both databases (`game_dialogue__lines`).
 pub fn table_prefix(plugin_id: &str) -> String {
@@ -987,45 +990,27 @@ async fn confined_postgres(
     Ok(outcome)
 }
 
-// Boxed for the same reason as in `sql`: sqlx's executor traits through a borrowed
-// connection trip rustc's `Send` check for every lifetime.
-type PgFuture<'c, T> =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, DbError>> + Send + 'c>>;
-
-fn pg_fetch<'c>(
-    connection: &'c mut sqlx::PgConnection,
-    sql: &'c str,
-    params: &'c [SqlValue],
-) -> PgFuture<'c, Vec<PgRow>> {
-    Box::pin(async move { Ok(pg_query(sql, params).fetch_all(connection).await?) })
+async fn pg_fetch(
+    connection: &mut sqlx::PgConnection,
+    sql: &str,
+    params: &[SqlValue],
+) -> Result<Vec<PgRow>, DbError> {
+    Ok(pg_fetch_all_bound(connection, pg_query(sql, params)).await?)
 }
 
-fn pg_execute<'c>(
-    connection: &'c mut sqlx::PgConnection,
-    sql: &'c str,
-    params: &'c [SqlValue],
-) -> PgFuture<'c, u64> {
-    Box::pin(async move {
-        Ok(pg_query(sql, params)
-            .execute(connection)
-            .await?
-            .rows_affected())
-    })
+async fn pg_execute(
+    connection: &mut sqlx::PgConnection,
+    sql: &str,
+    params: &[SqlValue],
+) -> Result<u64, DbError> {
+    Ok(pg_execute_bound(connection, pg_query(sql, params)).await?)
 }
 
-fn pg_simple<'c>(connection: &'c mut sqlx::PgConnection, sql: &'c str) -> PgFuture<'c, ()> {
-    // `&str` runs through the simple-query protocol, which takes several statements.
-    let run = sqlx::Executor::execute(connection, sql);
-    Box::pin(async move {
-        run.await?;
-        Ok(())
-    })
+async fn pg_simple(connection: &mut sqlx::PgConnection, sql: &str) -> Result<(), DbError> {
+    Ok(pg_script(connection, sql).await?)
 }
 
-fn pg_query<'q>(
-    sql: &'q str,
-    params: &'q [SqlValue],
-) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+fn pg_query<'q>(sql: &'q str, params: &'q [SqlValue]) -> PgQuery<'q> {
     let mut query = sqlx::query(sql);
     for value in params {
         query = match value {

@@ -428,15 +428,34 @@ fn sqlite_rows(
 // The PostgreSQL calls are boxed: sqlx's executor traits, borrowed through `Conn`, trip
 // rustc's check that the plugin-facing future is `Send` for every lifetime ("implementation
 // of `Executor` is not general enough"); a boxed future names one lifetime.
-type PgFuture<'c, T> =
+pub(super) type PgFuture<'c, T> =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, sqlx::Error>> + Send + 'c>>;
+
+/// A bound PostgreSQL query (the host's parameters here, a plugin's in `confine`).
+pub(super) type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+/// All rows of a bound query.
+pub(super) fn pg_fetch_all_bound<'c>(
+    connection: &'c mut sqlx::PgConnection,
+    query: PgQuery<'c>,
+) -> PgFuture<'c, Vec<sqlx::postgres::PgRow>> {
+    Box::pin(query.fetch_all(connection))
+}
+
+/// Runs a bound query; the rows it changed.
+pub(super) fn pg_execute_bound<'c>(
+    connection: &'c mut sqlx::PgConnection,
+    query: PgQuery<'c>,
+) -> PgFuture<'c, u64> {
+    Box::pin(async move { Ok(query.execute(connection).await?.rows_affected()) })
+}
 
 fn pg_fetch_all<'c>(
     connection: &'c mut sqlx::PgConnection,
     sql: &'c str,
     params: &'c [SqlValue],
 ) -> PgFuture<'c, Vec<sqlx::postgres::PgRow>> {
-    Box::pin(postgres_query(sql, params).fetch_all(connection))
+    pg_fetch_all_bound(connection, postgres_query(sql, params))
 }
 
 fn pg_fetch_optional<'c>(
@@ -452,15 +471,14 @@ fn pg_execute<'c>(
     sql: &'c str,
     params: &'c [SqlValue],
 ) -> PgFuture<'c, u64> {
-    Box::pin(async move {
-        Ok(postgres_query(sql, params)
-            .execute(connection)
-            .await?
-            .rows_affected())
-    })
+    pg_execute_bound(connection, postgres_query(sql, params))
 }
 
-fn pg_script<'c>(connection: &'c mut sqlx::PgConnection, sql: &'c str) -> PgFuture<'c, ()> {
+/// Runs `sql` (any number of statements) through the simple-query protocol.
+pub(super) fn pg_script<'c>(
+    connection: &'c mut sqlx::PgConnection,
+    sql: &'c str,
+) -> PgFuture<'c, ()> {
     // `&str` runs through the simple-query protocol, which takes several statements.
     let run = sqlx::Executor::execute(connection, sql);
     Box::pin(async move {
@@ -469,10 +487,7 @@ fn pg_script<'c>(connection: &'c mut sqlx::PgConnection, sql: &'c str) -> PgFutu
     })
 }
 
-fn postgres_query<'q>(
-    sql: &'q str,
-    params: &'q [SqlValue],
-) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+fn postgres_query<'q>(sql: &'q str, params: &'q [SqlValue]) -> PgQuery<'q> {
     let mut query = sqlx::query(sql);
     for value in params {
         query = match value {

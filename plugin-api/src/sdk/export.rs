@@ -149,7 +149,7 @@ fn runtime<P: Plugin>() -> &'static Runtime<P> {
 }
 
 /// Runs a hook future under panic containment, converting its outcome for the boundary.
-fn guarded<F>(hook: F) -> FfiFuture<RResult<(), PluginFault>>
+pub(crate) fn guarded<F>(hook: F) -> FfiFuture<RResult<(), PluginFault>>
 where
     F: Future<Output = Result<(), PluginError>> + Send + 'static,
 {

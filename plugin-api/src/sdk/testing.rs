@@ -29,10 +29,9 @@ use async_ffi::{FfiFuture, FutureExt};
 use serde_json::Value;
 
 use super::{
-    error::PluginError,
-    export::Runtime,
+    export::{guarded, Runtime},
     host::Host,
-    panic::{catch_panic, CatchPanic},
+    panic::catch_panic,
     plugin::{LoadContext, Plugin},
 };
 use crate::{
@@ -184,27 +183,6 @@ impl<P: Plugin> TestRuntime<P> {
             .map(|route| route.method)
             .collect()
     }
-}
-
-/// Runs a hook under panic containment, answering as the exported entry points do.
-fn guarded<F>(hook: F) -> FfiFuture<RResult<(), PluginFault>>
-where
-    F: Future<Output = Result<(), PluginError>> + Send + 'static,
-{
-    async move {
-        match CatchPanic::new(hook).await {
-            Ok(Ok(())) => RResult::ROk(()),
-            Ok(Err(error)) => RResult::RErr(PluginFault {
-                kind: FaultKind::Error,
-                message: RString::from(error.to_string()),
-            }),
-            Err(panic) => RResult::RErr(PluginFault {
-                kind: FaultKind::Panic,
-                message: RString::from(panic),
-            }),
-        }
-    }
-    .into_ffi()
 }
 
 /// The parameters of `path` under route pattern `pattern` (`{name}` segments, a trailing
