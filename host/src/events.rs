@@ -99,13 +99,18 @@ pub struct EmittedEvent {
     pub topic: String,
 }
 
-struct StoredEvent {
-    position: Position,
-    source: String,
-    topic: String,
-    payload: String,
+/// An event as the outbox holds it.
+pub struct StoredEvent {
+    /// Where it is in the outbox.
+    pub position: Position,
+    /// Who emitted it (a plugin id, or `host`).
+    pub source: String,
+    /// Its topic.
+    pub topic: String,
+    /// Its JSON payload, as text.
+    pub payload: String,
     /// The user on whose behalf it was emitted.
-    user_id: Option<i64>,
+    pub user_id: Option<i64>,
 }
 
 struct Subscriber {
@@ -607,7 +612,7 @@ impl EventBus {
 
     /// Ends a delivery's unit by the handler's outcome, counting and logging it; whether the
     /// handler succeeded.
-    async fn settle_delivery(
+    pub async fn settle_delivery(
         &self,
         unit: &UnitOfWork,
         plugin_id: &str,
@@ -677,6 +682,12 @@ impl EventBus {
             after: cursor,
             events: self.events_after(connection, cursor).await?.into(),
         })
+    }
+
+    /// The next events after `cursor` (at most a batch), read outside any unit of work.
+    pub async fn read_after(&self, cursor: Position) -> Result<Vec<StoredEvent>, DbError> {
+        let mut connection = self.database.read_connection().await?;
+        self.events_after(&mut connection.conn(), cursor).await
     }
 
     /// The next events after `cursor` that every reader will see the same way (on

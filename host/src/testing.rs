@@ -64,7 +64,7 @@ use crate::{
         unit_of_work::UnitOfWork,
         Database,
     },
-    events::{EventBus, HOST_EMITTER},
+    events::{EventBus, Position, StoredEvent, HOST_EMITTER},
     forward::{check_access, settle_unit, Refusal, COMMIT_FAILED},
     plugins::{
         lifecycle::{needs_own_data, pending_migrations, run_hook},
@@ -146,15 +146,6 @@ pub struct Delivery {
     /// `None` when the handler succeeded (and its writes committed); else why it failed
     /// (its writes were rolled back and the event skipped, as in production).
     pub error: Option<String>,
-}
-
-/// An event read from the outbox.
-struct StoredEvent {
-    id: i64,
-    source: String,
-    topic: String,
-    payload: String,
-    user_id: Option<i64>,
 }
 
 /// An event in the outbox (committed), as [`TestHost::outbox`] shows it.
@@ -413,13 +404,21 @@ impl TestHost {
     /// Every committed event in the outbox, in order (the host's own `plugin:*`
     /// announcements included): what a test of an emitter checks.
     pub fn outbox(&self) -> Vec<OutboxEvent> {
-        let events = self
-            .block_on(events_after(&self.inner.shared.database, 0))
-            .unwrap_or_else(|error| panic!("reading the outbox: {error}"));
+        let events = self.block_on(async {
+            let mut all = Vec::new();
+            loop {
+                let after = all.last().map_or(0, |e: &StoredEvent| e.position.event_id);
+                let batch = read_after(&self.inner.shared.events, after).await;
+                if batch.is_empty() {
+                    return all;
+                }
+                all.extend(batch);
+            }
+        });
         events
             .into_iter()
             .map(|event| OutboxEvent {
-                id: event.id,
+                id: event.position.event_id,
                 source: event.source,
                 topic: event.topic,
                 payload: serde_json::from_str(&event.payload).unwrap_or(Value::Null),
@@ -493,18 +492,17 @@ impl Inner {
                 return;
             };
             let delivered = self.runtime.block_on(async {
-                let events = events_after(&self.shared.database, after)
-                    .await
-                    .unwrap_or_else(|error| panic!("reading the outbox: {error}"));
+                let events = read_after(&self.shared.events, after).await;
                 for event in &events {
+                    let id = event.position.event_id;
                     for subscriber in &subscribers {
-                        if subscriber.cursor.get() >= event.id {
+                        if subscriber.cursor.get() >= id {
                             continue;
                         }
                         if subscriber.wants(&event.topic) {
                             self.deliver(subscriber, event).await;
                         }
-                        subscriber.cursor.set(event.id);
+                        subscriber.cursor.set(id);
                     }
                 }
                 !events.is_empty()
@@ -522,27 +520,22 @@ impl Inner {
         let outcome = match serde_json::from_str::<Value>(&event.payload) {
             Err(error) => Err(format!("event payload is not JSON: {error}")),
             Ok(payload) => {
-                let context = event_delivery_context(event.id, event.user_id, unit.clone());
+                let id = event.position.event_id;
+                let context = event_delivery_context(id, event.user_id, unit.clone());
                 let hook = (subscriber.on_event)(&event.source, &event.topic, payload, context);
                 unit.run_ambient(run_hook(hook, HOOK_TIMEOUT)).await
             }
         };
-        let outcome = match events.settle(&unit, outcome.is_ok()).await {
+        // Committed or rolled back, counted and logged as the host's delivery does.
+        let outcome = match events
+            .settle_delivery(&unit, &subscriber.id, event, outcome.clone())
+            .await
+        {
             Ok(_) => outcome,
             Err(error) => Err(format!("its changes could not be committed: {error}")),
         };
-        if let Err(reason) = &outcome {
-            tracing::error!(
-                plugin = %subscriber.id,
-                topic = %event.topic,
-                event_id = event.id,
-                "plugin {} failed to handle event {}: {reason}; its writes for this event were rolled back and the event is skipped",
-                subscriber.id,
-                event.topic
-            );
-        }
         subscriber.deliveries.borrow_mut().push(Delivery {
-            event_id: event.id,
+            event_id: event.position.event_id,
             source: event.source.clone(),
             topic: event.topic.clone(),
             error: outcome.err(),
@@ -859,31 +852,16 @@ async fn outbox_head(database: &Database) -> Result<i64, String> {
     }
 }
 
-/// The events after id `after`, in id order (commit order on SQLite).
-async fn events_after(database: &Database, after: i64) -> Result<Vec<StoredEvent>, String> {
-    let mut connection = database
-        .read_connection()
-        .await
-        .map_err(|e| e.to_string())?;
-    let rows = query(
-        "SELECT id, source, topic, payload, user_id FROM pixsim7_events WHERE id > $1 ORDER BY id",
-    )
-    .bind(after)
-    .fetch_all(&mut connection.conn())
-    .await
-    .map_err(|e| e.to_string())?;
-    rows.iter()
-        .map(|row| {
-            Ok(StoredEvent {
-                id: row.try_get("id")?,
-                source: row.try_get("source")?,
-                topic: row.try_get("topic")?,
-                payload: row.try_get("payload")?,
-                user_id: row.try_get("user_id")?,
-            })
+/// The next batch of committed events after id `after` (the test host is SQLite: one
+/// writer, so id order is commit order).
+async fn read_after(events: &EventBus, after: i64) -> Vec<StoredEvent> {
+    events
+        .read_after(Position {
+            tx_id: 0,
+            event_id: after,
         })
-        .collect::<Result<_, crate::db::sql::DbError>>()
-        .map_err(|e| e.to_string())
+        .await
+        .unwrap_or_else(|error| panic!("reading the outbox: {error}"))
 }
 
 /// A new, empty directory under the system's temporary directory.

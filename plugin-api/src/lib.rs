@@ -49,7 +49,7 @@ pub use sdk::{
     plugin::{Event, Handler, LoadContext, Plugin, Routes},
     request::{Caller, Request},
     response::{IntoResponse, Json, Response},
-    testing::TestPlugin,
+    testing::descriptor_of,
 };
 pub use serde_json;
 pub use serde_json::{json, Map, Value};

@@ -8,10 +8,20 @@ use serde_json::{json, Value};
 
 use crate::{
     databases::{test_databases, TestDatabase},
-    harness::{pixsim7, token_for, PluginDir, RunningHost},
+    harness::{pixsim7, token_for, HostCommand, PluginDir, RunningHost},
 };
 
 const SQL: &str = "/api/v1/fixture-data/sql";
+
+/// The fixture with the plugins that make worlds and sessions.
+fn fixture_dir() -> PluginDir {
+    PluginDir::with(&["game_sessions", "game_worlds", "fixture_plugin_data"])
+}
+
+/// The host over `dir` on `database`.
+fn on(dir: &PluginDir, database: &TestDatabase) -> HostCommand {
+    pixsim7(dir).env("PIXSIM7_DATABASE_URL", &database.url)
+}
 
 /// Runs `sql` through the fixture as `user`; the fixture's answer.
 fn run(host: &RunningHost, user: i64, sql: &str, params: Value, write: bool) -> Value {
@@ -159,10 +169,8 @@ const ESCAPES_POSTGRES: &[(&str, bool)] = &[
 fn a_plugin_cannot_leave_its_own_tables_and_harmless_sql_works() {
     for database in test_databases() {
         let kind = database.kind;
-        let dir = PluginDir::with(&["game_sessions", "game_worlds", "fixture_plugin_data"]);
-        let host = pixsim7(&dir)
-            .env("PIXSIM7_DATABASE_URL", &database.url)
-            .start();
+        let dir = fixture_dir();
+        let host = on(&dir, &database).start();
         let world = host.ok("POST", "/api/v1/game/worlds", json!({"name": "W"}));
         let session = host.ok(
             "POST",
@@ -309,10 +317,8 @@ fn a_plugin_cannot_leave_its_own_tables_and_harmless_sql_works() {
 fn two_inserts_in_a_request_that_then_fails_are_both_rolled_back() {
     for database in test_databases() {
         let kind = database.kind;
-        let dir = PluginDir::with(&["game_sessions", "game_worlds", "fixture_plugin_data"]);
-        let host = pixsim7(&dir)
-            .env("PIXSIM7_DATABASE_URL", &database.url)
-            .start();
+        let dir = fixture_dir();
+        let host = on(&dir, &database).start();
         let reply = host.post_json(
             "/api/v1/fixture-data/two-inserts-then-fail",
             &json!({"marker": "m"}),
@@ -334,10 +340,8 @@ fn two_inserts_in_a_request_that_then_fails_are_both_rolled_back() {
 fn a_plugin_acting_as_itself_sees_no_users_data_without_system_read() {
     for database in test_databases() {
         let kind = database.kind;
-        let dir = PluginDir::with(&["game_sessions", "game_worlds", "fixture_plugin_data"]);
-        let host = pixsim7(&dir)
-            .env("PIXSIM7_DATABASE_URL", &database.url)
-            .start();
+        let dir = fixture_dir();
+        let host = on(&dir, &database).start();
         let world = host.ok("POST", "/api/v1/game/worlds", json!({"name": "W"}));
         host.ok(
             "POST",
@@ -348,10 +352,7 @@ fn a_plugin_acting_as_itself_sees_no_users_data_without_system_read() {
 
         // Denied by the operator: on_load, acting as the plugin, sees nothing.
         let denied = dir.config_file("[plugins.fixture-plugin-data]\ndeny = [\"system:read\"]\n");
-        let host = pixsim7(&dir)
-            .env("PIXSIM7_DATABASE_URL", &database.url)
-            .env("PIXSIM7_CONFIG", &denied)
-            .start();
+        let host = on(&dir, &database).env("PIXSIM7_CONFIG", &denied).start();
         assert_eq!(
             host.ok("GET", "/api/v1/fixture-data/seen-at-load", json!(null)),
             json!({"worlds": 0, "caller_sessions": 0}),
@@ -360,9 +361,7 @@ fn a_plugin_acting_as_itself_sees_no_users_data_without_system_read() {
         host.stop();
 
         // Granted: it sees every user's, and the audit log records each use.
-        let host = pixsim7(&dir)
-            .env("PIXSIM7_DATABASE_URL", &database.url)
-            .start();
+        let host = on(&dir, &database).start();
         assert_eq!(
             host.ok("GET", "/api/v1/fixture-data/seen-at-load", json!(null)),
             json!({"worlds": 1, "caller_sessions": 1}),

@@ -14,7 +14,7 @@
 //!
 //! This module holds what that harness needs from the SDK — [`TestRuntime`], one plugin
 //! instance of its own with the same entry points the exported module has — and
-//! [`TestPlugin::descriptor`], which checks a manifest and route table without any host.
+//! [`descriptor_of`], which checks a manifest and route table without any host.
 
 use std::{
     future::Future,
@@ -41,19 +41,12 @@ use crate::{
     route::{Method, PluginDescriptor},
 };
 
-/// A plugin's manifest and routes, checked without a host. To run a plugin in a test (call
-/// its routes, deliver events to it), use `host::testing::TestPlugin`, which runs it against
-/// the host's real services.
-pub struct TestPlugin<P: Plugin> {
-    _plugin: std::marker::PhantomData<P>,
-}
-
-impl<P: Plugin> TestPlugin<P> {
-    /// The plugin's descriptor, validated as the host would.
-    pub fn descriptor() -> Result<PluginDescriptor, crate::ManifestErrors> {
-        let descriptor = Runtime::<P>::new().descriptor;
-        descriptor.validate().map(|()| descriptor)
-    }
+/// Plugin `P`'s manifest and routes, validated as the host would, without a host. To run a
+/// plugin in a test (call its routes, deliver events to it), use `host::testing::TestPlugin`,
+/// which runs it against the host's real services.
+pub fn descriptor_of<P: Plugin>() -> Result<PluginDescriptor, crate::ManifestErrors> {
+    let descriptor = Runtime::<P>::new().descriptor;
+    descriptor.validate().map(|()| descriptor)
 }
 
 /// One instance of plugin `P` with the entry points of its exported module (`on_load`,
@@ -323,7 +316,7 @@ mod tests {
         );
         assert_eq!(runtime.match_route(Method::Put, "/probe/7"), None);
         assert_eq!(runtime.methods_for("/probe/7"), [Method::Get, Method::Post]);
-        assert!(TestPlugin::<Probe>::descriptor().is_ok());
+        assert!(descriptor_of::<Probe>().is_ok());
         // Not loaded: refused as an error.
         assert_eq!(
             fault_kind(block_on(runtime.enable())),

@@ -347,7 +347,7 @@ mod tests {
 
     #[test]
     fn the_manifest_is_valid() {
-        let descriptor = plugin_api::TestPlugin::<GameDialogue>::descriptor().unwrap();
+        let descriptor = plugin_api::descriptor_of::<GameDialogue>().unwrap();
         assert_eq!(descriptor.migrations.len(), 2);
     }
 

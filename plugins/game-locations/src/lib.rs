@@ -106,6 +106,6 @@ mod tests {
 
     #[test]
     fn the_manifest_is_valid() {
-        plugin_api::TestPlugin::<GameLocations>::descriptor().unwrap();
+        plugin_api::descriptor_of::<GameLocations>().unwrap();
     }
 }

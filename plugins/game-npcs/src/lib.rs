@@ -163,6 +163,6 @@ mod tests {
 
     #[test]
     fn the_manifest_is_valid() {
-        plugin_api::TestPlugin::<GameNpcs>::descriptor().unwrap();
+        plugin_api::descriptor_of::<GameNpcs>().unwrap();
     }
 }

@@ -167,7 +167,7 @@ mod tests {
 
     #[test]
     fn the_manifest_is_valid() {
-        plugin_api::TestPlugin::<GameRelationships>::descriptor().unwrap();
+        plugin_api::descriptor_of::<GameRelationships>().unwrap();
     }
 
     mod with_the_host {

@@ -116,6 +116,6 @@ mod tests {
 
     #[test]
     fn the_manifest_is_valid() {
-        plugin_api::TestPlugin::<GameSessions>::descriptor().unwrap();
+        plugin_api::descriptor_of::<GameSessions>().unwrap();
     }
 }

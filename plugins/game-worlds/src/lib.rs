@@ -101,6 +101,6 @@ mod tests {
 
     #[test]
     fn the_manifest_is_valid() {
-        plugin_api::TestPlugin::<GameWorlds>::descriptor().unwrap();
+        plugin_api::descriptor_of::<GameWorlds>().unwrap();
     }
 }
