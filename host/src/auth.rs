@@ -12,6 +12,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
+use abi_stable::std_types::RString;
 use anyhow::{bail, Context};
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use hmac::{Hmac, Mac};
@@ -32,8 +33,8 @@ const MAX_TOKEN_LEN: usize = 4096;
 pub struct Caller {
     /// The user id (the token's subject).
     pub user_id: i64,
-    /// The user's roles.
-    pub roles: Vec<String>,
+    /// The user's roles (in the ABI's string type, so that a plugin sees them borrowed).
+    pub roles: Vec<RString>,
 }
 
 impl Caller {
@@ -178,7 +179,7 @@ impl TokenKeys {
         let user_id = claims.sub.parse().map_err(|_| TokenError::InvalidClaims)?;
         Ok(Caller {
             user_id,
-            roles: claims.roles,
+            roles: claims.roles.into_iter().map(RString::from).collect(),
         })
     }
 }

@@ -16,17 +16,26 @@ use std::{
 
 use futures_core::Stream;
 
-use abi_stable::std_types::{RCowStr, RResult, RString, RVec, Tuple2};
+use abi_stable::{
+    sabi_trait::TD_Opaque,
+    sabi_types::RRef,
+    std_types::{RCowStr, ROption, RResult, RSlice, RStr, RVec, Tuple2},
+};
 use actix_web::{
     http::{
-        header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, COOKIE},
+        header::{
+            HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, COOKIE,
+        },
         Method as HttpMethod, StatusCode,
     },
     web::{self, Bytes},
     HttpRequest, HttpResponse,
 };
 use plugin_api::{
-    abi::{FaultKind, FfiCaller, FfiRequest, FfiResponse, PluginModule_Ref, RequestContextHandle},
+    abi::{
+        FaultKind, FfiCaller, FfiRequest, FfiResponse, PluginModule_Ref, RequestContextHandle,
+        RequestHeaders, RequestHeaders_TO,
+    },
     sdk::{panic::CatchPanic, request::percent_decode},
     Access, Method,
 };
@@ -38,7 +47,7 @@ use crate::{
     db::unit_of_work::UnitOfWork,
     events::EventBus,
     http_error,
-    request_context::{new_request_context, RequestState},
+    request_context::{new_request_context, recycle_request_context, RequestState},
     routing::{HostRoute, Lookup, RouteTable, Target},
 };
 
@@ -121,28 +130,31 @@ async fn route_request(
         Target::Host(route) => return serve_host_route(route, params.get("id"), state).await,
         Target::Plugin { plugin, route } => (plugin, route),
     };
-    let path_params: RVec<Tuple2<RString, RString>> = params
+    // Raw values, borrowed from the path: the SDK decodes the ones the handler reads.
+    let path_params: Vec<Tuple2<RStr<'_>, RStr<'_>>> = params
         .iter()
-        .map(|(name, value)| Tuple2(RString::from(name), RString::from(percent_decode(value))))
+        .map(|(name, value)| Tuple2(RStr::from_str(name), RStr::from_str(value)))
         .collect();
     let (request_state, context) =
-        new_request_context(request_id_header, caller.clone(), state.events.database());
+        new_request_context(request_id_header, caller, state.events.database());
     let call = PluginCall {
         plugin: &state.plugins[plugin],
         route,
         method: method.expect("a matched route has a known method"),
-        path_params,
+        path_params: &path_params,
         context,
-        caller,
+        caller: request_state.caller.as_ref(),
     };
     let response = forward_request(call, request, payload, request_id, state.body_limit).await;
-    settle_request(
+    let response = settle_request(
         &state.events,
         &request_state,
         response,
         &state.plugins[plugin].id,
     )
-    .await
+    .await;
+    recycle_request_context(request_state);
+    response
 }
 
 /// Why a caller may not use a route.
@@ -249,9 +261,39 @@ struct PluginCall<'a> {
     plugin: &'a ServedPlugin,
     route: u32,
     method: Method,
-    path_params: RVec<Tuple2<RString, RString>>,
+    path_params: &'a [Tuple2<RStr<'a>, RStr<'a>>],
     context: RequestContextHandle,
-    caller: Option<Caller>,
+    caller: Option<&'a Caller>,
+}
+
+/// A request's headers as a plugin reads them: on demand, borrowed, without credentials.
+pub(crate) struct PluginHeaders<'a>(pub(crate) &'a HeaderMap);
+
+impl RequestHeaders for PluginHeaders<'_> {
+    fn get<'s>(&'s self, name: RStr<'_>) -> ROption<RStr<'s>> {
+        let Ok(name) = HeaderName::from_bytes(name.as_str().as_bytes()) else {
+            return ROption::RNone;
+        };
+        if CREDENTIAL_HEADERS.contains(&name) {
+            return ROption::RNone;
+        }
+        self.0
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .map(RStr::from_str)
+            .into()
+    }
+
+    fn list<'s>(&'s self) -> RVec<Tuple2<RStr<'s>, RStr<'s>>> {
+        self.0
+            .iter()
+            .filter(|(name, _)| !CREDENTIAL_HEADERS.contains(name))
+            .filter_map(|(name, value)| {
+                let value = value.to_str().ok()?;
+                Some(Tuple2(RStr::from_str(name.as_str()), RStr::from_str(value)))
+            })
+            .collect()
+    }
 }
 
 /// Calls the plugin's handler for the matched route and converts its answer.
@@ -274,18 +316,19 @@ async fn forward_request(
         Ok(body) => body,
         Err(response) => return response,
     };
+    let headers = PluginHeaders(request.headers());
     let ffi_request = FfiRequest {
         method,
-        path: RString::from(request.path()),
-        path_params,
-        query: RString::from(request.query_string()),
-        headers: RString::from(packed_headers(request)),
-        body: RVec::from(body),
-        context,
+        path: RStr::from_str(request.path()),
+        path_params: RSlice::from_slice(path_params),
+        query: RStr::from_str(request.query_string()),
+        headers: RequestHeaders_TO::from_ptr(RRef::new(&headers), TD_Opaque),
+        body: RSlice::from_slice(&body),
+        context: &context,
         caller: caller
             .map(|caller| FfiCaller {
                 user_id: caller.user_id,
-                roles: caller.roles.into_iter().map(RString::from).collect(),
+                roles: RSlice::from_slice(&caller.roles),
             })
             .into(),
     };
@@ -296,7 +339,7 @@ async fn forward_request(
         Ok(RResult::RErr(fault)) => {
             let what = match fault.kind {
                 FaultKind::Panic => "panicked",
-                FaultKind::Error => "failed",
+                _ => "failed",
             };
             tracing::error!(
                 plugin = %plugin.id,
@@ -463,30 +506,6 @@ fn request_id(request: &HttpRequest) -> HeaderValue {
 /// Headers a plugin never sees: the host has already turned them into the verified caller,
 /// and a plugin holding a user's token could act as that user elsewhere.
 const CREDENTIAL_HEADERS: [HeaderName; 2] = [AUTHORIZATION, COOKIE];
-
-/// The request headers as `name:value\n` lines in one buffer (see `FfiRequest::headers`),
-/// credentials left out.
-fn packed_headers(request: &HttpRequest) -> String {
-    let headers = request.headers();
-    let size = headers
-        .iter()
-        .map(|(n, v)| n.as_str().len() + v.len() + 2)
-        .sum();
-    let mut packed = String::with_capacity(size);
-    for (name, value) in headers {
-        if CREDENTIAL_HEADERS.contains(name) {
-            continue;
-        }
-        packed.push_str(name.as_str());
-        packed.push(':');
-        match value.to_str() {
-            Ok(text) => packed.push_str(text),
-            Err(_) => packed.push_str(&String::from_utf8_lossy(value.as_bytes())),
-        }
-        packed.push('\n');
-    }
-    packed
-}
 
 /// A random tag per process, so ids from several instances do not collide.
 fn process_tag() -> u32 {

@@ -4,7 +4,7 @@
 //! request's unit of work, which every call joins and which commits only if the response
 //! shows the request succeeded.
 
-use std::sync::Arc;
+use std::{cell::RefCell, sync::Arc};
 
 use abi_stable::{
     sabi_trait::TD_CanDowncast,
@@ -18,7 +18,9 @@ use crate::{
     db::{unit_of_work::UnitOfWork, Database},
 };
 
-/// One request (or event delivery) in flight.
+/// One request (or event delivery) in flight; the object behind its `RequestContext`
+/// handle, so that a handle is one allocation (and, for requests, a pooled one).
+#[derive(Clone)]
 pub struct RequestState {
     /// The request id, as sent in `x-request-id` (a cheap, shared copy of that header); for
     /// an event delivery, `event-<id>`.
@@ -30,6 +32,9 @@ pub struct RequestState {
     pub unit: Arc<UnitOfWork>,
 }
 
+/// A request record shared between the host and the plugin's handle on it.
+pub type SharedRequestState = RArc<RequestState>;
+
 impl RequestState {
     /// The request id.
     pub fn request_id(&self) -> &str {
@@ -37,29 +42,77 @@ impl RequestState {
     }
 }
 
-/// The object behind a plugin's `RequestContext` handle.
-#[derive(Clone)]
-struct RequestHandle(Arc<RequestState>);
-
-impl RequestContext for RequestHandle {
+impl RequestContext for RequestState {
     fn request_id(&self) -> RString {
-        RString::from(self.0.request_id())
+        RString::from(RequestState::request_id(self))
     }
 }
 
-/// A new request record and the handle that crosses to the plugin.
+/// Request records of finished requests, per worker thread, ready for the next request.
+const POOLED_PER_THREAD: usize = 64;
+
+thread_local! {
+    static POOL: RefCell<Vec<SharedRequestState>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A new request record and the handle that crosses to the plugin. The record comes from
+/// this thread's pool when one is free (see [`recycle_request_context`]).
 pub fn new_request_context(
     request_id: &HeaderValue,
     caller: Option<Caller>,
     database: &Database,
-) -> (Arc<RequestState>, RequestContextHandle) {
-    let state = Arc::new(RequestState {
+) -> (SharedRequestState, RequestContextHandle) {
+    let pooled = POOL.with(|pool| pool.borrow_mut().pop());
+    let state = match pooled {
+        Some(mut state) => {
+            // Only records nobody else holds go into the pool, so this is unique.
+            match RArc::get_mut(&mut state) {
+                Some(record) => {
+                    record.request_id = request_id.clone();
+                    record.caller = caller;
+                    match Arc::get_mut(&mut record.unit) {
+                        Some(unit) => *unit = UnitOfWork::new(database),
+                        None => record.unit = Arc::new(UnitOfWork::new(database)),
+                    }
+                    state
+                }
+                None => fresh(request_id, caller, database),
+            }
+        }
+        None => fresh(request_id, caller, database),
+    };
+    let handle = RequestContext_TO::from_ptr(state.clone(), TD_CanDowncast);
+    (state, handle)
+}
+
+fn fresh(
+    request_id: &HeaderValue,
+    caller: Option<Caller>,
+    database: &Database,
+) -> SharedRequestState {
+    RArc::new(RequestState {
         request_id: request_id.clone(),
         caller,
         unit: Arc::new(UnitOfWork::new(database)),
+    })
+}
+
+/// Returns a finished request's record to this thread's pool, if nothing else holds it (a
+/// plugin may have kept a clone of its handle) and its unit of work is settled.
+pub fn recycle_request_context(mut state: SharedRequestState) {
+    let Some(record) = RArc::get_mut(&mut state) else {
+        return;
+    };
+    if Arc::get_mut(&mut record.unit).is_none() {
+        return;
+    }
+    record.caller = None;
+    POOL.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        if pool.len() < POOLED_PER_THREAD {
+            pool.push(state);
+        }
     });
-    let handle = handle_for(&state);
-    (state, handle)
 }
 
 /// The context an event handler gets: it acts for `user_id` (the emitting request's
@@ -71,7 +124,7 @@ pub fn event_delivery_context(
 ) -> RequestContextHandle {
     let request_id = HeaderValue::from_str(&format!("event-{event_id}"))
         .expect("a number makes a valid header value");
-    let state = Arc::new(RequestState {
+    let state = RArc::new(RequestState {
         request_id,
         caller: user_id.map(|user_id| Caller {
             user_id,
@@ -79,18 +132,10 @@ pub fn event_delivery_context(
         }),
         unit,
     });
-    handle_for(&state)
-}
-
-fn handle_for(state: &Arc<RequestState>) -> RequestContextHandle {
-    RequestContext_TO::from_ptr(RArc::new(RequestHandle(state.clone())), TD_CanDowncast)
+    RequestContext_TO::from_ptr(state, TD_CanDowncast)
 }
 
 /// The request record behind a handle the host created (`None` for a foreign handle).
-pub fn request_state(handle: &RequestContextHandle) -> Option<Arc<RequestState>> {
-    handle
-        .obj
-        .downcast_as::<RequestHandle>()
-        .ok()
-        .map(|handle| handle.0.clone())
+pub fn request_state(handle: &RequestContextHandle) -> Option<SharedRequestState> {
+    handle.clone().obj.downcast_into::<RequestState>().ok()
 }

@@ -40,17 +40,21 @@ use std::{
     time::Duration,
 };
 
-use abi_stable::std_types::{ROption, RResult, RString, RVec, Tuple2};
-use actix_web::http::header::HeaderValue;
+use abi_stable::{
+    sabi_trait::TD_Opaque,
+    sabi_types::RRef,
+    std_types::{ROption, RResult, RSlice, RStr, Tuple2},
+};
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use async_ffi::FfiFuture;
 use plugin_api::{
     abi::{
         FaultKind, FfiCaller, FfiRequest, FfiResponse, HostServicesHandle, PluginFault,
-        RequestContextHandle, ServiceError,
+        RequestContextHandle, RequestHeaders_TO, ServiceError,
     },
     game::{NewNpc, NewSession, NewWorld, Npc, Session, World},
-    sdk::{panic::CatchPanic, request::percent_decode, testing::TestRuntime},
-    Host, Manifest, Method, Plugin, Response,
+    sdk::{export::ExportedPlugin, panic::CatchPanic, testing::TestRuntime},
+    Host, Manifest, Method, Response,
 };
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
@@ -65,13 +69,29 @@ use crate::{
         Database,
     },
     events::{EventBus, Position, StoredEvent, HOST_EMITTER},
-    forward::{check_access, settle_unit, Refusal, COMMIT_FAILED},
+    forward::{check_access, settle_unit, PluginHeaders, Refusal, COMMIT_FAILED},
     plugins::{
         lifecycle::{needs_own_data, pending_migrations, run_hook},
         services::{PluginServices, SharedServices},
     },
     request_context::{event_delivery_context, new_request_context},
 };
+
+/// Headers given as `name:value` lines, as a header map (lines that are not a valid header
+/// are a mistake in the test, and panic).
+fn header_map(lines: &str) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    for line in lines.lines().filter(|line| !line.is_empty()) {
+        let (name, value) = line
+            .split_once(':')
+            .unwrap_or_else(|| panic!("a header line needs a colon: {line:?}"));
+        map.append(
+            HeaderName::from_bytes(name.trim().as_bytes()).expect("a valid header name"),
+            HeaderValue::from_str(value.trim()).expect("a valid header value"),
+        );
+    }
+    map
+}
 
 /// How long one hook or one `on_event` may take, as the host's default `hook_timeout_secs`.
 const HOOK_TIMEOUT: Duration = Duration::from_secs(30);
@@ -243,7 +263,7 @@ impl TestHost {
     /// and `on_enable` (each in a unit of work of its own) and announces `plugin:loaded`
     /// and `plugin:enabled`. Its subscriptions (with `event:subscribe`) start at the end of
     /// the outbox. Dependencies are neither loaded nor checked. The error says what failed.
-    pub fn load<P: Plugin>(&self, config: Value) -> Result<TestPlugin<P>, String> {
+    pub fn load<P: ExportedPlugin>(&self, config: Value) -> Result<TestPlugin<P>, String> {
         let runtime = TestRuntime::<P>::new();
         let descriptor = runtime.descriptor();
         descriptor.validate().map_err(|errors| errors.to_string())?;
@@ -564,7 +584,7 @@ impl Loaded {
 }
 
 /// A plugin loaded into a [`TestHost`]: call its routes as a user, see what `on_event` did.
-pub struct TestPlugin<P: Plugin> {
+pub struct TestPlugin<P: ExportedPlugin> {
     host: Rc<Inner>,
     runtime: TestRuntime<P>,
     /// The services the host built for it (its id, its permissions).
@@ -572,7 +592,7 @@ pub struct TestPlugin<P: Plugin> {
     loaded: Rc<Loaded>,
 }
 
-impl<P: Plugin> TestPlugin<P> {
+impl<P: ExportedPlugin> TestPlugin<P> {
     /// The plugin's id.
     pub fn id(&self) -> &str {
         &self.loaded.id
@@ -718,23 +738,25 @@ impl<P: Plugin> TestPlugin<P> {
         let request_id = self.host.request_id();
         let (state, context) =
             new_request_context(&request_id, caller.clone(), &self.host.shared.database);
+        let full_path = format!("{}{path}", descriptor.manifest.prefix);
+        let path_params: Vec<Tuple2<RStr<'_>, RStr<'_>>> = params
+            .iter()
+            .map(|(name, value)| Tuple2(RStr::from_str(name), RStr::from_str(value)))
+            .collect();
+        let header_map = header_map(headers);
+        let plugin_headers = PluginHeaders(&header_map);
         let request = FfiRequest {
             method,
-            path: RString::from(format!("{}{path}", descriptor.manifest.prefix)),
-            path_params: params
-                .into_iter()
-                .map(|(name, value)| {
-                    Tuple2(RString::from(name), RString::from(percent_decode(&value)))
-                })
-                .collect(),
-            query: RString::from(query),
-            headers: RString::from(headers),
-            body: RVec::from(body.to_vec()),
-            context,
-            caller: match caller {
+            path: RStr::from_str(&full_path),
+            path_params: RSlice::from_slice(&path_params),
+            query: RStr::from_str(query),
+            headers: RequestHeaders_TO::from_ptr(RRef::new(&plugin_headers), TD_Opaque),
+            body: RSlice::from_slice(body),
+            context: &context,
+            caller: match &caller {
                 Some(caller) => ROption::RSome(FfiCaller {
                     user_id: caller.user_id,
-                    roles: caller.roles.into_iter().map(RString::from).collect(),
+                    roles: RSlice::from_slice(&caller.roles),
                 }),
                 None => ROption::RNone,
             },
@@ -749,7 +771,7 @@ impl<P: Plugin> TestPlugin<P> {
                 Ok(RResult::RErr(fault)) => {
                     let what = match fault.kind {
                         FaultKind::Panic => "panicked",
-                        FaultKind::Error => "failed",
+                        _ => "failed",
                     };
                     tracing::error!(
                         plugin = id,
@@ -911,6 +933,12 @@ mod tests {
     /// announcements it hears, failing on those that ask it to.
     struct Probe;
 
+    impl plugin_api::sdk::export::ExportedPlugin for Probe {
+        fn default_constructor() -> Option<fn() -> Probe> {
+            None
+        }
+    }
+
     impl Plugin for Probe {
         fn manifest() -> Manifest {
             Manifest::new("probe", "Probe", "1.0.0")
@@ -968,7 +996,7 @@ mod tests {
         }
     }
 
-    async fn mark(_: &Probe, request: Request) -> Result<Response, ApiError> {
+    async fn mark(_: &Probe, request: Request<'_>) -> Result<Response, ApiError> {
         let session_id: i64 = request.param_as("session_id")?;
         let status: u16 = request.query_as("status")?.unwrap_or(200);
         let fail = request.query("fail").is_some();
@@ -1060,7 +1088,7 @@ mod tests {
     fn caller_with_role(user_id: i64, role: &str) -> crate::auth::Caller {
         crate::auth::Caller {
             user_id,
-            roles: vec![role.to_owned()],
+            roles: vec![role.into()],
         }
     }
 

@@ -542,23 +542,28 @@ pub fn relationship_tier(affinity: f64) -> &'static str {
 /// The affinity of a relationship entry that has none.
 pub const DEFAULT_AFFINITY: f64 = 50.0;
 
-/// A host service operation: its name on the wire and the permission it needs.
+/// A host service operation: its name and version on the wire, and the permission it
+/// needs. A change to an operation's payload or answer that an older plugin would misread
+/// is a new version of it (the host keeps serving the old one); a new optional field is not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Operation {
     /// The name passed to `HostServices::call`, e.g. `"session.update"`.
     pub name: &'static str,
+    /// The version passed with it.
+    pub version: u32,
     /// The permission the calling plugin must hold.
     pub permission: &'static str,
 }
 
 macro_rules! operations {
-    ($($constant:ident = $name:literal requires $permission:literal;)*) => {
+    ($($constant:ident = $name:literal v $version:literal requires $permission:literal;)*) => {
         /// Host service operations by name.
         pub mod ops {
             use super::Operation;
             $(
-                #[doc = concat!("`", $name, "`, needs `", $permission, "`.")]
-                pub const $constant: Operation = Operation { name: $name, permission: $permission };
+                #[doc = concat!("`", $name, "` version ", $version, ", needs `", $permission, "`.")]
+                pub const $constant: Operation =
+                    Operation { name: $name, version: $version, permission: $permission };
             )*
             /// Every operation.
             pub const ALL: &[Operation] = &[$($constant),*];
@@ -567,35 +572,38 @@ macro_rules! operations {
 }
 
 operations! {
-    WORLD_LIST = "world.list" requires "world:read";
-    WORLD_GET = "world.get" requires "world:read";
-    WORLD_CREATE = "world.create" requires "world:write";
-    WORLD_ADVANCE = "world.advance" requires "world:write";
-    SESSION_CREATE = "session.create" requires "session:write";
-    SESSION_GET = "session.get" requires "session:read";
-    SESSION_UPDATE = "session.update" requires "session:write";
-    SESSION_PATCH = "session.patch" requires "session:write";
-    NPC_LIST = "npc.list" requires "npc:read";
-    NPC_GET = "npc.get" requires "npc:read";
-    NPC_CREATE = "npc.create" requires "npc:write";
-    NPC_EXPRESSIONS_GET = "npc.expressions.get" requires "npc:read";
-    NPC_EXPRESSIONS_SET = "npc.expressions.set" requires "npc:write";
-    NPC_SCHEDULES_GET = "npc.schedules.get" requires "npc:read";
-    NPC_SCHEDULES_SET = "npc.schedules.set" requires "npc:write";
-    NPC_PRESENCE = "npc.presence" requires "npc:read";
-    LOCATION_LIST = "location.list" requires "location:read";
-    LOCATION_GET = "location.get" requires "location:read";
-    LOCATION_CREATE = "location.create" requires "location:write";
-    LOCATION_HOTSPOTS_SET = "location.hotspots.set" requires "location:write";
-    DB_QUERY = "db.query" requires "db:read";
-    DB_EXECUTE = "db.execute" requires "db:write";
-    EVENT_EMIT = "event.emit" requires "event:emit";
-    AUTH_ISSUE_TOKEN = "auth.issue_token" requires "auth:issue";
+    WORLD_LIST = "world.list" v 1 requires "world:read";
+    WORLD_GET = "world.get" v 1 requires "world:read";
+    WORLD_CREATE = "world.create" v 1 requires "world:write";
+    WORLD_ADVANCE = "world.advance" v 1 requires "world:write";
+    SESSION_CREATE = "session.create" v 1 requires "session:write";
+    SESSION_GET = "session.get" v 1 requires "session:read";
+    SESSION_UPDATE = "session.update" v 1 requires "session:write";
+    SESSION_PATCH = "session.patch" v 1 requires "session:write";
+    NPC_LIST = "npc.list" v 1 requires "npc:read";
+    NPC_GET = "npc.get" v 1 requires "npc:read";
+    NPC_CREATE = "npc.create" v 1 requires "npc:write";
+    NPC_EXPRESSIONS_GET = "npc.expressions.get" v 1 requires "npc:read";
+    NPC_EXPRESSIONS_SET = "npc.expressions.set" v 1 requires "npc:write";
+    NPC_SCHEDULES_GET = "npc.schedules.get" v 1 requires "npc:read";
+    NPC_SCHEDULES_SET = "npc.schedules.set" v 1 requires "npc:write";
+    NPC_PRESENCE = "npc.presence" v 1 requires "npc:read";
+    LOCATION_LIST = "location.list" v 1 requires "location:read";
+    LOCATION_GET = "location.get" v 1 requires "location:read";
+    LOCATION_CREATE = "location.create" v 1 requires "location:write";
+    LOCATION_HOTSPOTS_SET = "location.hotspots.set" v 1 requires "location:write";
+    DB_QUERY = "db.query" v 1 requires "db:read";
+    DB_EXECUTE = "db.execute" v 1 requires "db:write";
+    EVENT_EMIT = "event.emit" v 1 requires "event:emit";
+    AUTH_ISSUE_TOKEN = "auth.issue_token" v 1 requires "auth:issue";
 }
 
-/// The operation with this name.
-pub fn operation(name: &str) -> Option<Operation> {
-    ops::ALL.iter().copied().find(|op| op.name == name)
+/// The operation with this name and version.
+pub fn operation(name: &str, version: u32) -> Option<Operation> {
+    ops::ALL
+        .iter()
+        .copied()
+        .find(|op| op.name == name && op.version == version)
 }
 
 /// Payloads of the operations that take more than a body type.

@@ -1,12 +1,13 @@
-//! The PixSim7 plugin API: the ABI contract between the host and plugin libraries
-//! ([`abi`]), the manifest and route table a plugin declares, and the SDK plugin authors
-//! write against.
+//! The PixSim7 plugin SDK: what a plugin author writes against — the [`Plugin`] trait, the
+//! route table, requests and responses, the host services, and the game's data model. The
+//! binary interface underneath is the separate, stable `plugin-abi` crate ([`abi`]).
 //!
 //! A complete plugin:
 //!
 //! ```no_run
 //! use plugin_api::prelude::*;
 //!
+//! #[derive(Default)]
 //! struct Hello;
 //!
 //! impl Plugin for Hello {
@@ -14,24 +15,21 @@
 //!         Manifest::new("hello", "Hello", env!("CARGO_PKG_VERSION"))
 //!     }
 //!     fn routes(routes: &mut Routes<Self>) {
-//!         routes.get("/hello/{name}", "Greets someone", greet);
-//!     }
-//!     async fn on_load(_: LoadContext) -> Result<Self, PluginError> {
-//!         Ok(Hello)
+//!         routes.get("/hello/{name}", "Greets someone", greet).public();
 //!     }
 //! }
 //!
-//! async fn greet(_: &Hello, request: Request) -> Result<Json<String>, ApiError> {
+//! async fn greet(_: &Hello, request: Request<'_>) -> Result<Json<String>, ApiError> {
 //!     Ok(Json(format!("hello, {}", request.param("name")?)))
 //! }
 //!
 //! export_plugin!(Hello);
 //! ```
 //!
-//! This crate's version is the ABI version: the host refuses libraries built against an
-//! incompatible one (for 0.x, another minor version).
+//! This crate may grow freely (new host operations, new optional fields in the game model):
+//! a library built against it depends only on the ABI version of its `plugin-abi`, which the
+//! host checks when it loads the library (docs/abi.md).
 
-pub mod abi;
 pub mod db;
 pub mod events;
 pub mod game;
@@ -39,6 +37,10 @@ pub mod manifest;
 pub mod permissions;
 pub mod route;
 pub mod sdk;
+
+/// The binary interface (the `plugin-abi` crate), which has its own version: see
+/// docs/abi.md.
+pub use plugin_abi as abi;
 
 pub use log;
 pub use manifest::{Dependency, EventDelivery, Manifest, ManifestErrors};
@@ -69,7 +71,9 @@ pub mod prelude {
 /// Items `export_plugin!` expands to; not part of the public API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::sdk::export::root_module;
+    pub use crate::sdk::export::{
+        root_module, DefaultProbe, ExportedPlugin, ViaDefault, ViaNothing,
+    };
     pub use abi_stable::library::{
         __call_root_module_loader, CheckTypeLayout, LibHeader, RootModuleResult,
     };

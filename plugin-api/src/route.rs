@@ -1,64 +1,26 @@
 //! The route table a plugin declares: method, path pattern with named parameters, summary;
 //! and the descriptor (manifest + routes) that crosses to the host as JSON.
 
-use std::{fmt, str::FromStr};
-
 use serde::{Deserialize, Serialize};
 
 pub use crate::abi::FfiMethod as Method;
 use crate::manifest::Manifest;
 
-impl Method {
-    /// Every method, in the order used for `Allow` headers.
-    pub const ALL: [Method; 7] = [
-        Method::Get,
-        Method::Post,
-        Method::Put,
-        Method::Patch,
-        Method::Delete,
-        Method::Head,
-        Method::Options,
-    ];
+/// A method in the descriptor's JSON: its upper-case name (any case is read).
+mod method_name {
+    use super::Method;
+    use serde::{Deserialize, Deserializer, Serializer};
 
-    /// The upper-case name, e.g. `"GET"`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Method::Get => "GET",
-            Method::Post => "POST",
-            Method::Put => "PUT",
-            Method::Patch => "PATCH",
-            Method::Delete => "DELETE",
-            Method::Head => "HEAD",
-            Method::Options => "OPTIONS",
-        }
+    pub(super) fn serialize<S: Serializer>(
+        method: &Method,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(method.as_str())
     }
-}
 
-impl fmt::Display for Method {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Method {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Method, String> {
-        Method::ALL
-            .into_iter()
-            .find(|m| m.as_str().eq_ignore_ascii_case(s))
-            .ok_or_else(|| format!("unknown HTTP method {s:?}"))
-    }
-}
-
-impl Serialize for Method {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(self.as_str())
-    }
-}
-
-impl<'de> Deserialize<'de> for Method {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Method, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Method, D::Error> {
         let text = String::deserialize(deserializer)?;
         text.parse().map_err(serde::de::Error::custom)
     }
@@ -81,6 +43,7 @@ pub enum Access {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RouteSpec {
     /// The method this route answers.
+    #[serde(with = "method_name")]
     pub method: Method,
     /// Path below the manifest prefix, e.g. `/game/sessions/{id}`.
     pub path: String,
@@ -266,7 +229,10 @@ mod tests {
             serde_json::from_str(r#"{"method":"patch","path":"/x","summary":""}"#).unwrap();
         assert_eq!(spec.request_schema, None);
         assert_eq!(spec.method, Method::Patch);
-        assert_eq!(serde_json::to_value(spec.method).unwrap(), "PATCH");
-        assert!(serde_json::from_str::<Method>(r#""BREW""#).is_err());
+        assert_eq!(serde_json::to_value(&spec).unwrap()["method"], "PATCH");
+        assert!(
+            serde_json::from_str::<RouteSpec>(r#"{"method":"BREW","path":"/x","summary":""}"#)
+                .is_err()
+        );
     }
 }

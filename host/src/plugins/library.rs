@@ -96,7 +96,7 @@ pub fn load_plugin_library(path: &Path) -> Result<(PluginLibrary, PluginDescript
         abi_stable::std_types::RResult::RErr(fault) => {
             let kind = match fault.kind {
                 FaultKind::Panic => "panicked: ",
-                FaultKind::Error => "",
+                _ => "",
             };
             return Err(LoadError::DescribeFailed(format!(
                 "{kind}{}",

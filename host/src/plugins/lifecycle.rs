@@ -335,6 +335,6 @@ pub async fn run_hook(
 pub fn describe_fault(fault: &PluginFault) -> String {
     match fault.kind {
         FaultKind::Panic => format!("panicked: {}", fault.message),
-        FaultKind::Error => fault.message.to_string(),
+        _ => fault.message.to_string(),
     }
 }

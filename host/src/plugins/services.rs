@@ -24,7 +24,7 @@ use plugin_api::{
     },
     game::{
         calls::{Emit, IssueToken, IssuedToken},
-        operation, ops,
+        operation, ops, Operation,
     },
 };
 use tokio::sync::Semaphore;
@@ -36,7 +36,7 @@ use crate::{
     db::{unit_of_work::UnitOfWork, Database},
     events::EventBus,
     game::{self, Scope},
-    request_context::{request_state, RequestState},
+    request_context::{request_state, SharedRequestState},
 };
 
 /// The tracing target of every log line a plugin writes.
@@ -114,8 +114,8 @@ impl Bound {
 
     async fn dispatch(
         &self,
-        request: Option<Arc<RequestState>>,
-        name: &str,
+        request: Option<SharedRequestState>,
+        op: Operation,
         payload: &[u8],
     ) -> Result<Vec<u8>, ServiceError> {
         let plugin = self.plugin_id.as_str();
@@ -124,12 +124,6 @@ impl Bound {
             .as_ref()
             .and_then(|r| r.caller.as_ref())
             .map(|c| c.user_id);
-        let Some(op) = operation(name) else {
-            return Err(game::service_error(
-                ServiceErrorKind::BadCall,
-                format!("unknown host service operation {name:?}"),
-            ));
-        };
         if !self.permits(op.permission) {
             tracing::warn!(
                 target: AUDIT_TARGET,
@@ -364,10 +358,14 @@ impl HostServices for PluginServices {
     fn call(
         &self,
         context: ROption<RequestContextHandle>,
-        operation: RStr<'_>,
+        name: RStr<'_>,
+        version: u32,
         payload: RVec<u8>,
     ) -> FfiFuture<ServiceResult> {
-        let name = operation.as_str().to_owned();
+        let Some(op) = operation(name.as_str(), version) else {
+            let error = not_supported(name.as_str(), version);
+            return async move { RResult::RErr(error) }.into_ffi();
+        };
         let inner = self.inner.clone();
         // No context: the call comes from a hook or an event handler (system scope). A
         // context the host did not make is refused, never mistaken for "no request".
@@ -383,19 +381,48 @@ impl HostServices for PluginServices {
             }
         };
         async move {
-            match inner.dispatch(request, &name, &payload).await {
+            match inner.dispatch(request, op, &payload).await {
                 Ok(bytes) => RResult::ROk(RVec::from(bytes)),
                 Err(error) => RResult::RErr(error),
             }
         }
         .into_ffi()
     }
+
+    fn supports(&self, name: RStr<'_>, version: u32) -> bool {
+        operation(name.as_str(), version).is_some()
+    }
+}
+
+/// The answer to an operation (or a version of one) this host does not offer: the plugin
+/// was written for another host, and says so in its own log.
+fn not_supported(name: &str, version: u32) -> ServiceError {
+    let offered: Vec<String> = ops::ALL
+        .iter()
+        .filter(|op| op.name == name)
+        .map(|op| format!("version {}", op.version))
+        .collect();
+    let detail = if offered.is_empty() {
+        format!("this host does not offer the operation {name:?}")
+    } else {
+        format!(
+            "this host offers {name:?} in {} only, not version {version}",
+            offered.join(", ")
+        )
+    };
+    game::service_error(
+        ServiceErrorKind::NotSupported,
+        format!(
+            "{detail} (not supported by this host; plugin ABI {})",
+            plugin_api::abi::ABI_VERSION
+        ),
+    )
 }
 
 /// The unit of work a host-service call joins.
 enum Joined {
     /// The request's, ended with its response.
-    Request(Arc<RequestState>),
+    Request(SharedRequestState),
     /// The event delivery's or lifecycle hook's in progress.
     Ambient(Arc<UnitOfWork>),
     /// One of the call's own (a call outside all of those), ended with the call.

@@ -501,10 +501,7 @@ fn the_token_command_and_the_generated_secret() {
         .unwrap()
         .verify(token)
         .unwrap();
-    assert_eq!(
-        (caller.user_id, caller.roles),
-        (7, vec!["admin".to_owned()])
-    );
+    assert_eq!((caller.user_id, caller.roles), (7, vec!["admin".into()]));
     assert_eq!(
         call(&host, Some(token), "GET", "/api/v1/plugins", json!(null)).0,
         200

@@ -97,23 +97,45 @@ impl IntoResponse for ApiError {
 /// An error from a lifecycle hook (`on_load`, `on_enable`, `on_disable`); the host logs it
 /// with the plugin id and marks the plugin failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PluginError(String);
+pub struct PluginError {
+    message: String,
+    /// Set only by `Plugin::on_load`'s default body: the plugin did not write `on_load`.
+    no_on_load: bool,
+}
 
 impl PluginError {
     /// An error with this message (lower-case, no trailing period, say what was expected).
     pub fn new(message: impl Into<String>) -> PluginError {
-        PluginError(message.into())
+        PluginError {
+            message: message.into(),
+            no_on_load: false,
+        }
+    }
+
+    /// What `Plugin::on_load` answers when a plugin does not write it: the runtime then
+    /// builds the plugin with `Default`, or fails it with this message.
+    pub(crate) fn no_on_load() -> PluginError {
+        PluginError {
+            message: "the plugin has no on_load and its type is not Default: implement \
+                      Plugin::on_load, or derive Default"
+                .to_owned(),
+            no_on_load: true,
+        }
+    }
+
+    pub(crate) fn is_no_on_load(&self) -> bool {
+        self.no_on_load
     }
 
     /// The message.
     pub fn message(&self) -> &str {
-        &self.0
+        &self.message
     }
 }
 
 impl fmt::Display for PluginError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
     }
 }
 
@@ -121,18 +143,18 @@ impl std::error::Error for PluginError {}
 
 impl From<String> for PluginError {
     fn from(message: String) -> PluginError {
-        PluginError(message)
+        PluginError::new(message)
     }
 }
 
 impl From<ApiError> for PluginError {
     fn from(error: ApiError) -> PluginError {
-        PluginError(error.to_string())
+        PluginError::new(error.to_string())
     }
 }
 
 impl From<&str> for PluginError {
     fn from(message: &str) -> PluginError {
-        PluginError(message.to_owned())
+        PluginError::new(message)
     }
 }

@@ -4,39 +4,93 @@
 //! Every entry point catches panics inside the plugin and returns them as a
 //! [`PluginFault`]; nothing here may unwind into the host.
 
-use std::{any::Any, future::Future, sync::OnceLock};
+use std::{any::Any, future::Future, marker::PhantomData, sync::OnceLock};
 
 use abi_stable::{
     prefix_type::PrefixTypeTrait,
     std_types::{RResult, RString, RVec},
 };
-use async_ffi::{FfiFuture, FutureExt};
+use async_ffi::{BorrowingFfiFuture, FfiFuture, FutureExt};
 
 use super::{
     error::PluginError,
     host::Host,
     logging,
     panic::{catch_panic, install_recording_hook, CatchPanic},
-    plugin::{Event, FfiHandleResult, LoadContext, Plugin, RouteEntry, Routes},
+    plugin::{Event, LoadContext, Plugin, RouteEntry, Routes},
     request::Request,
 };
 use crate::{
     abi::{
-        FaultKind, FfiLoadContext, FfiRequest, HostServicesHandle, PluginFault, PluginModule,
-        PluginModule_Ref, RequestContextHandle,
+        FaultKind, FfiLoadContext, FfiRequest, HandleResult, HookResult, HostServicesHandle,
+        PluginFault, PluginModule, PluginModule_Ref, RequestContextHandle,
     },
     route::PluginDescriptor,
 };
+
+/// A plugin type `export_plugin!` exported: the macro knows whether the type is `Default`
+/// (which a generic function cannot ask), for plugins without `on_load`.
+#[doc(hidden)]
+pub trait ExportedPlugin: Plugin {
+    /// `Default::default` when the type implements it.
+    fn default_constructor() -> Option<fn() -> Self>;
+}
+
+/// Picks `Some(T::default)` when `T: Default` and `None` otherwise, by method resolution on
+/// `(&&DefaultProbe::<T>::new()).constructor()` with [`ViaDefault`] and [`ViaNothing`] in
+/// scope (the first applies only to `Default` types and is tried first).
+#[doc(hidden)]
+pub struct DefaultProbe<T>(PhantomData<T>);
+
+impl<T> DefaultProbe<T> {
+    /// A probe for `T`.
+    pub fn new() -> DefaultProbe<T> {
+        DefaultProbe(PhantomData)
+    }
+}
+
+impl<T> Default for DefaultProbe<T> {
+    fn default() -> DefaultProbe<T> {
+        DefaultProbe::new()
+    }
+}
+
+/// See [`DefaultProbe`].
+#[doc(hidden)]
+pub trait ViaDefault<T> {
+    /// `Some(T::default)`.
+    fn constructor(&self) -> Option<fn() -> T>;
+}
+
+impl<T: Default> ViaDefault<T> for &DefaultProbe<T> {
+    fn constructor(&self) -> Option<fn() -> T> {
+        Some(T::default)
+    }
+}
+
+/// See [`DefaultProbe`].
+#[doc(hidden)]
+pub trait ViaNothing<T> {
+    /// `None`.
+    fn constructor(&self) -> Option<fn() -> T>;
+}
+
+impl<T> ViaNothing<T> for DefaultProbe<T> {
+    fn constructor(&self) -> Option<fn() -> T> {
+        None
+    }
+}
 
 /// A plugin's route table, descriptor and (once loaded) instance with its host services.
 pub(crate) struct Runtime<P> {
     routes: Vec<RouteEntry<P>>,
     pub(crate) descriptor: PluginDescriptor,
     plugin: OnceLock<(P, HostServicesHandle)>,
+    default_constructor: Option<fn() -> P>,
 }
 
 impl<P: Plugin> Runtime<P> {
-    pub(crate) fn new() -> Runtime<P> {
+    pub(crate) fn new(default_constructor: Option<fn() -> P>) -> Runtime<P> {
         let mut routes = Routes::new();
         P::routes(&mut routes);
         let descriptor = PluginDescriptor {
@@ -52,12 +106,16 @@ impl<P: Plugin> Runtime<P> {
             routes: routes.entries,
             descriptor,
             plugin: OnceLock::new(),
+            default_constructor,
         }
     }
 
     pub(crate) async fn load(&'static self, context: LoadContext) -> Result<(), PluginError> {
         let services = context.services();
-        let plugin = P::on_load(context).await?;
+        let plugin = match (P::on_load(context).await, self.default_constructor) {
+            (Err(error), Some(default)) if error.is_no_on_load() => default(),
+            (outcome, _) => outcome?,
+        };
         self.plugin
             .set((plugin, services))
             .map_err(|_| PluginError::new("on_load called twice"))
@@ -101,11 +159,11 @@ impl<P: Plugin> Runtime<P> {
         plugin.on_event(event).await
     }
 
-    pub(crate) fn handle(
+    pub(crate) fn handle<'a>(
         &'static self,
         index: u32,
-        request: FfiRequest,
-    ) -> FfiFuture<FfiHandleResult> {
+        request: FfiRequest<'a>,
+    ) -> BorrowingFfiFuture<'a, HandleResult> {
         let (plugin, services) = match self.loaded_with_services("handle") {
             Ok(loaded) => loaded,
             Err(error) => return ready_fault(FaultKind::Error, error.to_string()),
@@ -113,7 +171,7 @@ impl<P: Plugin> Runtime<P> {
         match self.routes.get(index as usize) {
             Some(entry) => entry
                 .handler
-                .call(plugin, Request::from_ffi(request, services.clone())),
+                .call(plugin, Request::from_ffi(request, services)),
             None => ready_fault(
                 FaultKind::Error,
                 format!(
@@ -125,10 +183,10 @@ impl<P: Plugin> Runtime<P> {
     }
 }
 
-fn ready_fault<T: Send + 'static>(
+fn ready_fault<'a, T: Send + 'static>(
     kind: FaultKind,
     message: String,
-) -> FfiFuture<RResult<T, PluginFault>> {
+) -> BorrowingFfiFuture<'a, RResult<T, PluginFault>> {
     async move {
         RResult::RErr(PluginFault {
             kind,
@@ -141,15 +199,16 @@ fn ready_fault<T: Send + 'static>(
 static RUNTIME: OnceLock<&'static (dyn Any + Send + Sync)> = OnceLock::new();
 
 /// This library's runtime; a library exports exactly one plugin type.
-fn runtime<P: Plugin>() -> &'static Runtime<P> {
-    let erased = *RUNTIME.get_or_init(|| Box::leak(Box::new(Runtime::<P>::new())));
+fn runtime<P: ExportedPlugin>() -> &'static Runtime<P> {
+    let erased =
+        *RUNTIME.get_or_init(|| Box::leak(Box::new(Runtime::<P>::new(P::default_constructor()))));
     erased
         .downcast_ref::<Runtime<P>>()
         .expect("export_plugin! used for two plugin types in one library")
 }
 
 /// Runs a hook future under panic containment, converting its outcome for the boundary.
-pub(crate) fn guarded<F>(hook: F) -> FfiFuture<RResult<(), PluginFault>>
+pub(crate) fn guarded<F>(hook: F) -> FfiFuture<HookResult>
 where
     F: Future<Output = Result<(), PluginError>> + Send + 'static,
 {
@@ -169,7 +228,7 @@ where
     .into_ffi()
 }
 
-extern "C" fn describe<P: Plugin>() -> RResult<RString, PluginFault> {
+extern "C" fn describe<P: ExportedPlugin>() -> RResult<RString, PluginFault> {
     match catch_panic(|| serde_json::to_string(&runtime::<P>().descriptor)) {
         Ok(Ok(json)) => RResult::ROk(RString::from(json)),
         Ok(Err(error)) => RResult::RErr(PluginFault {
@@ -183,7 +242,7 @@ extern "C" fn describe<P: Plugin>() -> RResult<RString, PluginFault> {
     }
 }
 
-extern "C" fn on_load<P: Plugin>(context: FfiLoadContext) -> FfiFuture<RResult<(), PluginFault>> {
+extern "C" fn on_load<P: ExportedPlugin>(context: FfiLoadContext) -> FfiFuture<HookResult> {
     guarded(async move {
         logging::install(context.services.clone(), context.max_log_level);
         let config = serde_json::from_str(&context.config_json).map_err(|error| {
@@ -196,20 +255,20 @@ extern "C" fn on_load<P: Plugin>(context: FfiLoadContext) -> FfiFuture<RResult<(
     })
 }
 
-extern "C" fn on_enable<P: Plugin>() -> FfiFuture<RResult<(), PluginFault>> {
+extern "C" fn on_enable<P: ExportedPlugin>() -> FfiFuture<HookResult> {
     guarded(async { runtime::<P>().enable().await })
 }
 
-extern "C" fn on_disable<P: Plugin>() -> FfiFuture<RResult<(), PluginFault>> {
+extern "C" fn on_disable<P: ExportedPlugin>() -> FfiFuture<HookResult> {
     guarded(async { runtime::<P>().disable().await })
 }
 
-extern "C" fn on_event<P: Plugin>(
+extern "C" fn on_event<P: ExportedPlugin>(
     source: RString,
     topic: RString,
     payload: RVec<u8>,
     context: RequestContextHandle,
-) -> FfiFuture<RResult<(), PluginFault>> {
+) -> FfiFuture<HookResult> {
     guarded(async move {
         let payload = serde_json::from_slice(&payload)
             .map_err(|error| PluginError::new(format!("event payload is not JSON: {error}")))?;
@@ -219,10 +278,10 @@ extern "C" fn on_event<P: Plugin>(
     })
 }
 
-extern "C" fn handle<P: Plugin>(
+extern "C" fn handle<'a, P: ExportedPlugin>(
     route_index: u32,
-    request: FfiRequest,
-) -> FfiFuture<FfiHandleResult> {
+    request: FfiRequest<'a>,
+) -> BorrowingFfiFuture<'a, HandleResult> {
     match catch_panic(runtime::<P>) {
         Ok(runtime) => runtime.handle(route_index, request),
         Err(panic) => ready_fault(FaultKind::Panic, panic),
@@ -232,7 +291,7 @@ extern "C" fn handle<P: Plugin>(
 /// Builds the root module for plugin type `P`. Called once, by the loader `export_plugin!`
 /// generates, when the host initialises the library.
 #[doc(hidden)]
-pub fn root_module<P: Plugin>() -> PluginModule_Ref {
+pub fn root_module<P: ExportedPlugin>() -> PluginModule_Ref {
     install_recording_hook();
     PluginModule {
         describe: describe::<P>,
@@ -256,6 +315,14 @@ pub fn root_module<P: Plugin>() -> PluginModule_Ref {
 #[macro_export]
 macro_rules! export_plugin {
     ($plugin:ty) => {
+        impl $crate::__private::ExportedPlugin for $plugin {
+            fn default_constructor() -> ::std::option::Option<fn() -> Self> {
+                #[allow(unused_imports)]
+                use $crate::__private::{ViaDefault as _, ViaNothing as _};
+                (&&$crate::__private::DefaultProbe::<$plugin>::new()).constructor()
+            }
+        }
+
         #[doc(hidden)]
         #[no_mangle]
         #[allow(non_upper_case_globals)]

@@ -8,10 +8,7 @@
 //! its unit of work; the one `on_load` hands out acts as the plugin itself, which sees no
 //! user's data unless it holds `system:read` / `system:write`.
 
-use std::{
-    fmt,
-    sync::{Arc, Mutex},
-};
+use std::sync::{Arc, Mutex};
 
 use super::error::ApiError;
 use crate::{
@@ -38,14 +35,6 @@ use serde::{de::DeserializeOwned, Serialize};
 
 pub use crate::abi::ServiceError;
 
-impl fmt::Display for ServiceError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for ServiceError {}
-
 impl From<SqlDecodeError> for ApiError {
     /// A stored value of an unexpected type is the server's problem: 500, cause logged.
     fn from(error: SqlDecodeError) -> ApiError {
@@ -54,17 +43,15 @@ impl From<SqlDecodeError> for ApiError {
 }
 
 impl From<ServiceError> for ApiError {
-    /// Not found → 404, conflict → 409, invalid → 400; a refused permission, a bad call or
-    /// an unavailable host is the server's problem, not the client's → 500 (the cause goes
-    /// to the log, not to the client).
+    /// Not found → 404, conflict → 409, invalid → 400; a refused permission, a bad call, an
+    /// operation the host does not offer or an unavailable host is the server's problem, not
+    /// the client's → 500 (the cause goes to the log, not to the client).
     fn from(error: ServiceError) -> ApiError {
         match error.kind {
             ServiceErrorKind::NotFound => ApiError::not_found(error.message.as_str()),
             ServiceErrorKind::Conflict => ApiError::conflict(error.message.as_str()),
             ServiceErrorKind::Invalid => ApiError::bad_request(error.message.as_str()),
-            ServiceErrorKind::PermissionDenied
-            | ServiceErrorKind::Unavailable
-            | ServiceErrorKind::BadCall => ApiError::internal(&error.message),
+            _ => ApiError::internal(&error.message),
         }
     }
 }
@@ -139,6 +126,7 @@ impl Host {
             .call(
                 ROption::from(self.context.clone()),
                 RStr::from_str(operation.name),
+                operation.version,
                 RVec::from(payload),
             )
             .await;
@@ -149,6 +137,15 @@ impl Host {
             }),
             RResult::RErr(error) => Err(error),
         }
+    }
+
+    /// Whether this host offers `operation` (in its version): a capability query, for a
+    /// plugin that can do without an operation newer hosts added (ask in `on_load`). A host
+    /// older than plugin ABI 1.1 cannot answer and reports `false`; calling an operation a
+    /// host lacks answers [`ServiceErrorKind::NotSupported`].
+    pub fn supports(&self, operation: Operation) -> bool {
+        self.services
+            .supports(RStr::from_str(operation.name), operation.version)
     }
 
     /// Runs `work` on the host's blocking pool, off the async workers that other requests

@@ -4,7 +4,7 @@
 use std::future::Future;
 
 use abi_stable::std_types::{RResult, RString};
-use async_ffi::{FfiFuture, FutureExt};
+use async_ffi::{BorrowingFfiFuture, FutureExt};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -12,7 +12,7 @@ use super::{
     error::PluginError, host::Host, panic::CatchPanic, request::Request, response::IntoResponse,
 };
 use crate::{
-    abi::{FaultKind, FfiResponse, PluginFault},
+    abi::{FaultKind, HandleResult, PluginFault},
     manifest::Manifest,
     route::{Access, Method, Migration, RouteSpec},
 };
@@ -21,6 +21,8 @@ use crate::{
 ///
 /// The value returned by `on_load` lives for the rest of the process and every handler
 /// receives a `&'static` reference to it, so it is the place for configuration and state.
+/// A plugin that needs no configuration skips `on_load` and derives `Default`: its value is
+/// then `Default::default()`.
 pub trait Plugin: Sized + Send + Sync + 'static {
     /// The manifest: id, name, version, dependencies, permissions...
     fn manifest() -> Manifest;
@@ -37,7 +39,14 @@ pub trait Plugin: Sized + Send + Sync + 'static {
 
     /// Builds the plugin from its configuration. An error fails the plugin (its dependents
     /// are skipped) and is logged with the plugin id.
-    fn on_load(context: LoadContext) -> impl Future<Output = Result<Self, PluginError>> + Send;
+    ///
+    /// Optional: without it the plugin value is `Default::default()`, which `export_plugin!`
+    /// requires then (a type that is not `Default` and lacks `on_load` fails to load, with a
+    /// message saying so).
+    fn on_load(context: LoadContext) -> impl Future<Output = Result<Self, PluginError>> + Send {
+        let _ = context;
+        async { Err(PluginError::no_on_load()) }
+    }
 
     /// Called once the server is bound, in load order.
     fn on_enable(&self) -> impl Future<Output = Result<(), PluginError>> + Send {
@@ -103,27 +112,60 @@ impl Event {
     }
 }
 
-/// The result type crossing the boundary for one request.
-pub(crate) type FfiHandleResult = RResult<FfiResponse, PluginFault>;
-
-/// A request handler: an `async fn(&MyPlugin, Request) -> impl IntoResponse`.
+/// A request handler: an `async fn(&MyPlugin, Request<'_>) -> impl IntoResponse`. The
+/// request is borrowed from the host for as long as the handler runs.
 pub trait Handler<P>: Send + Sync + 'static {
     /// Serves one request; panics inside are caught and reported as a fault.
-    fn call(&'static self, plugin: &'static P, request: Request) -> FfiFuture<FfiHandleResult>;
+    fn call<'a>(
+        &'static self,
+        plugin: &'static P,
+        request: Request<'a>,
+    ) -> BorrowingFfiFuture<'a, HandleResult>;
 }
 
-impl<P, F, Fut, R> Handler<P> for F
+/// A handler function for one request lifetime `'a`: lets [`Handler`] be implemented for
+/// every `async fn(&P, Request<'_>)`, whose future borrows the request.
+pub trait HandlerFn<'a, P: 'static>: Send + Sync + 'static {
+    /// The handler's future.
+    type Future: Future<Output = Self::Output> + Send + 'a;
+    /// What it answers.
+    type Output: IntoResponse;
+    /// Calls the handler.
+    fn invoke(&self, plugin: &'static P, request: Request<'a>) -> Self::Future;
+}
+
+impl<'a, P, F, Fut> HandlerFn<'a, P> for F
+where
+    P: 'static,
+    F: Fn(&'static P, Request<'a>) -> Fut + Send + Sync + 'static,
+    Fut: Future + Send + 'a,
+    Fut::Output: IntoResponse,
+{
+    type Future = Fut;
+    type Output = Fut::Output;
+    fn invoke(&self, plugin: &'static P, request: Request<'a>) -> Fut {
+        self(plugin, request)
+    }
+}
+
+impl<P, F> Handler<P> for F
 where
     P: Sync + 'static,
-    F: Fn(&'static P, Request) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = R> + Send + 'static,
-    R: IntoResponse,
+    F: for<'a> HandlerFn<'a, P>,
 {
-    fn call(&'static self, plugin: &'static P, request: Request) -> FfiFuture<FfiHandleResult> {
+    fn call<'a>(
+        &'static self,
+        plugin: &'static P,
+        request: Request<'a>,
+    ) -> BorrowingFfiFuture<'a, HandleResult> {
         // The handler is called inside the guarded future, so a panic while creating its
         // future is caught as well as one while polling it.
-        let guarded =
-            CatchPanic::new(async move { self(plugin, request).await.into_response().into_ffi() });
+        let guarded = CatchPanic::new(async move {
+            self.invoke(plugin, request)
+                .await
+                .into_response()
+                .into_ffi()
+        });
         async move {
             match guarded.await {
                 Ok(response) => RResult::ROk(response),

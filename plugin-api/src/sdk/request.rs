@@ -1,7 +1,7 @@
 //! The request a handler receives, with typed accessors that fail with the right HTTP error:
 //! path parameters, query parameters, headers, and the JSON body (422 in FastAPI's shape).
 
-use std::{borrow::Cow, str::FromStr};
+use std::{borrow::Cow, str::FromStr, sync::OnceLock};
 
 use serde::de::DeserializeOwned;
 use serde_json::json;
@@ -9,28 +9,29 @@ use serde_json::json;
 use super::{error::ApiError, host::Host};
 use crate::abi::{FfiMethod, FfiRequest, HostServicesHandle};
 
-/// One HTTP request, as forwarded by the host.
-pub struct Request {
-    inner: FfiRequest,
-    host: Host,
-    request_id: std::sync::OnceLock<String>,
+/// One HTTP request, as forwarded by the host: borrowed from the host for as long as the
+/// handler runs (copy out what must outlive it).
+pub struct Request<'a> {
+    inner: FfiRequest<'a>,
+    services: &'a HostServicesHandle,
+    host: OnceLock<Host>,
 }
 
-impl Request {
-    pub(crate) fn from_ffi(inner: FfiRequest, services: HostServicesHandle) -> Request {
-        let host = Host::scoped(services, inner.context.clone());
+impl<'a> Request<'a> {
+    pub(crate) fn from_ffi(inner: FfiRequest<'a>, services: &'a HostServicesHandle) -> Request<'a> {
         Request {
             inner,
-            host,
-            request_id: std::sync::OnceLock::new(),
+            services,
+            host: OnceLock::new(),
         }
     }
 
     /// The host services acting for this request: every call sees only what the caller may
     /// see (their own worlds and sessions) and joins the request's unit of work, which
-    /// commits only if the handler answers below 400.
+    /// commits only if the handler answers below 400. Clone it to keep it past the request.
     pub fn host(&self) -> &Host {
-        &self.host
+        self.host
+            .get_or_init(|| Host::scoped(self.services.clone(), self.inner.context.clone()))
     }
 
     /// The method.
@@ -40,62 +41,65 @@ impl Request {
 
     /// Who is calling, as the host verified it; `None` only on public routes.
     pub fn caller(&self) -> Option<Caller> {
+        self.inner.caller.into_option().map(|caller| Caller {
+            user_id: caller.user_id,
+            roles: caller.roles.iter().map(|r| r.to_string()).collect(),
+        })
+    }
+
+    /// Whether the caller has `role` (`false` for an anonymous caller).
+    pub fn caller_has_role(&self, role: &str) -> bool {
         self.inner
             .caller
-            .as_ref()
             .into_option()
-            .map(|caller| Caller {
-                user_id: caller.user_id,
-                roles: caller.roles.iter().map(|r| r.to_string()).collect(),
-            })
+            .is_some_and(|caller| caller.roles.iter().any(|r| r == role))
     }
 
     /// The calling user's id; 401 on a public route called without a valid token.
     pub fn user_id(&self) -> Result<i64, ApiError> {
         self.inner
             .caller
-            .as_ref()
             .into_option()
             .map(|caller| caller.user_id)
             .ok_or_else(|| ApiError::new(401, "Not authenticated"))
     }
 
-    /// The full path as received.
-    pub fn path(&self) -> &str {
-        &self.inner.path
+    /// The full path as received (percent-encoded).
+    pub fn path(&self) -> &'a str {
+        self.inner.path.as_str()
     }
 
     /// The id the host gave this request; include it in log lines about the request.
-    pub fn request_id(&self) -> &str {
-        self.request_id
-            .get_or_init(|| self.inner.context.request_id().into_string())
+    pub fn request_id(&self) -> String {
+        self.inner.context.request_id().into_string()
     }
 
-    /// A path parameter's raw text. A name the route pattern lacks is a programming error
-    /// reported as 500.
-    pub fn param(&self, name: &str) -> Result<&str, ApiError> {
+    /// A path parameter's text, percent-decoded. A name the route pattern lacks is a
+    /// programming error reported as 500.
+    pub fn param(&self, name: &str) -> Result<Cow<'a, str>, ApiError> {
         self.inner
             .path_params
             .iter()
             .find(|pair| pair.0 == name)
-            .map(|pair| pair.1.as_str())
+            .map(|pair| percent_decode(pair.1.as_str()))
             .ok_or_else(|| ApiError::internal(format!("route has no path parameter {name:?}")))
     }
 
     /// A path parameter parsed as `T`; a value that does not parse answers 422.
     pub fn param_as<T: FromStr>(&self, name: &str) -> Result<T, ApiError> {
-        parse_field("path", name, self.param(name)?)
+        parse_field("path", name, &self.param(name)?)
     }
 
     /// The raw query string (without `?`).
-    pub fn query_string(&self) -> &str {
-        &self.inner.query
+    pub fn query_string(&self) -> &'a str {
+        self.inner.query.as_str()
     }
 
     /// A query parameter, percent-decoded; the first one when repeated.
-    pub fn query(&self, name: &str) -> Option<Cow<'_, str>> {
+    pub fn query(&self, name: &str) -> Option<Cow<'a, str>> {
         self.inner
             .query
+            .as_str()
             .split('&')
             .filter_map(|pair| {
                 let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -112,32 +116,35 @@ impl Request {
         parse_field("query", name, &text).map(Some)
     }
 
-    /// A header value by (case-insensitive) name; the first when repeated.
+    /// A header value by (case-insensitive) name; the first when repeated. `None` when
+    /// absent or not UTF-8. `Authorization` and `Cookie` are never shown to plugins.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers()
-            .find(|(header, _)| header.eq_ignore_ascii_case(name))
-            .map(|(_, value)| value)
+        self.inner
+            .headers
+            .get(name.into())
+            .into_option()
+            .map(|value| value.as_str())
     }
 
     /// Every header, in the order received, as (lower-case name, value).
     pub fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
         self.inner
             .headers
-            .as_str()
-            .split('\n')
-            .filter_map(|line| line.split_once(':'))
+            .list()
+            .into_iter()
+            .map(|pair| (pair.0.as_str(), pair.1.as_str()))
     }
 
     /// The body bytes.
-    pub fn body(&self) -> &[u8] {
-        &self.inner.body
+    pub fn body(&self) -> &'a [u8] {
+        self.inner.body.as_slice()
     }
 
     /// The body parsed as JSON into `T`. Malformed JSON or a body that does not match `T`
-    /// answers 422 with `{"detail": [{"type", "loc", "msg"}]}` naming the field and the
-    /// problem, as FastAPI does.
-    pub fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
-        parse_json_body(&self.inner.body)
+    /// answers 422 with `{"detail": [{"type", "loc", "msg", "input"}, ...]}` listing every
+    /// problem, in pydantic's words, as FastAPI does.
+    pub fn json<T: DeserializeOwned + schemars::JsonSchema>(&self) -> Result<T, ApiError> {
+        parse_json_body(self.inner.body.as_slice())
     }
 }
 

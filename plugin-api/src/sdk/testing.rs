@@ -25,18 +25,19 @@ use std::{
 };
 
 use abi_stable::std_types::{RResult, RString};
-use async_ffi::{FfiFuture, FutureExt};
+use async_ffi::{BorrowingFfiFuture, FfiFuture, FutureExt};
 use serde_json::Value;
 
 use super::{
-    export::{guarded, Runtime},
+    export::{guarded, ExportedPlugin, Runtime},
     host::Host,
     panic::catch_panic,
     plugin::{LoadContext, Plugin},
 };
 use crate::{
     abi::{
-        FaultKind, FfiRequest, FfiResponse, HostServicesHandle, PluginFault, RequestContextHandle,
+        FaultKind, FfiRequest, HandleResult, HookResult, HostServicesHandle, PluginFault,
+        RequestContextHandle,
     },
     route::{Method, PluginDescriptor},
 };
@@ -45,7 +46,7 @@ use crate::{
 /// plugin in a test (call its routes, deliver events to it), use `host::testing::TestPlugin`,
 /// which runs it against the host's real services.
 pub fn descriptor_of<P: Plugin>() -> Result<PluginDescriptor, crate::ManifestErrors> {
-    let descriptor = Runtime::<P>::new().descriptor;
+    let descriptor = Runtime::<P>::new(None).descriptor;
     descriptor.validate().map(|()| descriptor)
 }
 
@@ -57,30 +58,30 @@ pub fn descriptor_of<P: Plugin>() -> Result<PluginDescriptor, crate::ManifestErr
 ///
 /// Used by `host::testing`; not meant to be called by plugin tests directly.
 #[doc(hidden)]
-pub struct TestRuntime<P: Plugin> {
+pub struct TestRuntime<P: ExportedPlugin> {
     /// Leaked, as a library's runtime is never unloaded: handlers get `&'static` references.
     runtime: &'static Runtime<P>,
 }
 
-impl<P: Plugin> Clone for TestRuntime<P> {
+impl<P: ExportedPlugin> Clone for TestRuntime<P> {
     fn clone(&self) -> Self {
         *self
     }
 }
 
-impl<P: Plugin> Copy for TestRuntime<P> {}
+impl<P: ExportedPlugin> Copy for TestRuntime<P> {}
 
-impl<P: Plugin> Default for TestRuntime<P> {
+impl<P: ExportedPlugin> Default for TestRuntime<P> {
     fn default() -> Self {
         TestRuntime::new()
     }
 }
 
-impl<P: Plugin> TestRuntime<P> {
+impl<P: ExportedPlugin> TestRuntime<P> {
     /// A fresh, not yet loaded instance (its route table built, as `describe` sees it).
     pub fn new() -> TestRuntime<P> {
         TestRuntime {
-            runtime: Box::leak(Box::new(Runtime::new())),
+            runtime: Box::leak(Box::new(Runtime::new(P::default_constructor()))),
         }
     }
 
@@ -92,11 +93,7 @@ impl<P: Plugin> TestRuntime<P> {
     /// `on_load` with `config` (the `[plugins.<id>]` table as JSON) and the services the host
     /// built for this plugin. Unlike the exported module it installs no `log` bridge (that is
     /// process-wide): the test host decides where the plugin's `log` lines go.
-    pub fn load(
-        &self,
-        config: Value,
-        services: HostServicesHandle,
-    ) -> FfiFuture<RResult<(), PluginFault>> {
+    pub fn load(&self, config: Value, services: HostServicesHandle) -> FfiFuture<HookResult> {
         let runtime = self.runtime;
         guarded(async move {
             runtime
@@ -106,23 +103,23 @@ impl<P: Plugin> TestRuntime<P> {
     }
 
     /// `on_enable`.
-    pub fn enable(&self) -> FfiFuture<RResult<(), PluginFault>> {
+    pub fn enable(&self) -> FfiFuture<HookResult> {
         let runtime = self.runtime;
         guarded(async move { runtime.enable().await })
     }
 
     /// `on_disable`.
-    pub fn disable(&self) -> FfiFuture<RResult<(), PluginFault>> {
+    pub fn disable(&self) -> FfiFuture<HookResult> {
         let runtime = self.runtime;
         guarded(async move { runtime.disable().await })
     }
 
     /// `handle`: serves one request for the route at `route_index` of the descriptor.
-    pub fn handle(
+    pub fn handle<'a>(
         &self,
         route_index: u32,
-        request: FfiRequest,
-    ) -> FfiFuture<RResult<FfiResponse, PluginFault>> {
+        request: FfiRequest<'a>,
+    ) -> BorrowingFfiFuture<'a, HandleResult> {
         let runtime = self.runtime;
         match catch_panic(move || runtime.handle(route_index, request)) {
             Ok(future) => future,
@@ -144,7 +141,7 @@ impl<P: Plugin> TestRuntime<P> {
         topic: &str,
         payload: Value,
         context: RequestContextHandle,
-    ) -> FfiFuture<RResult<(), PluginFault>> {
+    ) -> FfiFuture<HookResult> {
         let runtime = self.runtime;
         let (source, topic) = (source.to_owned(), topic.to_owned());
         guarded(async move { runtime.event(source, topic, payload, context).await })
@@ -242,16 +239,22 @@ mod tests {
 
     struct Probe;
 
+    impl ExportedPlugin for Probe {
+        fn default_constructor() -> Option<fn() -> Probe> {
+            None
+        }
+    }
+
     impl Plugin for Probe {
         fn manifest() -> Manifest {
             Manifest::new("probe", "Probe", "1.0.0")
         }
         fn routes(routes: &mut Routes<Self>) {
             routes
-                .get("/probe/{id}", "Reads", |_: &Probe, _: Request| async {
+                .get("/probe/{id}", "Reads", |_: &Probe, _: Request<'_>| async {
                     Ok::<_, ApiError>(Json(1))
                 })
-                .post("/probe/{id}", "Writes", |_: &Probe, _: Request| async {
+                .post("/probe/{id}", "Writes", |_: &Probe, _: Request<'_>| async {
                     Ok::<_, ApiError>(Json(2))
                 });
         }
@@ -280,6 +283,7 @@ mod tests {
             &self,
             _: abi_stable::std_types::ROption<RequestContextHandle>,
             _: abi_stable::std_types::RStr<'_>,
+            _: u32,
             _: abi_stable::std_types::RVec<u8>,
         ) -> FfiFuture<crate::abi::ServiceResult> {
             async {

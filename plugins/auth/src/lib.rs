@@ -130,7 +130,7 @@ pub struct TokenView {
     expires_in: u64,
 }
 
-async fn register(plugin: &Auth, request: Request) -> Result<(u16, Json<UserView>), ApiError> {
+async fn register(plugin: &Auth, request: Request<'_>) -> Result<(u16, Json<UserView>), ApiError> {
     let credentials: Credentials = request.json()?;
     let username = check_username(&credentials.username)?;
     check_password(&credentials.password, plugin.settings.min_password_length)?;
@@ -171,7 +171,7 @@ async fn register(plugin: &Auth, request: Request) -> Result<(u16, Json<UserView
     Ok((201, Json(user.view())))
 }
 
-async fn login(plugin: &Auth, request: Request) -> Result<Json<TokenView>, ApiError> {
+async fn login(plugin: &Auth, request: Request<'_>) -> Result<Json<TokenView>, ApiError> {
     let credentials: Credentials = request.json()?;
     let username = credentials.username.trim().to_lowercase();
     let user = find_user(request.host(), &username).await?;
@@ -197,7 +197,7 @@ async fn login(plugin: &Auth, request: Request) -> Result<Json<TokenView>, ApiEr
     }))
 }
 
-async fn me(_: &Auth, request: Request) -> Result<Json<UserView>, ApiError> {
+async fn me(_: &Auth, request: Request<'_>) -> Result<Json<UserView>, ApiError> {
     let user_id = request.user_id()?;
     let rows = request
         .host()

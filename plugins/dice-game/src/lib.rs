@@ -45,7 +45,9 @@ impl Plugin for DiceGame {
                 "Roll dice, e.g. {\"dice\": \"2d6+1\"}",
                 roll,
             )
-            .public();
+            .public()
+            .request::<RollRequest>()
+            .response::<RollResponse>();
     }
 
     async fn on_load(context: LoadContext) -> Result<Self, PluginError> {
@@ -70,19 +72,19 @@ impl Plugin for DiceGame {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 struct RollRequest {
     dice: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, JsonSchema)]
 struct RollResponse {
     dice: String,
     rolls: Vec<u32>,
     total: i64,
 }
 
-async fn roll(game: &DiceGame, request: Request) -> Result<Json<RollResponse>, ApiError> {
+async fn roll(game: &DiceGame, request: Request<'_>) -> Result<Json<RollResponse>, ApiError> {
     let RollRequest { dice } = request.json()?;
     let notation = parse_notation(&dice).map_err(|msg| {
         ApiError::validation("value_error", vec![json!("body"), json!("dice")], msg)

@@ -97,7 +97,7 @@ pub struct PromptContext {
     time_of_day: String,
 }
 
-async fn next_line(_: &GameDialogue, request: Request) -> Result<Json<NextLine>, ApiError> {
+async fn next_line(_: &GameDialogue, request: Request<'_>) -> Result<Json<NextLine>, ApiError> {
     let raw: Value = request.json()?;
     let missing = |field: &str| raw.get(field).is_none_or(Value::is_null);
     if missing("npc_id") || missing("session_id") {
@@ -142,7 +142,10 @@ pub struct HistoryLine {
     created_at: i64,
 }
 
-async fn history(_: &GameDialogue, request: Request) -> Result<Json<Vec<HistoryLine>>, ApiError> {
+async fn history(
+    _: &GameDialogue,
+    request: Request<'_>,
+) -> Result<Json<Vec<HistoryLine>>, ApiError> {
     let session_id: i64 = request.param_as("session_id")?;
     let host = request.host();
     // Through the caller's sessions: another user's session id finds nothing here, whatever

@@ -51,11 +51,14 @@ impl Plugin for GameLocations {
     }
 }
 
-async fn list(_: &GameLocations, request: Request) -> Result<Json<Vec<LocationSummary>>, ApiError> {
+async fn list(
+    _: &GameLocations,
+    request: Request<'_>,
+) -> Result<Json<Vec<LocationSummary>>, ApiError> {
     Ok(Json(request.host().list_locations().await?))
 }
 
-async fn create(_: &GameLocations, request: Request) -> Result<Json<Location>, ApiError> {
+async fn create(_: &GameLocations, request: Request<'_>) -> Result<Json<Location>, ApiError> {
     let body: NewLocation = request.json()?;
     if body.name.trim().is_empty() {
         return Err(ApiError::bad_request("name must not be empty"));
@@ -66,7 +69,7 @@ async fn create(_: &GameLocations, request: Request) -> Result<Json<Location>, A
     Ok(Json(location))
 }
 
-async fn get(_: &GameLocations, request: Request) -> Result<Json<Location>, ApiError> {
+async fn get(_: &GameLocations, request: Request<'_>) -> Result<Json<Location>, ApiError> {
     Ok(Json(
         request
             .host()
@@ -81,7 +84,7 @@ struct HotspotsBody {
     hotspots: Vec<Hotspot>,
 }
 
-async fn set_hotspots(_: &GameLocations, request: Request) -> Result<Json<Location>, ApiError> {
+async fn set_hotspots(_: &GameLocations, request: Request<'_>) -> Result<Json<Location>, ApiError> {
     let location_id = request.param_as("location_id")?;
     // The original answered 400 (not 422) when `hotspots` is not a list; keep that.
     let raw: Value = request.json()?;

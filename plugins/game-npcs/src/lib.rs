@@ -54,11 +54,11 @@ impl Plugin for GameNpcs {
     }
 }
 
-async fn list(_: &GameNpcs, request: Request) -> Result<Json<Vec<NpcSummary>>, ApiError> {
+async fn list(_: &GameNpcs, request: Request<'_>) -> Result<Json<Vec<NpcSummary>>, ApiError> {
     Ok(Json(request.host().list_npcs().await?))
 }
 
-async fn create(_: &GameNpcs, request: Request) -> Result<Json<Npc>, ApiError> {
+async fn create(_: &GameNpcs, request: Request<'_>) -> Result<Json<Npc>, ApiError> {
     let body: NewNpc = request.json()?;
     if body.name.trim().is_empty() {
         return Err(ApiError::bad_request("name must not be empty"));
@@ -69,13 +69,13 @@ async fn create(_: &GameNpcs, request: Request) -> Result<Json<Npc>, ApiError> {
     Ok(Json(npc))
 }
 
-async fn get(_: &GameNpcs, request: Request) -> Result<Json<Npc>, ApiError> {
+async fn get(_: &GameNpcs, request: Request<'_>) -> Result<Json<Npc>, ApiError> {
     Ok(Json(
         request.host().get_npc(request.param_as("npc_id")?).await?,
     ))
 }
 
-async fn presence(_: &GameNpcs, request: Request) -> Result<Json<Vec<NpcPresence>>, ApiError> {
+async fn presence(_: &GameNpcs, request: Request<'_>) -> Result<Json<Vec<NpcPresence>>, ApiError> {
     let world_time = request.query_as::<f64>("world_time")?.ok_or_else(|| {
         ApiError::validation(
             "missing",
@@ -94,7 +94,10 @@ async fn presence(_: &GameNpcs, request: Request) -> Result<Json<Vec<NpcPresence
     Ok(Json(request.host().npc_presence(&query).await?))
 }
 
-async fn expressions(_: &GameNpcs, request: Request) -> Result<Json<Vec<NpcExpression>>, ApiError> {
+async fn expressions(
+    _: &GameNpcs,
+    request: Request<'_>,
+) -> Result<Json<Vec<NpcExpression>>, ApiError> {
     Ok(Json(
         request
             .host()
@@ -111,7 +114,7 @@ struct ExpressionsBody {
 
 async fn set_expressions(
     _: &GameNpcs,
-    request: Request,
+    request: Request<'_>,
 ) -> Result<Json<Vec<NpcExpression>>, ApiError> {
     let npc_id = request.param_as("npc_id")?;
     let body: ExpressionsBody = request.json()?;
@@ -125,7 +128,7 @@ async fn set_expressions(
 
 async fn schedules(
     _: &GameNpcs,
-    request: Request,
+    request: Request<'_>,
 ) -> Result<Json<Vec<NpcScheduleEntry>>, ApiError> {
     Ok(Json(
         request
@@ -143,7 +146,7 @@ struct SchedulesBody {
 
 async fn set_schedules(
     _: &GameNpcs,
-    request: Request,
+    request: Request<'_>,
 ) -> Result<Json<Vec<NpcScheduleEntry>>, ApiError> {
     let npc_id = request.param_as("npc_id")?;
     let body: SchedulesBody = request.json()?;

@@ -123,7 +123,7 @@ pub struct RelationshipsView {
 
 async fn relationships(
     _: &GameRelationships,
-    request: Request,
+    request: Request<'_>,
 ) -> Result<Json<RelationshipsView>, ApiError> {
     let session = request
         .host()

@@ -50,7 +50,7 @@ struct CreateBody {
     relationships: Option<Map<String, Value>>,
 }
 
-async fn create(_: &GameSessions, request: Request) -> Result<Json<Session>, ApiError> {
+async fn create(_: &GameSessions, request: Request<'_>) -> Result<Json<Session>, ApiError> {
     let body: CreateBody = request.json()?;
     let new = NewSession {
         world_id: body.world_id,
@@ -64,7 +64,7 @@ async fn create(_: &GameSessions, request: Request) -> Result<Json<Session>, Api
     Ok(Json(session))
 }
 
-async fn get(_: &GameSessions, request: Request) -> Result<Json<Session>, ApiError> {
+async fn get(_: &GameSessions, request: Request<'_>) -> Result<Json<Session>, ApiError> {
     Ok(Json(
         request
             .host()
@@ -82,7 +82,7 @@ struct PatchBody {
     expected_version: Option<i64>,
 }
 
-async fn patch(_: &GameSessions, request: Request) -> Result<Json<Session>, ApiError> {
+async fn patch(_: &GameSessions, request: Request<'_>) -> Result<Json<Session>, ApiError> {
     let session_id = request.param_as("session_id")?;
     let body: PatchBody = request.json()?;
     if body.world_time.is_some_and(|t| t < 0.0) {

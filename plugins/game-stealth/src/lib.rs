@@ -135,7 +135,7 @@ pub struct PickpocketResponse {
 
 async fn pickpocket(
     plugin: &GameStealth,
-    request: Request,
+    request: Request<'_>,
 ) -> Result<Json<PickpocketResponse>, ApiError> {
     let body: PickpocketRequest = request.json()?;
     if !(0.0..=1.0).contains(&body.base_success_chance) {

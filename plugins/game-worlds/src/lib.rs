@@ -47,11 +47,11 @@ impl Plugin for GameWorlds {
     }
 }
 
-async fn list(_: &GameWorlds, request: Request) -> Result<Json<Vec<WorldSummary>>, ApiError> {
+async fn list(_: &GameWorlds, request: Request<'_>) -> Result<Json<Vec<WorldSummary>>, ApiError> {
     Ok(Json(request.host().list_worlds().await?))
 }
 
-async fn create(_: &GameWorlds, request: Request) -> Result<Json<World>, ApiError> {
+async fn create(_: &GameWorlds, request: Request<'_>) -> Result<Json<World>, ApiError> {
     let body: NewWorld = request.json()?;
     if body.name.trim().is_empty() {
         return Err(ApiError::bad_request("name must not be empty"));
@@ -66,7 +66,7 @@ async fn create(_: &GameWorlds, request: Request) -> Result<Json<World>, ApiErro
     Ok(Json(request.host().create_world(&body).await?))
 }
 
-async fn get(_: &GameWorlds, request: Request) -> Result<Json<World>, ApiError> {
+async fn get(_: &GameWorlds, request: Request<'_>) -> Result<Json<World>, ApiError> {
     Ok(Json(
         request
             .host()
@@ -82,7 +82,7 @@ struct AdvanceBody {
     delta_seconds: f64,
 }
 
-async fn advance(_: &GameWorlds, request: Request) -> Result<Json<World>, ApiError> {
+async fn advance(_: &GameWorlds, request: Request<'_>) -> Result<Json<World>, ApiError> {
     let world_id = request.param_as("world_id")?;
     let body: AdvanceBody = request.json()?;
     Ok(Json(

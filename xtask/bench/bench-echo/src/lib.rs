@@ -52,7 +52,7 @@ impl Plugin for BenchEcho {
     }
 }
 
-async fn echo(_: &BenchEcho, request: Request) -> Response {
+async fn echo(_: &BenchEcho, request: Request<'_>) -> Response {
     match respond(request.body()) {
         Ok(body) => Response::new(200)
             .with_header("content-type", "application/json")

@@ -56,7 +56,7 @@ impl Plugin for BenchMany {
     }
 }
 
-async fn filler(_: &BenchMany, request: Request) -> Result<Json<Value>, ApiError> {
+async fn filler(_: &BenchMany, request: Request<'_>) -> Result<Json<Value>, ApiError> {
     Ok(Json(json!({"id": request.param("id")?})))
 }
 
