@@ -23,6 +23,7 @@ pub fn plugin_json(record: &PluginRecord) -> Value {
         "reason": record.reason,
         "order": record.order,
         "file": record.file,
+        "abi_version": record.library.as_ref().map(|l| &l.abi_version),
         "prefix": manifest.map(|m| &m.prefix),
         "tags": manifest.map_or(&[][..], |m| &m.tags),
         "dependencies": manifest.map_or(&[][..], |m| &m.dependencies),

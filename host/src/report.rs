@@ -59,6 +59,9 @@ pub fn text_report(registry: &PluginRegistry) -> String {
         };
         let manifest = &descriptor.manifest;
         let _ = writeln!(out, "  name:         {}", manifest.name);
+        if let Some(library) = &record.library {
+            let _ = writeln!(out, "  plugin ABI:   {}", library.abi_version);
+        }
         if !manifest.description.is_empty() {
             let _ = writeln!(out, "  description:  {}", manifest.description);
         }

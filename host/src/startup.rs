@@ -188,7 +188,11 @@ pub fn serving_state(
             .map_err(|error| anyhow::anyhow!("route table of enabled plugins: {error}"))?;
         plugins.push(ServedPlugin {
             id,
-            module: record.library.expect("enabled has a library").module,
+            module: record
+                .library
+                .as_ref()
+                .expect("enabled has a library")
+                .module,
         });
     }
     Ok(ServingState {

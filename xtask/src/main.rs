@@ -11,6 +11,7 @@ use anyhow::{bail, Context};
 use serde::Deserialize;
 
 mod bench;
+mod scaffold;
 
 const USAGE: &str = "usage: cargo xtask <task>
 
@@ -18,6 +19,9 @@ tasks:
   build-plugins [--release]           build every crate under plugins/ and copy the libraries into plugin-dir/
   run [--release] [-- <pixsim7 args>] build the plugins, then serve them
   test [<cargo test args>]            build the host, plugins and test fixtures, then run every test
+  new-plugin NAME [--out-of-tree DIR [--sdk-version VERSION]]
+                                      write a plugin crate (plugins/NAME/, or a standalone crate
+                                      in DIR) with one public route GET /api/v1/NAME/hello
   bench [--quick]                     release build, then measure the host against baselines
                                       (needs wrk); writes docs/PERFORMANCE.md";
 
@@ -49,6 +53,23 @@ fn main() -> anyhow::Result<()> {
             run(&mut command)?;
         }
         "test" => workspace.test(rest)?,
+        "new-plugin" => {
+            let scaffold = scaffold::Scaffold::from_args(rest, &workspace.root)?;
+            let dir = scaffold.write(&workspace.root)?;
+            println!("wrote {}", dir.display());
+            match scaffold.out_of_tree {
+                None => println!(
+                    "next: `cargo xtask build-plugins`, then restart the host: \
+                     GET /api/v1/{}/hello is served",
+                    scaffold.name
+                ),
+                Some(_) => println!(
+                    "next: `cargo test` and `cargo build --release` there, then copy the library \
+                     into the host's plugin-dir/ and restart it (see {}/README.md)",
+                    dir.display()
+                ),
+            }
+        }
         "bench" => match rest {
             [] => bench::run_bench(&workspace, false)?,
             [flag] if flag == "--quick" => bench::run_bench(&workspace, true)?,
@@ -196,9 +217,62 @@ impl Workspace {
         let host = ("host".to_owned(), String::new());
         everything.push(&host);
         self.build(Profile::Debug, &everything)?;
+        self.build_compat_fixtures()?;
+        self.build_scaffold_check()?;
         let mut command = cargo();
         command.args(["test", "--workspace"]).args(cargo_test_args);
         run(&mut command)
+    }
+}
+
+impl Workspace {
+    /// Writes a plugin with `new-plugin --out-of-tree` as an author would, runs its unit
+    /// test and builds its library into this target directory, where the host's
+    /// integration tests load and call it (`scaffold::the_scaffolded_plugin_is_served`).
+    fn build_scaffold_check(&self) -> anyhow::Result<()> {
+        let dir = self.target_dir.join("scaffold-check");
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)?;
+        }
+        let scaffold = scaffold::Scaffold {
+            name: "scaffold-check".to_owned(),
+            out_of_tree: Some((dir.clone(), scaffold::Sdk::Path(self.root.clone()))),
+        };
+        scaffold.write(&self.root)?;
+        for task in ["test", "build"] {
+            let mut command = cargo();
+            command
+                .args([task, "--manifest-path"])
+                .arg(dir.join("Cargo.toml"))
+                .env("CARGO_TARGET_DIR", &self.target_dir);
+            run(&mut command)?;
+        }
+        Ok(())
+    }
+
+    /// Builds the plugins under host/tests/compat/ that are written against a frozen earlier
+    /// release of plugin-abi: each is a workspace of its own (one build cannot hold two
+    /// plugin-abi 1.x crates), built into this target directory so the tests find it.
+    fn build_compat_fixtures(&self) -> anyhow::Result<()> {
+        let compat = self.root.join("host/tests/compat");
+        let mut fixtures: Vec<PathBuf> = std::fs::read_dir(&compat)
+            .with_context(|| format!("cannot read {}", compat.display()))?
+            .filter_map(|entry| Some(entry.ok()?.path()))
+            .filter(|path| {
+                path.file_name()
+                    .is_some_and(|name| name.to_string_lossy().starts_with("fixture-"))
+            })
+            .collect();
+        fixtures.sort();
+        for fixture in fixtures {
+            let mut command = cargo();
+            command
+                .args(["build", "--manifest-path"])
+                .arg(fixture.join("Cargo.toml"))
+                .env("CARGO_TARGET_DIR", &self.target_dir);
+            run(&mut command)?;
+        }
+        Ok(())
     }
 }
 

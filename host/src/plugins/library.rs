@@ -7,17 +7,27 @@
 
 use std::{fmt, path::Path};
 
-use abi_stable::library::{lib_header_from_path, LibraryError, RootModule};
+use abi_stable::{
+    abi_stability::abi_checking::{
+        check_layout_compatibility, AbiInstability, AbiInstabilityErrors,
+    },
+    library::{lib_header_from_path, LibHeader, LibraryError, RootModule},
+    sabi_types::VersionNumber,
+    type_layout::TLFieldOrFunction,
+    StableAbi,
+};
 use plugin_api::{
-    abi::{FaultKind, PluginModule_Ref},
+    abi::{FaultKind, PluginModule_Ref, ABI_VERSION},
     PluginDescriptor,
 };
 
 /// A library whose root module passed abi_stable's version and layout checks.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub struct PluginLibrary {
     /// The root module: the plugin's entry points.
     pub module: PluginModule_Ref,
+    /// The plugin ABI version it was built against (this host's major, any minor).
+    pub abi_version: String,
 }
 
 /// Why a file in the plugin directory could not be used as a plugin.
@@ -29,15 +39,21 @@ pub enum LoadError {
     MissingRootModule,
     /// Built with an abi_stable whose header is incompatible with the host's.
     IncompatibleAbiStable(String),
-    /// Built against an incompatible plugin-api version.
-    IncompatibleApiVersion {
-        /// The plugin-api version the host was built with.
-        expected: String,
-        /// The plugin-api version the library was built with.
-        found: String,
+    /// Built against a plugin ABI this host cannot load: from before plugin-abi existed
+    /// (plugin-api 0.x), another major, or unreadable.
+    IncompatibleAbiVersion {
+        /// The library's plugin ABI version (for libraries from before the split, the
+        /// plugin-api version they were built with).
+        library: String,
+        /// Which side to rebuild or upgrade.
+        advice: VersionAdvice,
     },
-    /// The root module's type layout differs from the host's (a different plugin-api).
-    AbiLayoutMismatch,
+    /// The root module's type layout differs from the host's although the ABI versions are
+    /// compatible (a modified copy of plugin-abi).
+    AbiLayoutMismatch {
+        /// The library's plugin ABI version.
+        library: String,
+    },
     /// The library's root-module constructor failed or panicked.
     RootModuleFailed(String),
     /// `describe` failed or panicked.
@@ -46,9 +62,23 @@ pub enum LoadError {
     UnreadableDescriptor(String),
 }
 
+/// What a library of an incompatible ABI version should do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersionAdvice {
+    /// Built before the ABI crate existed (plugin-api 0.7 or older): rebuild the plugin.
+    RebuildPreSplit,
+    /// An older major: rebuild the plugin against this host's major.
+    RebuildOlderMajor,
+    /// A newer major: upgrade the host (or build the plugin against this host's major).
+    UpgradeHost,
+    /// The version string does not parse.
+    Unreadable,
+}
+
 impl fmt::Display for LoadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let host_api = PluginModule_Ref::VERSION_STRINGS;
+        let host_major = host_api.version.split('.').next().unwrap_or_default();
         match self {
             LoadError::NotALibrary(cause) => write!(f, "not a loadable library: {cause}"),
             LoadError::MissingRootModule => write!(
@@ -60,15 +90,34 @@ impl fmt::Display for LoadError {
                 f,
                 "built with an incompatible abi_stable ({cause}); rebuild it against plugin-api {host_api}"
             ),
-            LoadError::IncompatibleApiVersion { expected, found } => write!(
+            LoadError::IncompatibleAbiVersion { library, advice } => match advice {
+                VersionAdvice::RebuildPreSplit => write!(
+                    f,
+                    "built against plugin-api {library}, from before the stable plugin ABI; this host \
+                     loads plugin ABI {host_major}.x (it has {host_api}): rebuild the plugin with \
+                     plugin-api 0.8 or later"
+                ),
+                VersionAdvice::RebuildOlderMajor => write!(
+                    f,
+                    "built against plugin ABI {library}, older than this host's plugin ABI \
+                     {host_api}: rebuild the plugin against plugin-abi {host_major}.x"
+                ),
+                VersionAdvice::UpgradeHost => write!(
+                    f,
+                    "built against plugin ABI {library}, newer than this host's plugin ABI \
+                     {host_api}: upgrade the host, or rebuild the plugin against plugin-abi {host_major}.x"
+                ),
+                VersionAdvice::Unreadable => write!(
+                    f,
+                    "built against an unreadable plugin ABI version {library:?}; this host has \
+                     plugin ABI {host_api}: rebuild the plugin against plugin-abi {host_major}.x"
+                ),
+            },
+            LoadError::AbiLayoutMismatch { library } => write!(
                 f,
-                "built against plugin-api {found}, but this host needs plugin-api {expected} \
-                 (same minor version); rebuild the plugin with `cargo xtask build-plugins`"
-            ),
-            LoadError::AbiLayoutMismatch => write!(
-                f,
-                "ABI layout mismatch: the library's plugin interface differs from this host's \
-                 plugin-api {host_api}; rebuild the plugin (log level debug shows the full layout diff)"
+                "ABI layout mismatch: built against plugin ABI {library}, which this host ({host_api}) \
+                 would load, but its interface types differ (a modified plugin-abi?); rebuild the \
+                 plugin against a released plugin-abi {host_major}.x (log level debug shows the layout diff)"
             ),
             LoadError::RootModuleFailed(cause) => {
                 write!(f, "the library's root module failed to initialize: {cause}")
@@ -88,9 +137,15 @@ impl std::error::Error for LoadError {}
 /// Loads the library at `path` and reads its descriptor. The descriptor is not validated
 /// here (see `PluginDescriptor::validate`).
 pub fn load_plugin_library(path: &Path) -> Result<(PluginLibrary, PluginDescriptor), LoadError> {
-    let module = lib_header_from_path(path)
-        .and_then(|header| header.init_root_module::<PluginModule_Ref>())
-        .map_err(|error| classify(path, error))?;
+    let header = lib_header_from_path(path).map_err(|error| classify(path, "", error))?;
+    let library_version = check_abi_version(header)?;
+    let module = match header.init_root_module::<PluginModule_Ref>() {
+        Ok(module) => module,
+        Err(LibraryError::AbiInstability(diff)) if built_against_an_older_minor(header) => {
+            load_older_minor(path, header, &library_version, diff)?
+        }
+        Err(error) => return Err(classify(path, &library_version, error)),
+    };
     let descriptor_json = match (module.describe())() {
         abi_stable::std_types::RResult::ROk(json) => json,
         abi_stable::std_types::RResult::RErr(fault) => {
@@ -106,32 +161,137 @@ pub fn load_plugin_library(path: &Path) -> Result<(PluginLibrary, PluginDescript
     };
     let descriptor = serde_json::from_str(&descriptor_json)
         .map_err(|error| LoadError::UnreadableDescriptor(error.to_string()))?;
-    Ok((PluginLibrary { module }, descriptor))
+    Ok((
+        PluginLibrary {
+            module,
+            abi_version: library_version,
+        },
+        descriptor,
+    ))
 }
 
-fn classify(path: &Path, error: LibraryError) -> LoadError {
+/// The library's plugin ABI version, if this host loads that version: the same major, any
+/// minor. An older minor is the compatibility promise (prefix types carry what was
+/// appended since); a newer one loads too, since a minor only appends methods with default
+/// bodies and operations the host answers `NotSupported`.
+fn check_abi_version(header: &LibHeader) -> Result<String, LoadError> {
+    let library = header.version_strings().version.as_str().to_owned();
+    let host = VersionNumber::new(PluginModule_Ref::VERSION_STRINGS)
+        .expect("the host's own ABI version parses");
+    debug_assert_eq!(
+        PluginModule_Ref::VERSION_STRINGS.version.as_str(),
+        ABI_VERSION
+    );
+    let advice = match VersionNumber::new(header.version_strings()) {
+        Err(_) => VersionAdvice::Unreadable,
+        Ok(found) if found.major == host.major => return Ok(library),
+        Ok(found) if found.major == 0 => VersionAdvice::RebuildPreSplit,
+        Ok(found) if found.major < host.major => VersionAdvice::RebuildOlderMajor,
+        Ok(_) => VersionAdvice::UpgradeHost,
+    };
+    Err(LoadError::IncompatibleAbiVersion { library, advice })
+}
+
+/// Whether the library was built against an older minor of this host's ABI major.
+fn built_against_an_older_minor(header: &LibHeader) -> bool {
+    let host = VersionNumber::new(PluginModule_Ref::VERSION_STRINGS);
+    let library = VersionNumber::new(header.version_strings());
+    matches!((host, library), (Ok(host), Ok(library))
+        if host.major == library.major && library.minor < host.minor)
+}
+
+/// Loads a library built against an older minor of the ABI, whose prefix types (the root
+/// module, the host services' vtables) are shorter than this host's.
+///
+/// abi_stable's layout check holds the host to the library's version or older: a prefix
+/// type the host knows with more fields than the library's is "too many fields". Here the
+/// host is the newer side, so the layouts are compared again and the library is accepted
+/// when every difference is exactly that — fields or methods appended to a prefix type, in
+/// a minor release. Appended root-module fields are read through `Option` accessors, and
+/// appended trait methods have default bodies (docs/abi.md), so the library never sees
+/// what it lacks and the host never reads what the library does not have. Any other
+/// difference is a mismatch, reported as abi_stable found it.
+fn load_older_minor(
+    path: &Path,
+    header: &LibHeader,
+    library_version: &str,
+    diff: abi_stable::std_types::RBoxError,
+) -> Result<PluginModule_Ref, LoadError> {
+    let mismatch = |diff: &dyn fmt::Display| {
+        tracing::debug!(file = %path.display(), "ABI layout diff:\n{diff}");
+        LoadError::AbiLayoutMismatch {
+            library: library_version.to_owned(),
+        }
+    };
+    let Some(layout) = header.layout() else {
+        return Err(mismatch(&diff));
+    };
+    match check_layout_compatibility(<PluginModule_Ref as StableAbi>::LAYOUT, layout) {
+        Ok(()) => {}
+        Err(errors) if only_appended_to_prefix_types(&errors) => {}
+        Err(errors) => return Err(mismatch(&errors)),
+    }
+    tracing::debug!(
+        file = %path.display(),
+        "library built against plugin ABI {library_version}: loading it with this host's \
+         appended prefix fields absent on its side"
+    );
+    // SAFETY: the layouts were compared above, and differ only in fields appended to
+    // prefix types after their last prefix field, which both sides treat as optional.
+    unsafe { header.init_root_module_with_unchecked_layout::<PluginModule_Ref>() }
+        .map_err(|error| classify(path, library_version, error))
+}
+
+/// Whether every layout difference is a prefix type (module or vtable) that has more
+/// fields on the host's side than on the library's.
+fn only_appended_to_prefix_types(errors: &AbiInstabilityErrors) -> bool {
+    // The checker also lists the types it walked through, with no error of their own.
+    let mut found = errors
+        .errors
+        .iter()
+        .filter(|error| !error.errs.is_empty())
+        .peekable();
+    found.peek().is_some()
+        && found.all(|error| {
+            let compared_is_prefix_type = match error.stack_trace.last() {
+                Some(step) => match &step.expected {
+                    TLFieldOrFunction::Field(field) => field.layout().is_prefix_kind(),
+                    TLFieldOrFunction::Function(_) => false,
+                },
+                None => false,
+            };
+            compared_is_prefix_type
+                && error.errs.iter().all(|instability| {
+                    matches!(instability, AbiInstability::FieldCountMismatch(counts)
+                        if counts.expected > counts.found)
+                })
+        })
+}
+
+fn classify(path: &Path, library_version: &str, error: LibraryError) -> LoadError {
     match error {
         LibraryError::OpenError { err, .. } => LoadError::NotALibrary(err.to_string()),
         LibraryError::GetSymbolError { .. } => LoadError::MissingRootModule,
         LibraryError::InvalidAbiHeader(header) => {
             LoadError::IncompatibleAbiStable(format!("{header:?}"))
         }
-        LibraryError::IncompatibleVersionNumber {
-            expected_version,
-            actual_version,
-            ..
-        } => LoadError::IncompatibleApiVersion {
-            expected: expected_version.to_string(),
-            found: actual_version.to_string(),
-        },
+        // Checked before (`check_abi_version`); abi_stable's own check is a backstop.
+        LibraryError::IncompatibleVersionNumber { actual_version, .. } => {
+            LoadError::IncompatibleAbiVersion {
+                library: actual_version.to_string(),
+                advice: VersionAdvice::RebuildOlderMajor,
+            }
+        }
         LibraryError::AbiInstability(diff) => {
             // The diff can run to hundreds of lines: one line at warn (by the caller), the
             // whole of it here, at debug.
             tracing::debug!(file = %path.display(), "ABI layout diff:\n{diff}");
-            LoadError::AbiLayoutMismatch
+            LoadError::AbiLayoutMismatch {
+                library: library_version.to_owned(),
+            }
         }
         LibraryError::Many(errors) => match errors.into_iter().next() {
-            Some(first) => classify(path, first),
+            Some(first) => classify(path, library_version, first),
             None => LoadError::RootModuleFailed("unknown error".to_owned()),
         },
         other => LoadError::RootModuleFailed(other.to_string()),

@@ -106,7 +106,8 @@ pub fn needs_own_data(descriptor: &plugin_api::PluginDescriptor) -> bool {
 pub async fn subscribe_plugins(registry: &mut PluginRegistry, events: &EventBus) {
     for index in registry.load_order.clone() {
         let record = &registry.records[index];
-        let (Some(descriptor), Some(library)) = (&record.descriptor, record.library) else {
+        let (Some(descriptor), Some(library)) = (&record.descriptor, record.library.as_ref())
+        else {
             continue;
         };
         let manifest = &descriptor.manifest;
@@ -167,7 +168,11 @@ pub async fn load_plugins(
             .as_ref()
             .expect("pending has a manifest")
             .manifest;
-        let module = record.library.expect("pending has a library").module;
+        let module = record
+            .library
+            .as_ref()
+            .expect("pending has a library")
+            .module;
         let settings = serde_json::Value::Object(config.plugin(&manifest.id).settings);
         let context = FfiLoadContext {
             config_json: RString::from(settings.to_string()),
@@ -233,6 +238,7 @@ pub async fn enable_plugins(registry: &mut PluginRegistry, config: &Config, even
         }
         let module = registry.records[index]
             .library
+            .as_ref()
             .expect("loaded has a library")
             .module;
         match run_hook_in_unit(events, (module.on_enable())(), config.hook_timeout).await {
@@ -273,7 +279,11 @@ pub async fn disable_plugins(registry: &mut PluginRegistry, config: &Config, eve
         // Its pending events handled and its delivery ended first: no on_event after (or
         // during) on_disable.
         events.retire(&id, config.shutdown_timeout).await;
-        let module = record.library.expect("enabled has a library").module;
+        let module = record
+            .library
+            .as_ref()
+            .expect("enabled has a library")
+            .module;
         match run_hook_in_unit(events, (module.on_disable())(), config.hook_timeout).await {
             Ok(()) => tracing::info!(plugin = %id, "Disabled plugin {id}"),
             Err(reason) => {

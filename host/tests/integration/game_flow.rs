@@ -111,22 +111,53 @@ fn pickpocket_validation_follows_the_reference_order() {
             .unwrap();
         let post = |body: Value| host.post_json("/api/v1/game/stealth/pickpocket", &body);
 
-        let missing = post(
-            json!({"npc_id": 1, "slot_id": "x", "base_success_chance": 0.5, "detection_chance": 0.5}),
-        );
+        let partial = json!({"npc_id": 1, "slot_id": "x", "base_success_chance": 0.5, "detection_chance": 0.5});
+        let missing = post(partial.clone());
         assert_eq!(missing.status, 422);
         assert_eq!(
-            missing.json()["detail"][0],
-            json!({"type": "missing", "loc": ["body", "session_id"], "msg": "Field required"})
+            missing.json()["detail"],
+            json!([{"type": "missing", "loc": ["body", "session_id"], "msg": "Field required", "input": partial}])
         );
-        let wrong_type = post(
-            json!({"npc_id": "seven", "slot_id": "x", "base_success_chance": 0.5, "detection_chance": 0.5, "session_id": sid}),
+        // Every problem listed, as FastAPI does: an empty object lacks all five fields.
+        let empty = post(json!({}));
+        assert_eq!(empty.status, 422);
+        let required = [
+            "npc_id",
+            "slot_id",
+            "base_success_chance",
+            "detection_chance",
+            "session_id",
+        ];
+        let expected: Vec<Value> = required
+            .iter()
+            .map(|field| json!({"type": "missing", "loc": ["body", field], "msg": "Field required", "input": {}}))
+            .collect();
+        assert_eq!(empty.json()["detail"], json!(expected));
+        let wrong_types = post(
+            json!({"npc_id": "seven", "slot_id": 5, "base_success_chance": 0.5, "detection_chance": "high", "session_id": sid}),
         );
-        assert_eq!(wrong_type.status, 422);
+        assert_eq!(wrong_types.status, 422);
+        let detail = wrong_types.json()["detail"].clone();
+        let problems: Vec<(Value, Value)> = detail
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|issue| (issue["loc"].clone(), issue["type"].clone()))
+            .collect();
         assert_eq!(
-            wrong_type.json()["detail"][0]["loc"],
-            json!(["body", "npc_id"])
+            problems,
+            [
+                (json!(["body", "npc_id"]), json!("int_parsing")),
+                (json!(["body", "slot_id"]), json!("string_type")),
+                (json!(["body", "detection_chance"]), json!("float_parsing")),
+            ],
+            "{detail}"
         );
+        assert_eq!(
+            detail[0]["msg"],
+            "Input should be a valid integer, unable to parse string as an integer"
+        );
+        assert_eq!(detail[0]["input"], "seven");
         let both_bad = post(pickpocket(999_999, 1, 1.5, -1.0));
         assert_eq!(
             (both_bad.status, both_bad.json()),

@@ -1,6 +1,7 @@
 //! Integration tests: the real `pixsim7` binary over real plugin libraries built from the
 //! workspace (`cargo xtask test` builds them first). One test binary, one module per area.
 
+mod abi_compat;
 mod auth_and_ownership;
 mod databases;
 mod event_outbox;
@@ -14,5 +15,6 @@ mod lifecycle_hooks;
 mod migrations_cli;
 mod plugin_data;
 mod plugin_loading;
+mod scaffold;
 mod startup_failures;
 mod unit_of_work;

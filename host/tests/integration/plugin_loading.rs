@@ -16,6 +16,7 @@ const BAD_FIXTURES: &[&str] = &[
     "fixture_missing_dep",
     "fixture_needs_failing",
     "fixture_needs_newer",
+    "fixture_newer_abi",
     "fixture_no_root",
     "fixture_old_api",
     "fixture_route_conflict",
@@ -69,13 +70,36 @@ fn bad_plugins_are_reported_and_the_good_ones_keep_serving() {
         "failed",
         "exports no plugin root module",
     );
+    let host_abi = plugin_api::abi::ABI_VERSION;
+    let host_major = host_abi.split('.').next().unwrap();
     check(
         plugins,
         "old_api",
         "failed",
-        "built against plugin-api 0.0.1, but this host needs plugin-api 0.",
+        &format!(
+            "built against plugin-api 0.7.0, from before the stable plugin ABI; this host loads \
+             plugin ABI {host_major}.x (it has {host_abi}): rebuild the plugin with plugin-api \
+             0.8 or later"
+        ),
     );
-    check(plugins, "abi_mismatch", "failed", "ABI layout mismatch");
+    check(
+        plugins,
+        "newer_abi",
+        "failed",
+        &format!(
+            "built against plugin ABI 2.0.0, newer than this host's plugin ABI {host_abi}: \
+             upgrade the host, or rebuild the plugin against plugin-abi {host_major}.x"
+        ),
+    );
+    check(
+        plugins,
+        "abi_mismatch",
+        "failed",
+        &format!(
+            "ABI layout mismatch: built against plugin ABI 1.0.0, which this host ({host_abi}) \
+             would load, but its interface types differ"
+        ),
+    );
     let cycle =
         "Circular dependency detected: fixture-cycle-a -> fixture-cycle-b -> fixture-cycle-a";
     check(plugins, "cycle_a", "skipped", cycle);
@@ -171,7 +195,7 @@ fn bad_plugins_are_reported_and_the_good_ones_keep_serving() {
         );
         assert_eq!(lines[0].level(), "WARN");
     }
-    assert!(exited.logged("INFO", "Discovered 14 plugins"));
+    assert!(exited.logged("INFO", "Discovered 15 plugins"));
     assert!(exited.logged("INFO", "Loaded plugin: Dice Game v1.0.0"));
     assert!(exited.logged(
         "INFO",

@@ -2,7 +2,7 @@
 //! that take a [`Request`] and return JSON or an [`ApiError`], then `export_plugin!`.
 //!
 //! Guide: `plugin.rs` is what authors implement; `request.rs`/`response.rs`/`error.rs` are
-//! what handlers use; `export.rs` is the generated glue (with `panic.rs` and `logging.rs`),
+//! what handlers use (`validation.rs` checks their input as FastAPI does); `export.rs` is the generated glue (with `panic.rs` and `logging.rs`),
 //! and `testing.rs` runs a plugin in-process for unit tests. Nothing in the SDK does I/O:
 //! plugins reach the outside world only through host services.
 
@@ -15,3 +15,4 @@ pub mod plugin;
 pub mod request;
 pub mod response;
 pub mod testing;
+pub mod validation;

@@ -4,9 +4,12 @@
 use std::{borrow::Cow, str::FromStr, sync::OnceLock};
 
 use serde::de::DeserializeOwned;
-use serde_json::json;
 
-use super::{error::ApiError, host::Host};
+use super::{
+    error::ApiError,
+    host::Host,
+    validation::{self, parse_field, parse_json_body},
+};
 use crate::abi::{FfiMethod, FfiRequest, HostServicesHandle};
 
 /// One HTTP request, as forwarded by the host: borrowed from the host for as long as the
@@ -85,8 +88,10 @@ impl<'a> Request<'a> {
             .ok_or_else(|| ApiError::internal(format!("route has no path parameter {name:?}")))
     }
 
-    /// A path parameter parsed as `T`; a value that does not parse answers 422.
-    pub fn param_as<T: FromStr>(&self, name: &str) -> Result<T, ApiError> {
+    /// A path parameter parsed as `T`; a value that does not parse answers 422 in pydantic's
+    /// words (`int_parsing`, "Input should be a valid integer, unable to parse string as an
+    /// integer").
+    pub fn param_as<T: FromStr + 'static>(&self, name: &str) -> Result<T, ApiError> {
         parse_field("path", name, &self.param(name)?)
     }
 
@@ -109,11 +114,23 @@ impl<'a> Request<'a> {
     }
 
     /// A query parameter parsed as `T`: `Ok(None)` when absent, 422 when it does not parse.
-    pub fn query_as<T: FromStr>(&self, name: &str) -> Result<Option<T>, ApiError> {
+    /// [`Request::required_query`] answers 422 `missing` when absent.
+    pub fn query_as<T: FromStr + 'static>(&self, name: &str) -> Result<Option<T>, ApiError> {
         let Some(text) = self.query(name) else {
             return Ok(None);
         };
         parse_field("query", name, &text).map(Some)
+    }
+
+    /// A required query parameter parsed as `T`: 422 `missing` ("Field required") when
+    /// absent, as FastAPI answers for a query parameter without a default.
+    pub fn required_query<T: FromStr + 'static>(&self, name: &str) -> Result<T, ApiError> {
+        match self.query_as(name)? {
+            Some(value) => Ok(value),
+            None => Err(ApiError::validation_issues(vec![
+                validation::missing_field("query", name),
+            ])),
+        }
     }
 
     /// A header value by (case-insensitive) name; the first when repeated. `None` when
@@ -164,102 +181,6 @@ impl Caller {
     }
 }
 
-/// Parses a path or query value, or a FastAPI-shaped 422 naming where it was and what it
-/// should have been.
-fn parse_field<T: FromStr>(location: &str, name: &str, text: &str) -> Result<T, ApiError> {
-    text.parse().map_err(|_| {
-        ApiError::validation(
-            "parsing",
-            vec![json!(location), json!(name)],
-            format!(
-                "Input should be a valid {}, unable to parse {text:?}",
-                short_type_name::<T>()
-            ),
-        )
-    })
-}
-
-/// Parses a JSON body into `T`, or a FastAPI-shaped 422.
-pub fn parse_json_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::validation(
-            "missing",
-            vec![json!("body")],
-            "Field required",
-        ));
-    }
-    let mut deserializer = serde_json::Deserializer::from_slice(body);
-    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
-        let mut loc = vec![json!("body")];
-        for segment in error.path().iter() {
-            match segment {
-                serde_path_to_error::Segment::Seq { index } => loc.push(json!(index)),
-                serde_path_to_error::Segment::Map { key } => loc.push(json!(key)),
-                serde_path_to_error::Segment::Enum { variant } => loc.push(json!(variant)),
-                serde_path_to_error::Segment::Unknown => {}
-            }
-        }
-        let inner = error.into_inner();
-        let message = strip_position(&inner.to_string());
-        match inner.classify() {
-            serde_json::error::Category::Data => {
-                if let Some(field) = missing_field_name(&message) {
-                    loc.push(json!(field));
-                    ApiError::validation_issues(vec![
-                        json!({"type": "missing", "loc": loc, "msg": "Field required"}),
-                    ])
-                } else {
-                    ApiError::validation_issues(vec![
-                        json!({"type": "value_error", "loc": loc, "msg": message}),
-                    ])
-                }
-            }
-            _ => ApiError::validation_issues(vec![json!({
-                "type": "json_invalid",
-                "loc": [ "body", inner.column() ],
-                "msg": "JSON decode error",
-                "ctx": { "error": message },
-            })]),
-        }
-    })?;
-    deserializer.end().map_err(|error| {
-        ApiError::validation_issues(vec![json!({
-            "type": "json_invalid",
-            "loc": [ "body", error.column() ],
-            "msg": "JSON decode error",
-            "ctx": { "error": strip_position(&error.to_string()) },
-        })])
-    })?;
-    Ok(value)
-}
-
-fn missing_field_name(message: &str) -> Option<&str> {
-    message
-        .strip_prefix("missing field `")?
-        .split('`')
-        .next()
-        .filter(|name| !name.is_empty())
-}
-
-fn strip_position(message: &str) -> String {
-    match message.rfind(" at line ") {
-        Some(index) => message[..index].to_owned(),
-        None => message.to_owned(),
-    }
-}
-
-fn short_type_name<T>() -> &'static str {
-    let name = std::any::type_name::<T>();
-    match name {
-        "i8" | "i16" | "i32" | "i64" | "u8" | "u16" | "u32" | "u64" | "usize" | "isize" => {
-            "integer"
-        }
-        "f32" | "f64" => "number",
-        "bool" => "boolean",
-        other => other.rsplit("::").next().unwrap_or(other),
-    }
-}
-
 /// Decodes a query-string key or value: `+` is a space, then `%XX` escapes.
 fn decode_query_component(text: &str) -> Cow<'_, str> {
     if text.contains('+') {
@@ -299,47 +220,6 @@ pub fn percent_decode(text: &str) -> Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde::Deserialize;
-    use serde_json::Value;
-
-    #[derive(Deserialize, Debug)]
-    #[allow(dead_code)]
-    struct Pickpocket {
-        npc_id: i64,
-        chances: Vec<f64>,
-    }
-
-    #[track_caller]
-    fn check(body: &str, expected: Value) {
-        let error = parse_json_body::<Pickpocket>(body.as_bytes()).unwrap_err();
-        assert_eq!(error.status(), 422);
-        let first = &error.detail()[0];
-        for (key, value) in expected.as_object().unwrap() {
-            assert_eq!(&first[key], value, "{key} of {first}");
-        }
-    }
-
-    #[test]
-    fn json_errors_name_the_field_and_the_problem() {
-        check(
-            r#"{"chances": []}"#,
-            json!({"type": "missing", "loc": ["body", "npc_id"]}),
-        );
-        check(
-            r#"{"npc_id": "x", "chances": []}"#,
-            json!({"type": "value_error", "loc": ["body", "npc_id"]}),
-        );
-        check(
-            r#"{"npc_id": 1, "chances": [0.5, "a"]}"#,
-            json!({"loc": ["body", "chances", 1]}),
-        );
-        check(r#"{"npc_id": "#, json!({"type": "json_invalid"}));
-        check("", json!({"type": "missing", "loc": ["body"]}));
-        check(
-            r#"{"npc_id": 1, "chances": []} x"#,
-            json!({"type": "json_invalid"}),
-        );
-    }
 
     #[test]
     fn query_parameters_are_decoded() {
