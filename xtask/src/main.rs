@@ -22,8 +22,9 @@ tasks:
   new-plugin NAME [--out-of-tree DIR [--sdk-version VERSION]]
                                       write a plugin crate (plugins/NAME/, or a standalone crate
                                       in DIR) with one public route GET /api/v1/NAME/hello
-  bench [--quick]                     release build, then measure the host against baselines
-                                      (needs wrk); writes docs/PERFORMANCE.md";
+  bench [--quick] [--forwarding]      release build, then measure the host against baselines
+                                      (needs wrk); writes docs/PERFORMANCE.md (--forwarding: only
+                                      the plugin route against its compiled-in twin, printed)";
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = env::args().skip(1).collect();
@@ -70,11 +71,18 @@ fn main() -> anyhow::Result<()> {
                 ),
             }
         }
-        "bench" => match rest {
-            [] => bench::run_bench(&workspace, false)?,
-            [flag] if flag == "--quick" => bench::run_bench(&workspace, true)?,
-            other => bail!("unexpected arguments {other:?}\n\n{USAGE}"),
-        },
+        "bench" => {
+            let mut quick = false;
+            let mut scope = bench::Scope::All;
+            for flag in rest {
+                match flag.as_str() {
+                    "--quick" => quick = true,
+                    "--forwarding" => scope = bench::Scope::Forwarding,
+                    other => bail!("unexpected argument {other:?}\n\n{USAGE}"),
+                }
+            }
+            bench::run_bench(&workspace, quick, scope)?;
+        }
         "help" | "--help" | "-h" => println!("{USAGE}"),
         other => bail!("unknown task {other:?}\n\n{USAGE}"),
     }

@@ -337,4 +337,62 @@ mod tests {
         );
         assert_eq!(fault_kind(block_on(other.enable())), None);
     }
+
+    /// Has no `on_load`; whether it loads depends on `Default`.
+    struct NoLoad;
+
+    #[derive(Default)]
+    struct NoLoadDefault;
+
+    impl Plugin for NoLoad {
+        fn manifest() -> Manifest {
+            Manifest::new("no-load", "No load", "1.0.0")
+        }
+        fn routes(_: &mut Routes<Self>) {}
+    }
+
+    impl Plugin for NoLoadDefault {
+        fn manifest() -> Manifest {
+            Manifest::new("no-load-default", "No load, Default", "1.0.0")
+        }
+        fn routes(_: &mut Routes<Self>) {}
+    }
+
+    // What `export_plugin!` generates for each: the probe picks `Default` when there is one.
+    impl ExportedPlugin for NoLoad {
+        fn default_constructor() -> Option<fn() -> NoLoad> {
+            use crate::sdk::export::{DefaultProbe, ViaDefault as _, ViaNothing as _};
+            (&&DefaultProbe::<NoLoad>::new()).constructor()
+        }
+    }
+
+    impl ExportedPlugin for NoLoadDefault {
+        fn default_constructor() -> Option<fn() -> NoLoadDefault> {
+            use crate::sdk::export::{DefaultProbe, ViaDefault as _, ViaNothing as _};
+            (&&DefaultProbe::<NoLoadDefault>::new()).constructor()
+        }
+    }
+
+    #[test]
+    fn without_on_load_a_default_plugin_loads_and_another_fails_saying_why() {
+        assert!(NoLoad::default_constructor().is_none());
+        assert!(NoLoadDefault::default_constructor().is_some());
+        let loads = TestRuntime::<NoLoadDefault>::new();
+        assert_eq!(
+            fault_kind(block_on(loads.load(json!({}), services()))),
+            None
+        );
+        assert_eq!(fault_kind(block_on(loads.enable())), None);
+        let fails = TestRuntime::<NoLoad>::new();
+        let outcome = block_on(fails.load(json!({}), services()));
+        let fault = outcome.into_result().unwrap_err();
+        assert_eq!(fault.kind, FaultKind::Error);
+        assert!(
+            fault
+                .message
+                .contains("no on_load and its type is not Default"),
+            "{}",
+            fault.message
+        );
+    }
 }

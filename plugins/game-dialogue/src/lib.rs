@@ -11,6 +11,7 @@ use plugin_api::{
 };
 
 /// The plugin.
+#[derive(Default)]
 pub struct GameDialogue;
 
 impl Plugin for GameDialogue {
@@ -60,10 +61,6 @@ impl Plugin for GameDialogue {
                 sql: include_str!("../migrations/0002_lines_reference_sessions.sql").into(),
             },
         ]
-    }
-
-    async fn on_load(_: LoadContext) -> Result<Self, PluginError> {
-        Ok(GameDialogue)
     }
 }
 

@@ -6,6 +6,7 @@ use plugin_api::{
 };
 
 /// The plugin: all state lives in the host's database.
+#[derive(Default)]
 pub struct GameLocations;
 
 impl Plugin for GameLocations {
@@ -44,10 +45,6 @@ impl Plugin for GameLocations {
             .admin()
             .request::<HotspotsBody>()
             .response::<Location>();
-    }
-
-    async fn on_load(_: LoadContext) -> Result<Self, PluginError> {
-        Ok(GameLocations)
     }
 }
 

@@ -7,6 +7,7 @@ use plugin_api::{
 };
 
 /// The plugin: all state lives in the host's database.
+#[derive(Default)]
 pub struct GameNpcs;
 
 impl Plugin for GameNpcs {
@@ -47,10 +48,6 @@ impl Plugin for GameNpcs {
             .admin()
             .request::<SchedulesBody>()
             .response::<Vec<NpcScheduleEntry>>();
-    }
-
-    async fn on_load(_: LoadContext) -> Result<Self, PluginError> {
-        Ok(GameNpcs)
     }
 }
 

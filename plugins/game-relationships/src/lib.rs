@@ -13,6 +13,7 @@ use plugin_api::{
 pub const CAUGHT_PENALTY: f64 = 10.0;
 
 /// The plugin.
+#[derive(Default)]
 pub struct GameRelationships;
 
 impl Plugin for GameRelationships {
@@ -41,10 +42,6 @@ impl Plugin for GameRelationships {
                 relationships,
             )
             .response::<RelationshipsView>();
-    }
-
-    async fn on_load(_: LoadContext) -> Result<Self, PluginError> {
-        Ok(GameRelationships)
     }
 
     async fn on_event(&self, event: Event) -> Result<(), PluginError> {

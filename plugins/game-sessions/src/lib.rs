@@ -8,6 +8,7 @@ use plugin_api::{
 };
 
 /// The plugin: all state lives in the host's database.
+#[derive(Default)]
 pub struct GameSessions;
 
 impl Plugin for GameSessions {
@@ -34,10 +35,6 @@ impl Plugin for GameSessions {
             )
             .request::<PatchBody>()
             .response::<Session>();
-    }
-
-    async fn on_load(_: LoadContext) -> Result<Self, PluginError> {
-        Ok(GameSessions)
     }
 }
 

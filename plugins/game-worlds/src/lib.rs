@@ -6,6 +6,7 @@ use plugin_api::{
 };
 
 /// The plugin: all state lives in the host's database.
+#[derive(Default)]
 pub struct GameWorlds;
 
 impl Plugin for GameWorlds {
@@ -40,10 +41,6 @@ impl Plugin for GameWorlds {
             )
             .request::<AdvanceBody>()
             .response::<World>();
-    }
-
-    async fn on_load(_: LoadContext) -> Result<Self, PluginError> {
-        Ok(GameWorlds)
     }
 }
 

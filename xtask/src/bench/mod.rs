@@ -26,10 +26,14 @@ const JWT_SECRET: &str = "benchmark-secret-0123456789abcdef0123456789";
 const ECHO_BODY: &str = r#"{"player":"mara","score":21,"tags":["thief","quick","quiet"]}"#;
 
 /// How long and how often each comparison runs.
+#[derive(Clone)]
 struct Plan {
     warmup: Duration,
     round: Duration,
     rounds: usize,
+    /// Rounds for the forwarding comparison, whose two sides are within a few percent of
+    /// each other: more rounds make its median steadier.
+    forwarding_rounds: usize,
     connections: u32,
     startup_runs: usize,
     memory_requests: u64,
@@ -42,6 +46,7 @@ impl Plan {
                 warmup: Duration::from_secs(1),
                 round: Duration::from_secs(2),
                 rounds: 2,
+                forwarding_rounds: 3,
                 connections: 32,
                 startup_runs: 3,
                 memory_requests: 100_000,
@@ -51,6 +56,7 @@ impl Plan {
                 warmup: Duration::from_secs(2),
                 round: Duration::from_secs(5),
                 rounds: 3,
+                forwarding_rounds: 7,
                 connections: 32,
                 startup_runs: 5,
                 memory_requests: 1_000_000,
@@ -385,6 +391,23 @@ impl Bench {
         self.compare_from(sides, &|_| Ok(()))
     }
 
+    /// `compare` with `rounds` rounds instead of the plan's.
+    fn compare_rounds(
+        &self,
+        sides: &[(&str, String, PathBuf)],
+        rounds: usize,
+    ) -> anyhow::Result<Vec<Summary>> {
+        let bench = Bench {
+            plan: Plan {
+                rounds,
+                ..self.plan.clone()
+            },
+            scratch: self.scratch.clone(),
+            release: self.release.clone(),
+        };
+        bench.compare(sides)
+    }
+
     /// Like `compare`, with `reset(side)` run before every run of a side (to start each
     /// run from the same data).
     fn compare_from(
@@ -508,8 +531,17 @@ fn token(pixsim7: &Path, user_id: i64) -> anyhow::Result<String> {
     Ok(String::from_utf8(output.stdout)?.trim().to_owned())
 }
 
-/// Runs every measurement and writes `docs/PERFORMANCE.md`.
-pub fn run_bench(workspace: &Workspace, quick: bool) -> anyhow::Result<()> {
+/// Which measurements to run.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Everything; writes `docs/PERFORMANCE.md`.
+    All,
+    /// Only the forwarding comparison, printed (for profiling the request path).
+    Forwarding,
+}
+
+/// Runs the measurements and, for [`Scope::All`], writes `docs/PERFORMANCE.md`.
+pub fn run_bench(workspace: &Workspace, quick: bool, scope: Scope) -> anyhow::Result<()> {
     if !has_tool("wrk") {
         bail!(
             "the benchmark needs the load generator wrk: install it with `apt-get install wrk` \
@@ -542,23 +574,30 @@ pub fn run_bench(workspace: &Workspace, quick: bool) -> anyhow::Result<()> {
     let one = bench.plugin_dir("one", &["bench_echo"], 0)?;
     let (host, _) = bench.start_host(&one, &bench.scratch.join("one.db"), Some(1), Some(0))?;
     let twin = bench.start_twin(Some(0))?;
-    let overhead = bench.compare(&[
-        (
-            "compiled into actix (bench-twin)",
-            twin.url("/api/v1/bench/echo"),
-            echo_script.clone(),
-        ),
-        (
-            "plugin route (pixsim7 + libbench_echo.so)",
-            host.url("/api/v1/bench/echo"),
-            echo_script.clone(),
-        ),
-    ])?;
+    let overhead = bench.compare_rounds(
+        &[
+            (
+                "compiled into actix (bench-twin)",
+                twin.url("/api/v1/bench/echo"),
+                echo_script.clone(),
+            ),
+            (
+                "plugin route (pixsim7 + libbench_echo.so)",
+                host.url("/api/v1/bench/echo"),
+                echo_script.clone(),
+            ),
+        ],
+        bench.plan.forwarding_rounds,
+    )?;
     twin.stop();
     host.stop();
     let _ = writeln!(report, "## Forwarding overhead\n\n`POST /api/v1/bench/echo` (parse a small JSON body, answer a small JSON body), 1 worker pinned to core 0, wrk `-t1 -c{}` on core 1, {} rounds of {} s alternating, after {} s warm-up each. The ratio is plugin route ÷ compiled-in.\n\n{LOAD_HEADER}\n{}\n{}\n",
-        bench.plan.connections, bench.plan.rounds, bench.plan.round.as_secs(), bench.plan.warmup.as_secs(),
+        bench.plan.connections, bench.plan.forwarding_rounds, bench.plan.round.as_secs(), bench.plan.warmup.as_secs(),
         overhead[0].row(None), overhead[1].row(Some(&overhead[0])));
+    if scope == Scope::Forwarding {
+        println!("\n{report}");
+        return Ok(());
+    }
 
     // 2. Routing cost as plugins are added.
     println!("== route count");

@@ -34,6 +34,7 @@ pub fn respond(body: &[u8]) -> Result<Vec<u8>, String> {
 }
 
 /// The plugin.
+#[derive(Default)]
 pub struct BenchEcho;
 
 impl Plugin for BenchEcho {
@@ -45,10 +46,6 @@ impl Plugin for BenchEcho {
         routes
             .post("/bench/echo", "Echoes a small JSON body", echo)
             .public();
-    }
-
-    async fn on_load(_: LoadContext) -> Result<Self, PluginError> {
-        Ok(BenchEcho)
     }
 }
 

@@ -9,6 +9,7 @@ use plugin_api::prelude::*;
 pub const ROUTES_PER_PLUGIN: usize = 10;
 
 /// The plugin.
+#[derive(Default)]
 pub struct BenchMany;
 
 /// This copy's number, from its file name (`0` when it cannot tell).
@@ -49,10 +50,6 @@ impl Plugin for BenchMany {
                 )
                 .public();
         }
-    }
-
-    async fn on_load(_: LoadContext) -> Result<Self, PluginError> {
-        Ok(BenchMany)
     }
 }
 
