@@ -360,6 +360,8 @@ mod tests {
 
     // What `export_plugin!` generates for each: the probe picks `Default` when there is one.
     impl ExportedPlugin for NoLoad {
+        // The borrows and both traits are the probe's trick (see `DefaultProbe`).
+        #[allow(unused_imports, clippy::needless_borrow)]
         fn default_constructor() -> Option<fn() -> NoLoad> {
             use crate::sdk::export::{DefaultProbe, ViaDefault as _, ViaNothing as _};
             (&&DefaultProbe::<NoLoad>::new()).constructor()
@@ -367,6 +369,8 @@ mod tests {
     }
 
     impl ExportedPlugin for NoLoadDefault {
+        // The borrows and both traits are the probe's trick (see `DefaultProbe`).
+        #[allow(unused_imports, clippy::needless_borrow)]
         fn default_constructor() -> Option<fn() -> NoLoadDefault> {
             use crate::sdk::export::{DefaultProbe, ViaDefault as _, ViaNothing as _};
             (&&DefaultProbe::<NoLoadDefault>::new()).constructor()
