@@ -277,6 +277,9 @@ impl EventBus {
     pub async fn settle(&self, unit: &UnitOfWork, succeeded: bool) -> Result<Ending, DbError> {
         if !succeeded {
             let ending = unit.rollback().await;
+            if ending == Ending::NothingWritten {
+                return Ok(ending);
+            }
             let discarded = unit.take_emitted();
             if !discarded.is_empty() {
                 tracing::debug!(
@@ -288,6 +291,10 @@ impl EventBus {
             return Ok(ending);
         }
         let ending = unit.commit().await?;
+        if ending == Ending::NothingWritten {
+            // Events are written with the unit's transaction: none without one.
+            return Ok(ending);
+        }
         let emitted = unit.take_emitted();
         if !emitted.is_empty() {
             for event in &emitted {

@@ -6,7 +6,6 @@
 //! (panic, bad status, bad header) can make this path fail other than with a 500.
 
 use std::{
-    io::Write,
     pin::Pin,
     sync::{
         atomic::{AtomicU64, Ordering},
@@ -24,7 +23,8 @@ use abi_stable::{
 use actix_web::{
     http::{
         header::{
-            HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, COOKIE,
+            HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE,
+            COOKIE, PROXY_AUTHORIZATION,
         },
         Method as HttpMethod, StatusCode,
     },
@@ -279,7 +279,7 @@ impl RequestHeaders for PluginHeaders<'_> {
         }
         self.0
             .get(name)
-            .and_then(|value| value.to_str().ok())
+            .and_then(|value| std::str::from_utf8(value.as_bytes()).ok())
             .map(RStr::from_str)
             .into()
     }
@@ -289,7 +289,7 @@ impl RequestHeaders for PluginHeaders<'_> {
             .iter()
             .filter(|(name, _)| !CREDENTIAL_HEADERS.contains(name))
             .filter_map(|(name, value)| {
-                let value = value.to_str().ok()?;
+                let value = std::str::from_utf8(value.as_bytes()).ok()?;
                 Some(Tuple2(RStr::from_str(name.as_str()), RStr::from_str(value)))
             })
             .collect()
@@ -420,7 +420,12 @@ fn into_http_response(
             }
             RCowStr::Owned(text) => HeaderValue::from_str(text),
         };
-        match (HeaderName::from_bytes(name.as_bytes()), header_value) {
+        // Most plugins send only a content type: skip parsing its name.
+        let header_name = match name.as_str() {
+            "content-type" => Ok(CONTENT_TYPE),
+            other => HeaderName::from_bytes(other.as_bytes()),
+        };
+        match (header_name, header_value) {
             (Ok(name), Ok(value)) => {
                 builder.append_header((name, value));
             }
@@ -488,28 +493,60 @@ fn request_id(request: &HttpRequest) -> HeaderValue {
         // The client's own id, shared with its header: no copy.
         Some(id) => id.clone(),
         None => {
+            // `<process tag>-<counter>` in hex, written by hand: `write!` costs more than the
+            // rest of this function.
             let mut buffer = [0u8; 25];
-            let mut cursor = std::io::Cursor::new(&mut buffer[..]);
-            let _ = write!(
-                cursor,
-                "{:08x}-{:x}",
-                process_tag(),
-                NEXT.fetch_add(1, Ordering::Relaxed)
+            let mut length = push_hex(&mut buffer, 0, u64::from(process_tag()), 8);
+            buffer[length] = b'-';
+            length = push_hex(
+                &mut buffer,
+                length + 1,
+                NEXT.fetch_add(1, Ordering::Relaxed),
+                1,
             );
-            let length = cursor.position() as usize;
             HeaderValue::from_bytes(&buffer[..length])
                 .expect("hex digits and '-' are a valid header value")
         }
     }
 }
 
+/// Writes `value` in lower-case hex at `at`, at least `min_digits` digits; the new end.
+fn push_hex(buffer: &mut [u8], at: usize, value: u64, min_digits: usize) -> usize {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let significant = (64 - value.leading_zeros() as usize).div_ceil(4);
+    let digits = significant.max(min_digits);
+    for index in 0..digits {
+        let shift = 4 * (digits - 1 - index);
+        buffer[at + index] = DIGITS[((value >> shift) & 0xf) as usize];
+    }
+    at + digits
+}
+
 /// Headers a plugin never sees: the host has already turned them into the verified caller,
 /// and a plugin holding a user's token could act as that user elsewhere.
-const CREDENTIAL_HEADERS: [HeaderName; 2] = [AUTHORIZATION, COOKIE];
+const CREDENTIAL_HEADERS: [HeaderName; 3] = [AUTHORIZATION, COOKIE, PROXY_AUTHORIZATION];
 
 /// A random tag per process, so ids from several instances do not collide.
 fn process_tag() -> u32 {
     use std::hash::{BuildHasher, RandomState};
     static TAG: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
     *TAG.get_or_init(|| RandomState::new().hash_one(std::process::id()) as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::push_hex;
+
+    #[test]
+    fn request_ids_are_hex_with_a_fixed_width_tag() {
+        let mut buffer = [0u8; 25];
+        let end = push_hex(&mut buffer, 0, 0xbeef, 8);
+        buffer[end] = b'-';
+        let end = push_hex(&mut buffer, end + 1, 0, 1);
+        assert_eq!(&buffer[..end], b"0000beef-0");
+        let end = push_hex(&mut buffer, 0, u64::MAX, 1);
+        assert_eq!(&buffer[..end], b"ffffffffffffffff");
+        assert_eq!(push_hex(&mut buffer, 0, 0x1234_5678, 8), 8);
+        assert_eq!(&buffer[..8], b"12345678");
+    }
 }

@@ -97,8 +97,9 @@ fn fresh(
     })
 }
 
-/// Returns a finished request's record to this thread's pool, if nothing else holds it (a
-/// plugin may have kept a clone of its handle) and its unit of work is settled.
+/// Returns a finished request's record to this thread's pool, if nothing else holds it or
+/// its unit of work (a plugin may have kept a clone of its handle). Call it after the unit
+/// was settled.
 pub fn recycle_request_context(mut state: SharedRequestState) {
     let Some(record) = RArc::get_mut(&mut state) else {
         return;
@@ -106,7 +107,9 @@ pub fn recycle_request_context(mut state: SharedRequestState) {
     if Arc::get_mut(&mut record.unit).is_none() {
         return;
     }
+    // Nothing of the request stays alive in the pool (its id shares the request's buffer).
     record.caller = None;
+    record.request_id = HeaderValue::from_static("");
     POOL.with(|pool| {
         let mut pool = pool.borrow_mut();
         if pool.len() < POOLED_PER_THREAD {

@@ -52,11 +52,11 @@ pub type HookResult = RResult<(), PluginFault>;
 /// The root module every plugin library exports (through the SDK's `export_plugin!`).
 ///
 /// A prefix type: fields appended after `on_event` in a later minor are absent in libraries
-/// built before, and the host reads them through `Option`-returning accessors.
+/// built before, and the host reads them through `Option`-returning accessors (abi_stable's
+/// default for fields after the `last_prefix_field` marker; never `missing_field(panic)`).
 #[repr(C)]
 #[derive(StableAbi)]
 #[sabi(kind(Prefix(prefix_ref = PluginModule_Ref)))]
-#[sabi(missing_field(panic))]
 pub struct PluginModule {
     /// The plugin's manifest and route table as one JSON document (the SDK's
     /// `PluginDescriptor`). Pure: runs no hook and may be called before `on_load`.
@@ -420,8 +420,8 @@ mod host_services {
         /// not valid UTF-8.
         fn get<'s>(&'s self, name: RStr<'_>) -> ROption<RStr<'s>>;
 
-        /// Every header as (lower-case name, value), in the order received; values that are
-        /// not valid UTF-8 are left out.
+        /// Every header as (lower-case name, value), in no particular order; values that
+        /// are not valid UTF-8 are left out.
         #[sabi(last_prefix_field)]
         fn list<'s>(&'s self) -> RVec<Tuple2<RStr<'s>, RStr<'s>>>;
     }

@@ -56,7 +56,7 @@ fn main() -> anyhow::Result<()> {
         "test" => workspace.test(rest)?,
         "new-plugin" => {
             let scaffold = scaffold::Scaffold::from_args(rest, &workspace.root)?;
-            let dir = scaffold.write(&workspace.root)?;
+            let dir = scaffold.write(&workspace.root, &workspace.packages)?;
             println!("wrote {}", dir.display());
             match scaffold.out_of_tree {
                 None => println!(
@@ -140,6 +140,8 @@ struct Workspace {
     plugins: Vec<(String, String)>,
     /// The same for the test fixtures under host/tests/fixtures/.
     fixtures: Vec<(String, String)>,
+    /// Every package of the workspace, by name.
+    packages: Vec<String>,
 }
 
 impl Workspace {
@@ -175,6 +177,7 @@ impl Workspace {
         Ok(Workspace {
             plugins: libraries_under(&root.join("plugins")),
             fixtures: libraries_under(&root.join("host/tests/fixtures")),
+            packages: metadata.packages.iter().map(|p| p.name.clone()).collect(),
             target_dir: metadata.target_directory,
             root,
         })
@@ -246,7 +249,7 @@ impl Workspace {
             name: "scaffold-check".to_owned(),
             out_of_tree: Some((dir.clone(), scaffold::Sdk::Path(self.root.clone()))),
         };
-        scaffold.write(&self.root)?;
+        scaffold.write(&self.root, &self.packages)?;
         for task in ["test", "build"] {
             let mut command = cargo();
             command

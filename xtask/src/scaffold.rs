@@ -71,8 +71,15 @@ impl Scaffold {
         }
     }
 
-    /// Writes the crate; refuses to touch a directory that exists and is not empty.
-    pub fn write(&self, workspace_root: &Path) -> anyhow::Result<PathBuf> {
+    /// Writes the crate; refuses to touch a directory that exists and is not empty, and (in
+    /// the workspace) a name another package of the workspace has.
+    pub fn write(&self, workspace_root: &Path, packages: &[String]) -> anyhow::Result<PathBuf> {
+        if self.out_of_tree.is_none() && packages.contains(&self.name) {
+            bail!(
+                "the workspace already has a package named {:?}; choose another name",
+                self.name
+            );
+        }
         let dir = self.directory(workspace_root);
         if dir
             .read_dir()
@@ -100,8 +107,11 @@ impl Scaffold {
         Ok(dir)
     }
 
+    /// The plugin type: the name in CamelCase with `Plugin` appended, which no prelude item
+    /// and no generated type can clash with (`json` gives `JsonPlugin`, not `Json`).
     fn type_name(&self) -> String {
-        self.name
+        let mut name: String = self
+            .name
             .split(['-', '_'])
             .filter(|part| !part.is_empty())
             .map(|part| {
@@ -110,7 +120,9 @@ impl Scaffold {
                     first.to_ascii_uppercase().to_string() + chars.as_str()
                 })
             })
-            .collect()
+            .collect();
+        name.push_str("Plugin");
+        name
     }
 
     fn cargo_toml(&self) -> String {
@@ -180,6 +192,7 @@ impl Scaffold {
     fn lib_rs(&self) -> String {
         let name = &self.name;
         let ty = self.type_name();
+        let title = ty.trim_end_matches("Plugin");
         let with_harness = !matches!(&self.out_of_tree, Some((_, Sdk::Version(_))));
         let test = if with_harness {
             format!(
@@ -230,7 +243,7 @@ pub struct {ty};
 
 impl Plugin for {ty} {{
     fn manifest() -> Manifest {{
-        Manifest::new("{name}", "{ty}", env!("CARGO_PKG_VERSION"))
+        Manifest::new("{name}", "{title}", env!("CARGO_PKG_VERSION"))
     }}
 
     fn routes(routes: &mut Routes<Self>) {{
@@ -276,14 +289,15 @@ export_plugin!({ty});
     }
 }
 
-/// A plugin name must be a valid plugin id and crate name: lower-case ASCII letters,
-/// digits and `-`, starting with a letter.
+/// A plugin name must be a valid plugin id (the manifest's rule) and crate name: lower-case
+/// ASCII letters, digits and single `-`, starting with a letter, at most 64 characters.
 fn check_name(name: &str) -> anyhow::Result<()> {
     let valid = name.starts_with(|c: char| c.is_ascii_lowercase())
         && name
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !name.ends_with('-')
+        && !name.contains("--")
         && name.len() <= 64;
     if !valid {
         bail!(
@@ -307,13 +321,13 @@ mod tests {
         let root = Path::new("/ws");
         let in_tree = Scaffold::from_args(&args(&["npc-moods"]), root).unwrap();
         assert_eq!(in_tree.directory(root), Path::new("/ws/plugins/npc-moods"));
-        assert_eq!(in_tree.type_name(), "NpcMoods");
+        assert_eq!(in_tree.type_name(), "NpcMoodsPlugin");
         let out = Scaffold::from_args(&args(&["w", "--out-of-tree", "/tmp/w"]), root).unwrap();
         assert_eq!(
             out.out_of_tree,
             Some((PathBuf::from("/tmp/w"), Sdk::Path(root.to_owned())))
         );
-        for bad in ["Weather", "9lives", "a_b", "x-", "", "a b"] {
+        for bad in ["Weather", "9lives", "a_b", "x-", "a--b", "", "a b"] {
             assert!(Scaffold::from_args(&args(&[bad]), root).is_err(), "{bad}");
         }
         assert!(Scaffold::from_args(&args(&["w", "--sdk-version", "0.8"]), root).is_err());
@@ -327,7 +341,7 @@ mod tests {
         assert!(toml.contains("features = [\"testing\"]"), "{toml}");
         let lib = scaffold.lib_rs();
         assert!(lib.contains(r#".get("/weather/hello""#), "{lib}");
-        assert!(lib.contains("host.load::<Weather>"), "{lib}");
+        assert!(lib.contains("host.load::<WeatherPlugin>"), "{lib}");
         assert!(
             !lib.lines()
                 .any(|line| line.trim_start().starts_with("async fn on_load")),
@@ -345,6 +359,18 @@ mod tests {
         let toml = scaffold.cargo_toml();
         assert!(toml.contains("plugin-api = \"0.8\""), "{toml}");
         assert!(!toml.contains("path ="), "{toml}");
-        assert!(scaffold.lib_rs().contains("descriptor_of::<Weather>"));
+        assert!(scaffold.lib_rs().contains("descriptor_of::<WeatherPlugin>"));
+    }
+
+    #[test]
+    fn a_workspace_package_name_is_refused_in_tree() {
+        let scaffold = Scaffold::from_args(&args(&["host"]), Path::new("/nonexistent")).unwrap();
+        let error = scaffold
+            .write(Path::new("/nonexistent"), &["host".to_owned()])
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("already has a package named"),
+            "{error}"
+        );
     }
 }

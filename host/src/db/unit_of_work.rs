@@ -13,7 +13,7 @@
 //! Invariant: nothing outside this module begins, commits or rolls back a unit's
 //! transaction, and a unit never commits after it was told to roll back.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use sqlx::{Postgres, Transaction};
 use tokio::sync::{Mutex, MutexGuard};
@@ -42,7 +42,18 @@ pub struct UnitOfWork {
     /// half-way): the connection's state is unknown, so the unit takes no further call and
     /// rolls back.
     broken: AtomicBool,
+    /// Whether any call has used the unit ([`UNTOUCHED`], [`TOUCHED`], or
+    /// [`ENDED_UNTOUCHED`]): most requests never call a host service, and their unit ends
+    /// without taking its lock.
+    phase: AtomicU8,
 }
+
+/// No call has used the unit yet.
+const UNTOUCHED: u8 = 0;
+/// A call has used the unit: ending it goes through its state.
+const TOUCHED: u8 = 1;
+/// Ended before any call used it: later calls are refused.
+const ENDED_UNTOUCHED: u8 = 2;
 
 enum UnitState {
     /// Nothing written yet.
@@ -161,6 +172,7 @@ impl UnitOfWork {
             state: Mutex::new(UnitState::Idle),
             emitted: std::sync::Mutex::new(Vec::new()),
             broken: AtomicBool::new(false),
+            phase: AtomicU8::new(UNTOUCHED),
         }
     }
 
@@ -173,6 +185,7 @@ impl UnitOfWork {
             state: Mutex::new(UnitState::Open(transaction)),
             emitted: std::sync::Mutex::new(Vec::new()),
             broken: AtomicBool::new(false),
+            phase: AtomicU8::new(TOUCHED),
         })
     }
 
@@ -199,6 +212,7 @@ impl UnitOfWork {
     /// A connection for one call; `write` begins the transaction if it is not open yet.
     pub async fn connection(&self, write: bool) -> Result<UnitConnection<'_>, UnitError> {
         self.check_not_broken()?;
+        self.touch()?;
         let mut state = self.state.lock().await;
         match &mut *state {
             UnitState::Open(OpenTransaction::Sqlite(lease)) => {
@@ -224,12 +238,39 @@ impl UnitOfWork {
         self.connection(true).await
     }
 
+    /// Marks the unit used; refused once it ended untouched.
+    fn touch(&self) -> Result<(), UnitError> {
+        match self
+            .phase
+            .compare_exchange(UNTOUCHED, TOUCHED, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) | Err(TOUCHED) => Ok(()),
+            Err(_) => Err(UnitError::Ended),
+        }
+    }
+
+    /// Ends a unit no call has used, without taking its lock: nothing was read in it,
+    /// written or emitted. False once a call has used it.
+    fn end_untouched(&self) -> bool {
+        self.phase
+            .compare_exchange(
+                UNTOUCHED,
+                ENDED_UNTOUCHED,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok()
+    }
+
     /// Commits what the unit wrote (on SQLite, waits for the group commit that holds it).
     /// After this, the unit refuses further calls.
     pub async fn commit(&self) -> Result<Ending, DbError> {
         if let Err(error) = self.check_not_broken() {
             self.rollback().await;
             return Err(error);
+        }
+        if self.end_untouched() {
+            return Ok(Ending::NothingWritten);
         }
         let previous = std::mem::replace(&mut *self.state.lock().await, UnitState::Ended);
         match previous {
@@ -255,6 +296,9 @@ impl UnitOfWork {
 
     /// Rolls back what the unit wrote. After this, the unit refuses further calls.
     pub async fn rollback(&self) -> Ending {
+        if self.end_untouched() {
+            return Ending::NothingWritten;
+        }
         let previous = std::mem::replace(&mut *self.state.lock().await, UnitState::Ended);
         match previous {
             UnitState::Open(OpenTransaction::Postgres(transaction)) => {

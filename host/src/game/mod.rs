@@ -150,60 +150,54 @@ async fn run(
     op: Operation,
     payload: &[u8],
 ) -> Result<Vec<u8>, ServiceError> {
-    match op.name {
-        n if n == ops::WORLD_LIST.name => answer(worlds::list(pool, scope).await),
-        n if n == ops::WORLD_GET.name => {
+    match op {
+        o if o == ops::WORLD_LIST => answer(worlds::list(pool, scope).await),
+        o if o == ops::WORLD_GET => {
             answer(worlds::get(pool, parse::<calls::ById>(payload)?.id, scope).await)
         }
-        n if n == ops::WORLD_CREATE.name => {
-            answer(worlds::create(pool, &parse(payload)?, scope).await)
-        }
-        n if n == ops::WORLD_ADVANCE.name => {
+        o if o == ops::WORLD_CREATE => answer(worlds::create(pool, &parse(payload)?, scope).await),
+        o if o == ops::WORLD_ADVANCE => {
             let call: calls::AdvanceWorld = parse(payload)?;
             answer(worlds::advance(pool, call.id, call.delta_seconds, scope).await)
         }
-        n if n == ops::SESSION_CREATE.name => {
+        o if o == ops::SESSION_CREATE => {
             answer(sessions::create(pool, &parse(payload)?, scope, limits).await)
         }
-        n if n == ops::SESSION_GET.name => {
+        o if o == ops::SESSION_GET => {
             answer(sessions::get(pool, parse::<calls::ById>(payload)?.id, scope).await)
         }
-        n if n == ops::SESSION_UPDATE.name => {
+        o if o == ops::SESSION_UPDATE => {
             let call: calls::UpdateSession = parse(payload)?;
             answer(sessions::update(pool, call.id, &call.update, scope, limits).await)
         }
-        n if n == ops::SESSION_PATCH.name => {
+        o if o == ops::SESSION_PATCH => {
             let call: calls::PatchSession = parse(payload)?;
             sessions::patch(pool, call.id, &call.patch, scope, limits).await
         }
-        n if n == ops::NPC_LIST.name => answer(npcs::list(pool).await),
-        n if n == ops::NPC_GET.name => {
-            answer(npcs::get(pool, parse::<calls::ById>(payload)?.id).await)
-        }
-        n if n == ops::NPC_CREATE.name => answer(npcs::create(pool, &parse(payload)?).await),
-        n if n == ops::NPC_EXPRESSIONS_GET.name => {
+        o if o == ops::NPC_LIST => answer(npcs::list(pool).await),
+        o if o == ops::NPC_GET => answer(npcs::get(pool, parse::<calls::ById>(payload)?.id).await),
+        o if o == ops::NPC_CREATE => answer(npcs::create(pool, &parse(payload)?).await),
+        o if o == ops::NPC_EXPRESSIONS_GET => {
             answer(npcs::expressions(pool, parse::<calls::ById>(payload)?.id).await)
         }
-        n if n == ops::NPC_EXPRESSIONS_SET.name => {
+        o if o == ops::NPC_EXPRESSIONS_SET => {
             let call: calls::SetExpressions = parse(payload)?;
             answer(npcs::set_expressions(pool, call.npc_id, &call.expressions).await)
         }
-        n if n == ops::NPC_SCHEDULES_GET.name => {
+        o if o == ops::NPC_SCHEDULES_GET => {
             answer(npcs::schedules(pool, parse::<calls::ById>(payload)?.id).await)
         }
-        n if n == ops::NPC_SCHEDULES_SET.name => {
+        o if o == ops::NPC_SCHEDULES_SET => {
             let call: calls::SetSchedules = parse(payload)?;
             answer(npcs::set_schedules(pool, call.npc_id, &call.schedules).await)
         }
-        n if n == ops::NPC_PRESENCE.name => answer(npcs::presence(pool, &parse(payload)?).await),
-        n if n == ops::LOCATION_LIST.name => answer(locations::list(pool).await),
-        n if n == ops::LOCATION_GET.name => {
+        o if o == ops::NPC_PRESENCE => answer(npcs::presence(pool, &parse(payload)?).await),
+        o if o == ops::LOCATION_LIST => answer(locations::list(pool).await),
+        o if o == ops::LOCATION_GET => {
             answer(locations::get(pool, parse::<calls::ById>(payload)?.id).await)
         }
-        n if n == ops::LOCATION_CREATE.name => {
-            answer(locations::create(pool, &parse(payload)?).await)
-        }
-        n if n == ops::LOCATION_HOTSPOTS_SET.name => {
+        o if o == ops::LOCATION_CREATE => answer(locations::create(pool, &parse(payload)?).await),
+        o if o == ops::LOCATION_HOTSPOTS_SET => {
             let call: calls::SetHotspots = parse(payload)?;
             answer(locations::set_hotspots(pool, call.location_id, &call.hotspots).await)
         }

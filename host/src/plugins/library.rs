@@ -88,7 +88,7 @@ impl fmt::Display for LoadError {
             ),
             LoadError::IncompatibleAbiStable(cause) => write!(
                 f,
-                "built with an incompatible abi_stable ({cause}); rebuild it against plugin-api {host_api}"
+                "built with an incompatible abi_stable ({cause}); rebuild it against plugin-abi {host_api}"
             ),
             LoadError::IncompatibleAbiVersion { library, advice } => match advice {
                 VersionAdvice::RebuildPreSplit => write!(
@@ -236,6 +236,9 @@ fn load_older_minor(
         "library built against plugin ABI {library_version}: loading it with this host's \
          appended prefix fields absent on its side"
     );
+    // abi_stable's last step, merging prefix types into its global map, runs only for a
+    // check without errors; it is skipped here, which no accessor relies on (a prefix
+    // reference carries its own field count).
     // SAFETY: the layouts were compared above, and differ only in fields appended to
     // prefix types after their last prefix field, which both sides treat as optional.
     unsafe { header.init_root_module_with_unchecked_layout::<PluginModule_Ref>() }

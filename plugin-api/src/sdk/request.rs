@@ -143,7 +143,8 @@ impl<'a> Request<'a> {
             .map(|value| value.as_str())
     }
 
-    /// Every header, in the order received, as (lower-case name, value).
+    /// Every header as (lower-case name, value), in no particular order; repeated headers
+    /// appear once per value.
     pub fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
         self.inner
             .headers
@@ -201,7 +202,12 @@ pub fn percent_decode(text: &str) -> Cow<'_, str> {
     while index < bytes.len() {
         match bytes[index] {
             b'%' if index + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[index + 1..index + 3]).ok();
+                let pair = &bytes[index + 1..index + 3];
+                let hex = pair
+                    .iter()
+                    .all(u8::is_ascii_hexdigit)
+                    .then(|| std::str::from_utf8(pair).ok())
+                    .flatten();
                 match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
                     Some(byte) => {
                         out.push(byte);
@@ -227,5 +233,7 @@ mod tests {
         assert_eq!(percent_decode("a+b%2Fc"), "a+b/c");
         assert_eq!(percent_decode("100%"), "100%");
         assert_eq!(percent_decode("%zz"), "%zz");
+        assert_eq!(percent_decode("%+5x"), "%+5x");
+        assert_eq!(percent_decode("caf%C3%A9"), "café");
     }
 }

@@ -18,9 +18,11 @@
 //! operations and new optional fields. The SDK (`plugin-api`) generates all of this; plugin
 //! authors never touch it.
 //!
-//! FROZEN: this is plugin-abi 1.0.0 as released, kept so that `cargo xtask test` can build
-//! a plugin against it and load that plugin on the current host (the compatibility
-//! promise). Never edit it; a new release gets a copy of its own.
+//! FROZEN: plugin-abi 1.0.0, the binary interface as first split out of plugin-api, before
+//! 1.1 appended `HostServices::supports` (it was never published on its own; this is that
+//! state of the crate). `cargo xtask test` builds a plugin against it and loads that plugin
+//! on the current host: the compatibility promise. Never edit it; a new release gets a copy
+//! of its own.
 
 // abi_stable generates `PluginModule_Ref`, `HostServices_TO` and the like; their names are
 // its own.
