@@ -62,39 +62,24 @@ pub fn new_request_context(
     caller: Option<Caller>,
     database: &Database,
 ) -> (SharedRequestState, RequestContextHandle) {
-    let pooled = POOL.with(|pool| pool.borrow_mut().pop());
-    let state = match pooled {
+    let state = match POOL.with(|pool| pool.borrow_mut().pop()) {
+        // Pooled records were unique when pooled, and nothing reaches them in the pool.
         Some(mut state) => {
-            // Only records nobody else holds go into the pool, so this is unique.
-            match RArc::get_mut(&mut state) {
-                Some(record) => {
-                    record.request_id = request_id.clone();
-                    record.caller = caller;
-                    match Arc::get_mut(&mut record.unit) {
-                        Some(unit) => *unit = UnitOfWork::new(database),
-                        None => record.unit = Arc::new(UnitOfWork::new(database)),
-                    }
-                    state
-                }
-                None => fresh(request_id, caller, database),
-            }
+            let record = RArc::get_mut(&mut state).expect("a pooled record is unique");
+            let unit = Arc::get_mut(&mut record.unit).expect("a pooled unit is unique");
+            *unit = UnitOfWork::new(database);
+            record.request_id = request_id.clone();
+            record.caller = caller;
+            state
         }
-        None => fresh(request_id, caller, database),
+        None => RArc::new(RequestState {
+            request_id: request_id.clone(),
+            caller,
+            unit: Arc::new(UnitOfWork::new(database)),
+        }),
     };
     let handle = RequestContext_TO::from_ptr(state.clone(), TD_CanDowncast);
     (state, handle)
-}
-
-fn fresh(
-    request_id: &HeaderValue,
-    caller: Option<Caller>,
-    database: &Database,
-) -> SharedRequestState {
-    RArc::new(RequestState {
-        request_id: request_id.clone(),
-        caller,
-        unit: Arc::new(UnitOfWork::new(database)),
-    })
 }
 
 /// Returns a finished request's record to this thread's pool, if nothing else holds it or
