@@ -1,6 +1,7 @@
 //! The host configuration: defaults, then the TOML file, then environment, then flags
 //! (each later source wins). Per-plugin tables `[plugins.<id>]` carry an `enabled`
-//! override and the settings handed to that plugin's `on_load`.
+//! override and the settings handed to that plugin's `on_load`; beside them, `[plugins]`
+//! holds two plain keys: `lock` (the plugin lock file) and `allow_insecure_permissions`.
 
 use std::{
     collections::BTreeMap,
@@ -56,6 +57,12 @@ pub struct Config {
     pub hook_timeout: Duration,
     /// Per-plugin tables, by plugin id.
     pub plugins: BTreeMap<String, PluginConfig>,
+    /// The plugin lock file (`--lock` / `PIXSIM7_PLUGINS_LOCK` / `[plugins] lock`): when
+    /// set, only the libraries pinned there, with their SHA-256, may load.
+    pub plugins_lock: Option<PathBuf>,
+    /// `[plugins] allow_insecure_permissions`: load libraries from a plugin directory (or
+    /// files) writable by group or others or owned by another user. For development only.
+    pub allow_insecure_permissions: bool,
     /// Permissions no plugin gets (`[permissions] deny`).
     pub denied_permissions: Vec<String>,
     /// How the event outbox is delivered and pruned (`[events]`).
@@ -129,6 +136,8 @@ pub struct Overrides {
     pub jwt_secret: Option<String>,
     /// `--jwt-secret-file` / `PIXSIM7_JWT_SECRET_FILE`.
     pub jwt_secret_file: Option<PathBuf>,
+    /// `--lock` / `PIXSIM7_PLUGINS_LOCK`.
+    pub lock: Option<PathBuf>,
 }
 
 /// The config file's shape. Unknown keys are errors, so a typo never silently does nothing.
@@ -147,8 +156,9 @@ struct FileConfig {
     workers: Option<usize>,
     shutdown_timeout_secs: Option<u64>,
     hook_timeout_secs: Option<u64>,
+    /// `[plugins.<id>]` tables, and the plain keys `lock` and `allow_insecure_permissions`.
     #[serde(default)]
-    plugins: BTreeMap<String, toml::Table>,
+    plugins: toml::Table,
     #[serde(default)]
     permissions: PermissionsTable,
     #[serde(default)]
@@ -232,11 +242,11 @@ impl Config {
             bail!("workers must be at least 1");
         }
         let body_limit = file.body_limit.unwrap_or(DEFAULT_BODY_LIMIT);
-        let plugins = file
-            .plugins
-            .into_iter()
-            .map(|(id, table)| plugin_config(&id, table).map(|config| (id, config)))
-            .collect::<anyhow::Result<_>>()?;
+        let PluginsSection {
+            plugins,
+            lock: file_lock,
+            allow_insecure_permissions,
+        } = plugins_section(file.plugins)?;
         check_permission_names("[permissions] deny", &file.permissions.deny)?;
         let events = EventSettings {
             retention: Duration::from_secs(
@@ -281,6 +291,7 @@ impl Config {
         let jwt_secret_file = overrides
             .jwt_secret_file
             .or_else(|| file.jwt_secret_file.map(relative_to_file));
+        let plugins_lock = overrides.lock.or_else(|| file_lock.map(relative_to_file));
         let max_token_ttl_secs = file.max_token_ttl_secs.unwrap_or(7 * 86_400);
         if !(60..=366 * 86_400).contains(&max_token_ttl_secs) {
             bail!("max_token_ttl_secs must be between 60 and 31622400 (a year), got {max_token_ttl_secs}");
@@ -309,6 +320,8 @@ impl Config {
             shutdown_timeout: Duration::from_secs(file.shutdown_timeout_secs.unwrap_or(30)),
             hook_timeout: Duration::from_secs(file.hook_timeout_secs.unwrap_or(30)),
             plugins,
+            plugins_lock,
+            allow_insecure_permissions: allow_insecure_permissions.unwrap_or(false),
             denied_permissions: file.permissions.deny,
             events,
             game_limits: GameLimits {
@@ -341,6 +354,49 @@ fn check_permission_names(place: &str, names: &[String]) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// What the `[plugins]` table holds.
+struct PluginsSection {
+    plugins: BTreeMap<String, PluginConfig>,
+    lock: Option<PathBuf>,
+    allow_insecure_permissions: Option<bool>,
+}
+
+/// Splits `[plugins]`: a key whose value is a table is a plugin's `[plugins.<id>]`; `lock`
+/// and `allow_insecure_permissions` are settings; anything else is an error.
+fn plugins_section(section: toml::Table) -> anyhow::Result<PluginsSection> {
+    let mut parsed = PluginsSection {
+        plugins: BTreeMap::new(),
+        lock: None,
+        allow_insecure_permissions: None,
+    };
+    for (key, value) in section {
+        match (key.as_str(), value) {
+            (_, toml::Value::Table(table)) => {
+                let config = plugin_config(&key, table)?;
+                parsed.plugins.insert(key, config);
+            }
+            ("lock", toml::Value::String(path)) => parsed.lock = Some(PathBuf::from(path)),
+            ("lock", other) => bail!(
+                "[plugins] lock must be the path of the plugin lock file (a string), found {}",
+                other.type_str()
+            ),
+            ("allow_insecure_permissions", toml::Value::Boolean(allow)) => {
+                parsed.allow_insecure_permissions = Some(allow)
+            }
+            ("allow_insecure_permissions", other) => bail!(
+                "[plugins] allow_insecure_permissions must be true or false, found {}",
+                other.type_str()
+            ),
+            (_, other) => bail!(
+                "[plugins] {key} must be a table [plugins.{key}] (or one of the keys lock, \
+                 allow_insecure_permissions), found {}",
+                other.type_str()
+            ),
+        }
+    }
+    Ok(parsed)
 }
 
 fn plugin_config(id: &str, mut table: toml::Table) -> anyhow::Result<PluginConfig> {
@@ -469,5 +525,81 @@ mod tests {
         })
         .unwrap_err();
         assert!(error.to_string().contains("not an address"), "{error}");
+    }
+
+    #[test]
+    fn the_plugins_table_holds_the_lock_and_insecure_permissions_beside_plugin_tables() {
+        let (_dir, path) = write(
+            "[plugins]\nlock = \"plugins.lock\"\nallow_insecure_permissions = true\n\
+             [plugins.dice-game]\nenabled = false\n",
+        );
+        let config = Config::resolve(Overrides {
+            config_file: Some(path.clone()),
+            ..Overrides::default()
+        })
+        .unwrap();
+        assert_eq!(
+            config.plugins_lock,
+            Some(path.parent().unwrap().join("plugins.lock")),
+            "relative to the config file"
+        );
+        assert!(config.allow_insecure_permissions);
+        assert_eq!(config.plugins.keys().collect::<Vec<_>>(), ["dice-game"]);
+        assert_eq!(config.plugin("dice-game").enabled, Some(false));
+
+        // The command line (or PIXSIM7_PLUGINS_LOCK, through the same field) wins.
+        let config = Config::resolve(Overrides {
+            config_file: Some(path),
+            lock: Some(PathBuf::from("/etc/pixsim7/plugins.lock")),
+            ..Overrides::default()
+        })
+        .unwrap();
+        assert_eq!(
+            config.plugins_lock,
+            Some(PathBuf::from("/etc/pixsim7/plugins.lock"))
+        );
+
+        // An absolute path in the file stays as it is.
+        let (_dir, path) = write("[plugins]\nlock = \"/etc/pixsim7/plugins.lock\"\n");
+        let config = Config::resolve(Overrides {
+            config_file: Some(path),
+            ..Overrides::default()
+        })
+        .unwrap();
+        assert_eq!(
+            config.plugins_lock,
+            Some(PathBuf::from("/etc/pixsim7/plugins.lock"))
+        );
+        assert!(!config.allow_insecure_permissions);
+
+        let defaults = Config::resolve(Overrides::default()).unwrap();
+        assert_eq!(defaults.plugins_lock, None);
+        assert!(!defaults.allow_insecure_permissions);
+    }
+
+    #[test]
+    fn mistakes_in_the_plugins_table_are_reported() {
+        for (text, expected) in [
+            (
+                "[plugins]\nlock = 3\n",
+                "[plugins] lock must be the path of the plugin lock file (a string), found integer",
+            ),
+            (
+                "[plugins]\nallow_insecure_permissions = \"yes\"\n",
+                "[plugins] allow_insecure_permissions must be true or false, found string",
+            ),
+            (
+                "[plugins]\nlok = \"plugins.lock\"\n",
+                "[plugins] lok must be a table [plugins.lok]",
+            ),
+        ] {
+            let (_dir, path) = write(text);
+            let error = Config::resolve(Overrides {
+                config_file: Some(path),
+                ..Overrides::default()
+            })
+            .unwrap_err();
+            assert!(format!("{error:#}").contains(expected), "{error:#}");
+        }
     }
 }

@@ -76,13 +76,34 @@ struct GlobalArgs {
     /// File holding the secret that signs access tokens (HS256)
     #[arg(long, env = "PIXSIM7_JWT_SECRET_FILE", global = true)]
     jwt_secret_file: Option<PathBuf>,
+    /// Lock file pinning the libraries that may load (written by `pixsim7 plugins lock`):
+    /// any other library, or one whose SHA-256 differs, is refused
+    #[arg(long = "lock", env = "PIXSIM7_PLUGINS_LOCK", global = true)]
+    plugins_lock: Option<PathBuf>,
 }
 
 #[derive(Args)]
 struct PluginsArgs {
+    #[command(subcommand)]
+    command: Option<PluginsCommand>,
     /// Print JSON instead of text
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Subcommand)]
+enum PluginsCommand {
+    /// Pin every plugin library in the plugin directory (id, version, file, SHA-256) in a
+    /// lock file, for `--lock` / `[plugins] lock`
+    Lock(LockArgs),
+}
+
+#[derive(Args)]
+struct LockArgs {
+    /// Where to write the lock file [default: plugins.lock beside the configuration file,
+    /// or in the current directory without one]
+    #[arg(long)]
+    output: Option<PathBuf>,
 }
 
 /// See the workspace manifest: small allocations dominate the request path.
@@ -92,9 +113,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init_logging();
+    let config_file = cli.options.config.clone();
     let result = Config::resolve(overrides(cli.options)).and_then(|config| match cli.command {
         None | Some(Command::Serve) => serve(config),
-        Some(Command::Plugins(args)) => plugins(config, args),
+        Some(Command::Plugins(args)) => plugins(config, args, config_file),
         Some(Command::Migrate) => migrate(config),
         Some(Command::Token(args)) => token(config, args),
     });
@@ -121,6 +143,7 @@ fn overrides(options: GlobalArgs) -> Overrides {
             .ok()
             .filter(|s| !s.is_empty()),
         jwt_secret_file: options.jwt_secret_file,
+        lock: options.plugins_lock,
     }
 }
 
@@ -146,7 +169,14 @@ fn migrate(config: Config) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn plugins(config: Config, args: PluginsArgs) -> anyhow::Result<ExitCode> {
+fn plugins(
+    config: Config,
+    args: PluginsArgs,
+    config_file: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    if let Some(PluginsCommand::Lock(lock)) = args.command {
+        return lock_plugins(config, lock, config_file);
+    }
     let registry = PluginRegistry::discover(&config)?;
     if args.json {
         println!("{}", report::json_report(&registry));
@@ -158,5 +188,38 @@ fn plugins(config: Config, args: PluginsArgs) -> anyhow::Result<ExitCode> {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
+    })
+}
+
+/// `pixsim7 plugins lock`: pins every library whose descriptor could be read, with the pins
+/// of the configured lock file not applied (they are what is being replaced).
+fn lock_plugins(
+    config: Config,
+    args: LockArgs,
+    config_file: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let registry = PluginRegistry::discover_with_lock(&config, false)?;
+    let output = args.output.unwrap_or_else(|| {
+        let beside = config_file.as_deref().and_then(std::path::Path::parent);
+        beside.unwrap_or(std::path::Path::new("")).join("plugins.lock")
+    });
+    let lock = registry.pins();
+    lock.write(&output)?;
+    for record in &registry.records {
+        if record.section.is_none() {
+            let reason = record.reason.as_deref().unwrap_or("unreadable");
+            eprintln!("not pinned: {}: {reason}", record.file);
+        }
+    }
+    println!(
+        "pinned {} of {} plugin libraries in {}",
+        lock.plugins.len(),
+        registry.records.len(),
+        output.display()
+    );
+    Ok(if lock.plugins.len() == registry.records.len() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     })
 }

@@ -54,13 +54,16 @@ pub fn text_report(registry: &PluginRegistry) -> String {
         if let Some(reason) = &record.reason {
             let _ = writeln!(out, "  reason:       {reason}");
         }
+        if let Some(sha256) = &record.sha256 {
+            let _ = writeln!(out, "  sha256:       {sha256}");
+        }
         let Some(descriptor) = &record.descriptor else {
             continue;
         };
         let manifest = &descriptor.manifest;
         let _ = writeln!(out, "  name:         {}", manifest.name);
-        if let Some(library) = &record.library {
-            let _ = writeln!(out, "  plugin ABI:   {}", library.abi_version);
+        if let Some(section) = &record.section {
+            let _ = writeln!(out, "  plugin ABI:   {}", section.abi_version);
         }
         if !manifest.description.is_empty() {
             let _ = writeln!(out, "  description:  {}", manifest.description);

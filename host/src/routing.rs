@@ -136,26 +136,47 @@ impl RouteTable {
         plugin: usize,
         routes: &[(Method, String, Access)],
     ) -> Result<(), String> {
-        let mut candidate = self.clone();
+        // Inserted in place and undone on a conflict: cloning the table per plugin made
+        // start-up quadratic in the number of routes.
+        let mut done = Vec::with_capacity(routes.len());
         for (index, (method, path, access)) in routes.iter().enumerate() {
-            let target = Target::Plugin {
-                plugin,
-                route: u32::try_from(index).map_err(|_| "too many routes".to_owned())?,
-            };
-            let entry = MethodRoute {
-                method: *method,
-                target,
-                access: *access,
-                owner: format!("plugin {owner}"),
-            };
-            candidate.insert(path, entry)?;
+            let entry = u32::try_from(index)
+                .map_err(|_| "too many routes".to_owned())
+                .map(|route| MethodRoute {
+                    method: *method,
+                    target: Target::Plugin { plugin, route },
+                    access: *access,
+                    owner: format!("plugin {owner}"),
+                });
+            match entry.and_then(|entry| self.insert(path, entry)) {
+                Ok(insertion) => done.push(insertion),
+                Err(reason) => {
+                    for insertion in done.into_iter().rev() {
+                        self.undo(insertion);
+                    }
+                    return Err(reason);
+                }
+            }
         }
-        *self = candidate;
         Ok(())
     }
 
-    fn insert(&mut self, path: &str, entry: MethodRoute) -> Result<(), String> {
+    /// Takes back one insertion, the latest not yet taken back.
+    fn undo(&mut self, insertion: Insertion) {
+        let path_routes = &mut self.paths[insertion.path];
+        path_routes.methods.retain(|m| m.method != insertion.method);
+        refresh_allow(path_routes);
+        if insertion.new_path {
+            let pattern = path_routes.pattern.clone();
+            self.router.remove(pattern.as_str());
+            self.by_pattern.remove(&pattern);
+            self.paths.pop();
+        }
+    }
+
+    fn insert(&mut self, path: &str, entry: MethodRoute) -> Result<Insertion, String> {
         let method = entry.method;
+        let new_path = !self.by_pattern.contains_key(path);
         let index = match self.by_pattern.get(path) {
             Some(&index) => index,
             None => {
@@ -197,18 +218,12 @@ impl RouteTable {
         }
         path_routes.methods.push(entry);
         path_routes.methods.sort_by_key(|m| m.method);
-        let has = |wanted: Method| path_routes.methods.iter().any(|m| m.method == wanted);
-        let head_from_get = has(Method::Get) && !has(Method::Head);
-        let mut allowed: Vec<&str> = path_routes
-            .methods
-            .iter()
-            .map(|m| m.method.as_str())
-            .collect();
-        if head_from_get {
-            allowed.push(Method::Head.as_str());
-        }
-        path_routes.allow = allowed.join(", ");
-        Ok(())
+        refresh_allow(path_routes);
+        Ok(Insertion {
+            path: index,
+            method,
+            new_path,
+        })
     }
 
     /// Matches a request. A trailing `/` is ignored (`/game/worlds/` is `/game/worlds`).
@@ -249,6 +264,30 @@ pub fn full_path(prefix: &str, path: &str) -> String {
         (prefix, "/") => prefix.to_owned(),
         (prefix, path) => format!("{prefix}{path}"),
     }
+}
+
+/// What one [`RouteTable::insert`] did, so it can be taken back.
+struct Insertion {
+    /// Index into `paths`.
+    path: usize,
+    method: Method,
+    /// Whether the pattern was new (and is the last of `paths`).
+    new_path: bool,
+}
+
+/// Recomputes a path's `Allow` header value from its methods (HEAD comes with GET).
+fn refresh_allow(path_routes: &mut PathRoutes) {
+    let has = |wanted: Method| path_routes.methods.iter().any(|m| m.method == wanted);
+    let head_from_get = has(Method::Get) && !has(Method::Head);
+    let mut allowed: Vec<&str> = path_routes
+        .methods
+        .iter()
+        .map(|m| m.method.as_str())
+        .collect();
+    if head_from_get {
+        allowed.push(Method::Head.as_str());
+    }
+    path_routes.allow = allowed.join(", ");
 }
 
 #[cfg(test)]

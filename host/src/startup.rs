@@ -27,6 +27,8 @@ use crate::{
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let mut registry = PluginRegistry::discover(&config)?;
     abort_on_fatal_failure(&registry, &config)?;
+    registry.open_libraries(&config)?;
+    abort_on_fatal_failure(&registry, &config)?;
 
     let keys = token_keys(&config)?;
     let database = open_database(&config).await?;
@@ -100,6 +102,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 /// `pixsim7 migrate`: the host's migrations, then those of every plugin that would load.
 pub async fn migrate(config: Config) -> anyhow::Result<()> {
     let mut registry = PluginRegistry::discover(&config)?;
+    registry.open_libraries(&config)?;
     let database = open_database(&config).await?;
     lifecycle::migrate_plugins(&mut registry, &database, config.hook_timeout).await;
     database.close().await;

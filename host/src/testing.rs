@@ -940,28 +940,25 @@ mod tests {
     }
 
     impl Plugin for Probe {
-        fn manifest() -> Manifest {
-            Manifest::new("probe", "Probe", "1.0.0")
-                .permissions([
-                    "session:read",
-                    "session:write",
-                    "event:emit",
-                    "event:subscribe",
-                ])
-                .emits(["probe:marked"])
-                .subscribes(["probe:marked", "plugin:*"])
-        }
+        const MANIFEST: PluginManifest = PluginManifest::new("probe", "Probe", "1.0.0")
+            .permissions(&[
+                "session:read",
+                "session:write",
+                "event:emit",
+                "event:subscribe",
+            ])
+            .emits(&["probe:marked"])
+            .subscribes(&["probe:marked", "plugin:*"]);
 
-        fn routes(routes: &mut Routes<Self>) {
-            routes
-                .post("/probe/{session_id}", "Marks a session", mark)
-                .get(
-                    "/probe/admin",
-                    "Admins only",
-                    |_: &Probe, _: Request| async { "yes" },
-                )
-                .admin();
-        }
+        const ROUTES: &'static [Route<Self>] = &[
+            Route::post("/probe/{session_id}", "Marks a session", mark),
+            Route::get(
+                "/probe/admin",
+                "Admins only",
+                |_: &Probe, _: Request| async { "yes" },
+            )
+            .admin(),
+        ];
 
         async fn on_load(_: LoadContext) -> Result<Self, PluginError> {
             Ok(Probe)

@@ -40,6 +40,20 @@ use async_ffi::{BorrowingFfiFuture, FfiFuture};
 /// This crate's version: the ABI version a library was built against.
 pub const ABI_VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// The section of a plugin library that holds its descriptor (since 1.2): UTF-8 JSON with
+/// `format` (1), `abi_version`, `manifest` and `routes` (method, path, summary, access), the
+/// same manifest and route table `describe` returns. The host reads it from the file
+/// before it opens the library, and refuses a library without it. The name depends on the
+/// platform's object format: ELF `.pixsim7_plugin`, Mach-O `__DATA,__pixsim7_plug`, PE
+/// `.pxs7dsc` (PE section names have at most 8 bytes).
+pub const DESCRIPTOR_SECTION: &str = if cfg!(target_vendor = "apple") {
+    "__pixsim7_plug"
+} else if cfg!(windows) {
+    ".pxs7dsc"
+} else {
+    ".pixsim7_plugin"
+};
+
 /// The outcome of a host service call: JSON bytes, or why not.
 pub type ServiceResult = RResult<RVec<u8>, ServiceError>;
 
@@ -164,7 +178,7 @@ impl FfiMethod {
     ];
 
     /// The upper-case name, e.g. `"GET"`.
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             FfiMethod::Get => "GET",
             FfiMethod::Post => "POST",

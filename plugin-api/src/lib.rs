@@ -11,12 +11,9 @@
 //! struct Hello;
 //!
 //! impl Plugin for Hello {
-//!     fn manifest() -> Manifest {
-//!         Manifest::new("hello", "Hello", env!("CARGO_PKG_VERSION"))
-//!     }
-//!     fn routes(routes: &mut Routes<Self>) {
-//!         routes.get("/hello/{name}", "Greets someone", greet).public();
-//!     }
+//!     const MANIFEST: PluginManifest = PluginManifest::new("hello", "Hello", "1.0.0");
+//!     const ROUTES: &'static [Route<Self>] =
+//!         &[Route::get("/hello/{name}", "Greets someone", greet).public()];
 //! }
 //!
 //! async fn greet(_: &Hello, request: Request<'_>) -> Result<Json<String>, ApiError> {
@@ -44,11 +41,12 @@ pub use plugin_abi as abi;
 
 pub use log;
 pub use manifest::{Dependency, EventDelivery, Manifest, ManifestErrors};
-pub use route::{Access, Method, Migration, PluginDescriptor, RouteSpec};
+pub use route::{Access, Method, Migration, PluginDescriptor, RouteSpec, SectionDescriptor};
 pub use sdk::{
     error::{ApiError, PluginError},
     host::{Host, ServiceError},
-    plugin::{Event, Handler, LoadContext, Plugin, Routes},
+    declaration::{PluginManifest, Route},
+    plugin::{Event, Handler, LoadContext, Plugin},
     request::{Caller, Request},
     response::{IntoResponse, Json, Response},
     testing::descriptor_of,
@@ -61,7 +59,7 @@ pub mod prelude {
     pub use crate::{
         db::{Rows, SqlValue},
         export_plugin, json, log, params, ApiError, Event, Host, IntoResponse, Json, LoadContext,
-        Manifest, Map, Method, Migration, Plugin, PluginError, Request, Response, Routes,
+        Map, Method, Migration, Plugin, PluginError, PluginManifest, Request, Response, Route,
         ServiceError, Value,
     };
     pub use schemars::JsonSchema;
@@ -74,6 +72,7 @@ pub mod __private {
     pub use crate::sdk::export::{
         root_module, DefaultProbe, ExportedPlugin, ViaDefault, ViaNothing,
     };
+    pub use crate::sdk::section::{descriptor_section, descriptor_section_len};
     pub use abi_stable::library::{
         __call_root_module_loader, CheckTypeLayout, LibHeader, RootModuleResult,
     };

@@ -1,5 +1,6 @@
 //! The route table a plugin declares: method, path pattern with named parameters, summary;
-//! and the descriptor (manifest + routes) that crosses to the host as JSON.
+//! the descriptor (manifest + routes) that crosses to the host as JSON, and the section copy
+//! of it the host reads from the library file.
 
 use serde::{Deserialize, Serialize};
 
@@ -144,6 +145,55 @@ pub struct PluginDescriptor {
     /// Migrations for the plugin's own tables, applied by the host before `on_load`.
     #[serde(default)]
     pub migrations: Vec<Migration>,
+}
+
+/// The version of the descriptor section's JSON layout ([`SectionDescriptor`]).
+pub const SECTION_FORMAT: u8 = 1;
+
+/// What a library's descriptor section holds: written at compile time by `export_plugin!`,
+/// read by the host from the file before it opens the library.
+///
+/// The routes carry no schemas (those come from the live descriptor once the library is
+/// open); everything else the host decides before opening a library is here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SectionDescriptor {
+    /// The section's layout version: [`SECTION_FORMAT`].
+    pub format: u8,
+    /// The plugin ABI version the library was built against.
+    pub abi_version: String,
+    /// The manifest.
+    pub manifest: Manifest,
+    /// The route table, in the order `handle` indexes it.
+    pub routes: Vec<RouteSpec>,
+}
+
+impl SectionDescriptor {
+    /// Whether the live descriptor (what the opened library's `describe` returned) says the
+    /// same as this section: the same manifest, and the same routes (schemas aside).
+    pub fn describes_the_same_plugin_as(&self, live: &PluginDescriptor) -> bool {
+        self.manifest == live.manifest
+            && self.routes.len() == live.routes.len()
+            && self
+                .routes
+                .iter()
+                .zip(&live.routes)
+                .all(|(section, live)| {
+                    section.method == live.method
+                        && section.path == live.path
+                        && section.summary == live.summary
+                        && section.access == live.access
+                })
+    }
+
+    /// A descriptor with this section's manifest and routes, for the decisions made before
+    /// the library is opened (no schemas, no migrations yet).
+    pub fn to_descriptor(&self) -> PluginDescriptor {
+        PluginDescriptor {
+            manifest: self.manifest.clone(),
+            routes: self.routes.clone(),
+            migrations: Vec::new(),
+        }
+    }
 }
 
 /// One schema migration of a plugin's own tables.

@@ -242,16 +242,15 @@ use plugin_api::prelude::*;
 pub struct {ty};
 
 impl Plugin for {ty} {{
-    fn manifest() -> Manifest {{
-        Manifest::new("{name}", "{title}", env!("CARGO_PKG_VERSION"))
-    }}
+    // Constants: the host reads them from the library file without running its code.
+    const MANIFEST: PluginManifest =
+        PluginManifest::new("{name}", "{title}", env!("CARGO_PKG_VERSION"));
 
-    fn routes(routes: &mut Routes<Self>) {{
-        routes
-            .get("/{name}/hello", "Says hello (to ?name=, or the world)", hello)
+    const ROUTES: &'static [Route<Self>] = &[
+        Route::get("/{name}/hello", "Says hello (to ?name=, or the world)", hello)
             .public()
-            .response::<Greeting>();
-    }}
+            .response::<Greeting>(),
+    ];
 }}
 
 /// The answer of `GET /api/v1/{name}/hello`.
@@ -340,7 +339,8 @@ mod tests {
         assert!(toml.contains("plugin-api.workspace = true"), "{toml}");
         assert!(toml.contains("features = [\"testing\"]"), "{toml}");
         let lib = scaffold.lib_rs();
-        assert!(lib.contains(r#".get("/weather/hello""#), "{lib}");
+        assert!(lib.contains("const MANIFEST: PluginManifest"), "{lib}");
+        assert!(lib.contains(r#"Route::get("/weather/hello""#), "{lib}");
         assert!(lib.contains("host.load::<WeatherPlugin>"), "{lib}");
         assert!(
             !lib.lines()

@@ -1,5 +1,6 @@
-//! Opens one plugin library with abi_stable and reads its descriptor, turning every way that
-//! can fail into a [`LoadError`] an operator can act on.
+//! Reads a plugin library's descriptor section (before anything opens the file) and opens
+//! the library with abi_stable, turning every way that can fail into a [`LoadError`] an
+//! operator can act on.
 //!
 //! Each file is loaded through `lib_header_from_path(..).init_root_module()`: abi_stable's
 //! `RootModule::load_from_file` caches one library per root-module type and would hand every
@@ -17,8 +18,9 @@ use abi_stable::{
     StableAbi,
 };
 use plugin_api::{
-    abi::{FaultKind, PluginModule_Ref, ABI_VERSION},
-    PluginDescriptor,
+    abi::{FaultKind, PluginModule_Ref, ABI_VERSION, DESCRIPTOR_SECTION},
+    route::SECTION_FORMAT,
+    PluginDescriptor, SectionDescriptor,
 };
 
 /// A library whose root module passed abi_stable's version and layout checks.
@@ -33,8 +35,15 @@ pub struct PluginLibrary {
 /// Why a file in the plugin directory could not be used as a plugin.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LoadError {
-    /// The dynamic loader refused the file (not a library, wrong architecture, ...).
+    /// The file failed the checks made before anything opens it (format, architecture,
+    /// truncation, dynamic section), or the dynamic loader refused it.
     NotALibrary(String),
+    /// A library without the descriptor section `export_plugin!` writes.
+    MissingDescriptorSection,
+    /// The descriptor section is there but is not a descriptor this host reads.
+    UnreadableSection(String),
+    /// The opened library describes itself differently from its descriptor section.
+    SectionMismatch(String),
     /// A library, but it exports no PixSim7 root module.
     MissingRootModule,
     /// Built with an abi_stable whose header is incompatible with the host's.
@@ -81,6 +90,20 @@ impl fmt::Display for LoadError {
         let host_major = host_api.version.split('.').next().unwrap_or_default();
         match self {
             LoadError::NotALibrary(cause) => write!(f, "not a loadable library: {cause}"),
+            LoadError::MissingDescriptorSection => write!(
+                f,
+                "not a PixSim7 plugin of this host: the library has no descriptor section \
+                 ({DESCRIPTOR_SECTION}), which plugin-api 0.9 (plugin ABI 1.2) and later write; \
+                 rebuild the plugin with plugin-api 0.9 or later (export_plugin!)"
+            ),
+            LoadError::UnreadableSection(cause) => {
+                write!(f, "the descriptor section ({DESCRIPTOR_SECTION}) is unreadable: {cause}")
+            }
+            LoadError::SectionMismatch(what) => write!(
+                f,
+                "the library, once opened, describes itself differently from its descriptor \
+                 section ({what}): the file was altered after it was built; rebuild it"
+            ),
             LoadError::MissingRootModule => write!(
                 f,
                 "not a PixSim7 plugin: the library exports no plugin root module \
@@ -134,11 +157,48 @@ impl fmt::Display for LoadError {
 
 impl std::error::Error for LoadError {}
 
-/// Loads the library at `path` and reads its descriptor. The descriptor is not validated
-/// here (see `PluginDescriptor::validate`).
-pub fn load_plugin_library(path: &Path) -> Result<(PluginLibrary, PluginDescriptor), LoadError> {
+/// Reads a library's descriptor section (the bytes the file checks found) and checks its
+/// plugin ABI version. Nothing of the library runs.
+pub fn read_section(bytes: Option<&[u8]>) -> Result<SectionDescriptor, LoadError> {
+    let bytes = bytes.ok_or(LoadError::MissingDescriptorSection)?;
+    #[derive(serde::Deserialize)]
+    struct Versions {
+        format: u8,
+        abi_version: String,
+    }
+    // The versions first: a newer format may change everything else.
+    let versions: Versions = serde_json::from_slice(bytes)
+        .map_err(|error| LoadError::UnreadableSection(one_line(&error)))?;
+    if versions.format != SECTION_FORMAT {
+        return Err(LoadError::UnreadableSection(format!(
+            "format {}, this host reads format {SECTION_FORMAT}",
+            versions.format
+        )));
+    }
+    check_abi_version(&versions.abi_version)?;
+    serde_json::from_slice(bytes).map_err(|error| LoadError::UnreadableSection(one_line(&error)))
+}
+
+fn one_line(error: &dyn fmt::Display) -> String {
+    error.to_string().replace('\n', " ")
+}
+
+/// Opens the library at `path` (the host's private copy of a file whose descriptor section
+/// was `section`) and reads its live descriptor, which must say what the section says.
+/// The descriptor is not validated here (see `PluginDescriptor::validate`).
+pub fn load_plugin_library(
+    path: &Path,
+    section: &SectionDescriptor,
+) -> Result<(PluginLibrary, PluginDescriptor), LoadError> {
     let header = lib_header_from_path(path).map_err(|error| classify(path, "", error))?;
-    let library_version = check_abi_version(header)?;
+    let library_version = header.version_strings().version.as_str().to_owned();
+    check_abi_version(&library_version)?;
+    if library_version != section.abi_version {
+        return Err(LoadError::SectionMismatch(format!(
+            "plugin ABI {library_version}, the section says {}",
+            section.abi_version
+        )));
+    }
     let module = match header.init_root_module::<PluginModule_Ref>() {
         Ok(module) => module,
         Err(LibraryError::AbiInstability(diff)) if built_against_an_older_minor(header) => {
@@ -159,8 +219,16 @@ pub fn load_plugin_library(path: &Path) -> Result<(PluginLibrary, PluginDescript
             )));
         }
     };
-    let descriptor = serde_json::from_str(&descriptor_json)
+    let descriptor: PluginDescriptor = serde_json::from_str(&descriptor_json)
         .map_err(|error| LoadError::UnreadableDescriptor(error.to_string()))?;
+    if !section.describes_the_same_plugin_as(&descriptor) {
+        let what = if section.manifest != descriptor.manifest {
+            "its manifest differs"
+        } else {
+            "its route table differs"
+        };
+        return Err(LoadError::SectionMismatch(what.to_owned()));
+    }
     Ok((
         PluginLibrary {
             module,
@@ -170,26 +238,28 @@ pub fn load_plugin_library(path: &Path) -> Result<(PluginLibrary, PluginDescript
     ))
 }
 
-/// The library's plugin ABI version, if this host loads that version: the same major, any
+/// Whether this host loads a library of plugin ABI version `library`: the same major, any
 /// minor. An older minor is the compatibility promise (prefix types carry what was
 /// appended since); a newer one loads too, since a minor only appends methods with default
 /// bodies and operations the host answers `NotSupported`.
-fn check_abi_version(header: &LibHeader) -> Result<String, LoadError> {
-    let library = header.version_strings().version.as_str().to_owned();
+pub fn check_abi_version(library: &str) -> Result<(), LoadError> {
     let host = VersionNumber::new(PluginModule_Ref::VERSION_STRINGS)
         .expect("the host's own ABI version parses");
     debug_assert_eq!(
         PluginModule_Ref::VERSION_STRINGS.version.as_str(),
         ABI_VERSION
     );
-    let advice = match VersionNumber::new(header.version_strings()) {
+    let advice = match semver::Version::parse(library) {
         Err(_) => VersionAdvice::Unreadable,
-        Ok(found) if found.major == host.major => return Ok(library),
+        Ok(found) if found.major == u64::from(host.major) => return Ok(()),
         Ok(found) if found.major == 0 => VersionAdvice::RebuildPreSplit,
-        Ok(found) if found.major < host.major => VersionAdvice::RebuildOlderMajor,
+        Ok(found) if found.major < u64::from(host.major) => VersionAdvice::RebuildOlderMajor,
         Ok(_) => VersionAdvice::UpgradeHost,
     };
-    Err(LoadError::IncompatibleAbiVersion { library, advice })
+    Err(LoadError::IncompatibleAbiVersion {
+        library: library.to_owned(),
+        advice,
+    })
 }
 
 /// Whether the library was built against an older minor of this host's ABI major.

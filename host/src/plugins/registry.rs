@@ -1,9 +1,12 @@
 //! The plugin registry: every library found in the plugin directory, what it says about
 //! itself, and its state, with the reason when it is not serving.
 //!
-//! `PluginRegistry::discover` runs the static half of the startup pipeline: scan → load
-//! → validate → duplicate ids → disabled → dependency order (semver, cycles, cascade) →
-//! route conflicts. It runs no plugin hook, so `pixsim7 plugins` uses it as a dry run.
+//! `PluginRegistry::discover` runs the static half of the startup pipeline from the files
+//! alone: scan → permissions → read and hash → file checks → descriptor section → pins →
+//! validate → duplicate ids → disabled → permission policy → dependency order (semver,
+//! cycles, cascade) → route conflicts. It opens no library, so no plugin code runs:
+//! `pixsim7 plugins` is this alone. [`PluginRegistry::open_libraries`] then opens the
+//! private copies of the plugins that will load, in load order.
 //! Every failure is logged once, at warn, by [`PluginRegistry::set_outcome`].
 
 use std::{
@@ -13,12 +16,16 @@ use std::{
 };
 
 use anyhow::Context;
-use plugin_api::PluginDescriptor;
+use plugin_api::{PluginDescriptor, SectionDescriptor};
 
 use super::{
     discovery::scan_plugin_dir,
-    library::{load_plugin_library, PluginLibrary},
+    image::inspect_library,
+    library::{load_plugin_library, read_section, LoadError, PluginLibrary},
+    lock::{sha256_hex, LockedPlugin, PluginLock},
+    private_copy::PrivateCopies,
     resolve::resolve_load_order,
+    trust,
 };
 use crate::{
     config::Config,
@@ -74,9 +81,16 @@ impl fmt::Display for PluginState {
 pub struct PluginRecord {
     /// The file name, e.g. `libdice_game.so`.
     pub file: String,
-    /// The loaded library, when loading succeeded.
+    /// The SHA-256 of the file's content (lower-case hex), when it could be read.
+    pub sha256: Option<String>,
+    /// The file's descriptor section, when it has a readable one.
+    pub section: Option<SectionDescriptor>,
+    /// The file's content, kept from reading it until its private copy is written.
+    image: Option<Vec<u8>>,
+    /// The opened library, once its private copy was opened.
     pub library: Option<PluginLibrary>,
-    /// What the library says about itself, when it could say it.
+    /// What the plugin says about itself: from its descriptor section, then (once opened)
+    /// from the library, with schemas and migrations.
     pub descriptor: Option<PluginDescriptor>,
     /// The parsed manifest version, once validated.
     pub version: Option<semver::Version>,
@@ -136,8 +150,19 @@ pub struct PluginRegistry {
 }
 
 impl PluginRegistry {
-    /// Scans the plugin directory and runs every static check (no plugin hook runs).
+    /// Scans the plugin directory and runs every static check, from the files alone: no
+    /// library is opened, so none of their code runs.
     pub fn discover(config: &Config) -> anyhow::Result<PluginRegistry> {
+        PluginRegistry::discover_with_lock(config, true)
+    }
+
+    /// [`PluginRegistry::discover`], with the configured lock file applied or not (`pixsim7
+    /// plugins lock` reads the directory without the pins it is about to write).
+    pub fn discover_with_lock(config: &Config, apply_lock: bool) -> anyhow::Result<PluginRegistry> {
+        let lock = match (&config.plugins_lock, apply_lock) {
+            (Some(path), true) => Some((path.clone(), PluginLock::read(path)?)),
+            _ => None,
+        };
         let files = scan_plugin_dir(&config.plugin_dir).with_context(|| {
             format!(
                 "cannot read plugin directory {}",
@@ -156,13 +181,32 @@ impl PluginRegistry {
             load_order: Vec::new(),
             by_id: BTreeMap::new(),
         };
+        let directory_problem = match trust::check_directory(&config.plugin_dir) {
+            Ok(()) => None,
+            Err(reason) if config.allow_insecure_permissions => {
+                tracing::warn!(
+                    "{} (accepted: [plugins] allow_insecure_permissions = true; never in production)",
+                    trust::without_hint(&reason)
+                );
+                None
+            }
+            Err(reason) => {
+                tracing::warn!("{reason}");
+                Some(reason)
+            }
+        };
         for path in &files {
-            registry.load_file(path);
+            registry.read_file(config, path, directory_problem.as_deref(), lock.as_ref());
         }
         registry.apply_enabled_flags(config);
         registry.apply_permission_policy(config);
         registry.resolve_order();
         registry.check_routes();
+        for record in &mut registry.records {
+            if record.state != PluginState::Pending {
+                record.image = None;
+            }
+        }
         let order: Vec<&str> = registry
             .load_order
             .iter()
@@ -172,14 +216,25 @@ impl PluginRegistry {
         Ok(registry)
     }
 
-    fn load_file(&mut self, path: &Path) {
+    /// Reads one library file without opening it: permissions, content and hash, file
+    /// checks, descriptor section, pin, manifest validation and duplicate ids.
+    fn read_file(
+        &mut self,
+        config: &Config,
+        path: &Path,
+        directory_problem: Option<&str>,
+        lock: Option<&(PathBuf, PluginLock)>,
+    ) {
         let file = path.file_name().map_or_else(
             || path.display().to_string(),
             |n| n.to_string_lossy().into_owned(),
         );
         let index = self.records.len();
         self.records.push(PluginRecord {
-            file,
+            file: file.clone(),
+            sha256: None,
+            section: None,
+            image: None,
             library: None,
             descriptor: None,
             version: None,
@@ -189,16 +244,56 @@ impl PluginRegistry {
             granted: Vec::new(),
             denied: Vec::new(),
         });
-        let (library, descriptor) = match load_plugin_library(path) {
-            Ok(loaded) => loaded,
+        if let Some(reason) = directory_problem {
+            return self.set_outcome(index, PluginState::Failed, reason.to_owned());
+        }
+        let readable = match trust::check_library(&config.plugin_dir, path) {
+            Ok(readable) => readable,
+            Err(reason) if config.allow_insecure_permissions => {
+                tracing::warn!(
+                    file = %file,
+                    "{} (accepted: [plugins] allow_insecure_permissions = true; never in production)",
+                    trust::without_hint(&reason)
+                );
+                path.to_path_buf()
+            }
+            Err(reason) => return self.set_outcome(index, PluginState::Failed, reason),
+        };
+        let bytes = match std::fs::read(&readable) {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                let reason = format!("cannot read {}: {error}", readable.display());
+                return self.set_outcome(index, PluginState::Failed, reason);
+            }
+        };
+        let sha256 = sha256_hex(&bytes);
+        self.records[index].sha256 = Some(sha256.clone());
+        // A pinned file name whose content changed is refused as such before any other
+        // check, so one changed byte reads as a hash mismatch wherever it fell.
+        if let Some((lock_path, lock)) = lock {
+            let pinned = lock.plugins.iter().find(|pin| pin.file == file);
+            if let Some(pin) = pinned.filter(|pin| pin.sha256 != sha256) {
+                if let Err(reason) = lock.verdict(lock_path, &pin.id, &file, &sha256) {
+                    return self.set_outcome(index, PluginState::Failed, reason);
+                }
+            }
+        }
+        let section = match inspect_library(&bytes) {
+            Ok(image) => read_section(image.descriptor),
+            Err(problem) => Err(LoadError::NotALibrary(problem.to_string())),
+        };
+        let section = match section {
+            Ok(section) => section,
             Err(error) => return self.set_outcome(index, PluginState::Failed, error.to_string()),
         };
+        let descriptor = section.to_descriptor();
         let validation = descriptor.validate();
-        let record = &mut self.records[index];
-        record.library = Some(library);
-        record.version = semver::Version::parse(&descriptor.manifest.version).ok();
         let id = descriptor.manifest.id.clone();
+        let record = &mut self.records[index];
+        record.version = semver::Version::parse(&descriptor.manifest.version).ok();
         record.descriptor = Some(descriptor);
+        record.section = Some(section);
+        record.image = Some(bytes);
         if let Some(&first) = self.by_id.get(&id) {
             let reason = format!(
                 "duplicate plugin id {id:?}: {} already provides it",
@@ -206,12 +301,60 @@ impl PluginRegistry {
             );
             return self.set_outcome(index, PluginState::Failed, reason);
         }
-        // Registered even when invalid, so dependents learn that it failed to load rather
-        // than that it is missing.
-        self.by_id.insert(id, index);
+        // Registered even when invalid or unpinned, so dependents learn that it failed to
+        // load rather than that it is missing.
+        self.by_id.insert(id.clone(), index);
+        if let Some((lock_path, lock)) = lock {
+            if let Err(reason) = lock.verdict(lock_path, &id, &file, &sha256) {
+                return self.set_outcome(index, PluginState::Failed, reason);
+            }
+        }
         if let Err(errors) = validation {
             self.set_outcome(index, PluginState::Failed, errors.to_string());
         }
+    }
+
+    /// Opens the plugins that will load, in load order: writes each one's private copy
+    /// (named by its SHA-256, under the data directory), opens that copy, and checks that
+    /// the live descriptor says what the section said. A plugin whose dependency did not
+    /// open is skipped, unopened. Files in the plugin directory are never opened.
+    pub fn open_libraries(&mut self, config: &Config) -> anyhow::Result<()> {
+        let mut copies = PrivateCopies::open(&config.data_dir).map_err(anyhow::Error::msg)?;
+        for index in self.load_order.clone() {
+            if self.records[index].state != PluginState::Pending {
+                continue;
+            }
+            if let Some(reason) = self.unmet_dependency(index) {
+                self.records[index].image = None;
+                self.set_outcome(index, PluginState::Skipped, reason);
+                continue;
+            }
+            if let Err(reason) = self.open_library(index, &mut copies) {
+                self.set_outcome(index, PluginState::Failed, reason);
+            }
+        }
+        for record in &mut self.records {
+            record.image = None;
+        }
+        copies.remove_unused();
+        Ok(())
+    }
+
+    fn open_library(&mut self, index: usize, copies: &mut PrivateCopies) -> Result<(), String> {
+        let record = &mut self.records[index];
+        let (Some(image), Some(sha256), Some(section)) =
+            (record.image.take(), &record.sha256, &record.section)
+        else {
+            return Err("the library was not read".to_owned());
+        };
+        let copy = copies.copy_of(sha256, &image)?;
+        let (library, descriptor) =
+            load_plugin_library(&copy, section).map_err(|error| error.to_string())?;
+        // The section was validated; the live descriptor adds the migrations.
+        descriptor.validate().map_err(|errors| errors.to_string())?;
+        record.library = Some(library);
+        record.descriptor = Some(descriptor);
+        Ok(())
     }
 
     /// Grants each plugin what it asked for less what the operator denies (`[permissions]
@@ -439,6 +582,27 @@ impl PluginRegistry {
                     None
                 }
             })
+    }
+
+    /// A lock file pinning every library whose descriptor section could be read, whatever
+    /// its state (a disabled plugin pinned now may be enabled later without a new lock).
+    pub fn pins(&self) -> PluginLock {
+        let mut plugins: Vec<LockedPlugin> = self
+            .records
+            .iter()
+            .filter_map(|record| {
+                let section = record.section.as_ref()?;
+                Some(LockedPlugin {
+                    id: section.manifest.id.clone(),
+                    version: section.manifest.version.clone(),
+                    file: record.file.clone(),
+                    sha256: record.sha256.clone()?,
+                })
+            })
+            .collect();
+        plugins.sort_by(|a, b| a.id.cmp(&b.id));
+        plugins.dedup_by(|a, b| a.id == b.id);
+        PluginLock { plugins }
     }
 
     /// The record of the plugin with this id.

@@ -10,12 +10,13 @@ fn host_abi() -> (&'static str, &'static str) {
     (version, version.split('.').next().unwrap())
 }
 
+/// A library from before the stable ABI (plugin-api 0.7) has no descriptor section, which
+/// is what the host reads first.
 fn older_message() -> String {
-    let (version, major) = host_abi();
-    format!(
-        "built against plugin-api 0.7.0, from before the stable plugin ABI; this host loads \
-         plugin ABI {major}.x (it has {version}): rebuild the plugin with plugin-api 0.8 or later"
-    )
+    "not a PixSim7 plugin of this host: the library has no descriptor section \
+     (.pixsim7_plugin), which plugin-api 0.9 (plugin ABI 1.2) and later write; rebuild the \
+     plugin with plugin-api 0.9 or later (export_plugin!)"
+        .to_owned()
 }
 
 fn newer_message() -> String {

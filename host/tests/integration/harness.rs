@@ -520,6 +520,22 @@ impl RunningHost {
         reply.json()
     }
 
+    /// The admin API's object for the library file `file` (for libraries without an id).
+    #[track_caller]
+    pub fn plugin_by_file(&self, file: &str) -> Value {
+        let reply = self.get("/api/v1/plugins");
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let plugins = reply.json();
+        let list = plugins
+            .as_array()
+            .or_else(|| plugins["plugins"].as_array())
+            .expect("a list of plugins");
+        list.iter()
+            .find(|p| p["file"] == file)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {file} in {plugins:#}"))
+    }
+
     /// Waits until `count` log lines contain `text`; returns them, in order.
     #[track_caller]
     pub fn wait_for_logs(&self, text: &str, count: usize) -> Vec<LogLine> {

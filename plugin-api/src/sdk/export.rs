@@ -17,7 +17,7 @@ use super::{
     host::Host,
     logging,
     panic::{catch_panic, install_recording_hook, CatchPanic},
-    plugin::{Event, LoadContext, Plugin, RouteEntry, Routes},
+    plugin::{Event, LoadContext, Plugin},
     request::Request,
 };
 use crate::{
@@ -81,9 +81,8 @@ impl<T> ViaNothing<T> for DefaultProbe<T> {
     }
 }
 
-/// A plugin's route table, descriptor and (once loaded) instance with its host services.
+/// A plugin's descriptor and (once loaded) instance with its host services.
 pub(crate) struct Runtime<P> {
-    routes: Vec<RouteEntry<P>>,
     pub(crate) descriptor: PluginDescriptor,
     plugin: OnceLock<(P, HostServicesHandle)>,
     default_constructor: Option<fn() -> P>,
@@ -91,19 +90,12 @@ pub(crate) struct Runtime<P> {
 
 impl<P: Plugin> Runtime<P> {
     pub(crate) fn new(default_constructor: Option<fn() -> P>) -> Runtime<P> {
-        let mut routes = Routes::new();
-        P::routes(&mut routes);
         let descriptor = PluginDescriptor {
-            manifest: P::manifest(),
-            routes: routes
-                .entries
-                .iter()
-                .map(|entry| entry.spec.clone())
-                .collect(),
+            manifest: P::MANIFEST.to_manifest(),
+            routes: P::ROUTES.iter().map(|route| route.to_spec()).collect(),
             migrations: P::migrations(),
         };
         Runtime {
-            routes: routes.entries,
             descriptor,
             plugin: OnceLock::new(),
             default_constructor,
@@ -168,15 +160,15 @@ impl<P: Plugin> Runtime<P> {
             Ok(loaded) => loaded,
             Err(error) => return ready_fault(FaultKind::Error, error.to_string()),
         };
-        match self.routes.get(index as usize) {
-            Some(entry) => entry
+        match P::ROUTES.get(index as usize) {
+            Some(route) => route
                 .handler
                 .call(plugin, Request::from_ffi(request, services)),
             None => ready_fault(
                 FaultKind::Error,
                 format!(
                     "no route with index {index} (the plugin has {})",
-                    self.routes.len()
+                    P::ROUTES.len()
                 ),
             ),
         }
@@ -315,6 +307,21 @@ pub fn root_module<P: ExportedPlugin>() -> PluginModule_Ref {
 #[macro_export]
 macro_rules! export_plugin {
     ($plugin:ty) => {
+        // The descriptor section: the manifest and route table, evaluated by the compiler,
+        // for the host to read from the file before it opens the library.
+        const _: () = {
+            const LEN: usize = $crate::__private::descriptor_section_len::<$plugin>();
+            #[used]
+            #[cfg_attr(target_vendor = "apple", link_section = "__DATA,__pixsim7_plug")]
+            #[cfg_attr(windows, link_section = ".pxs7dsc")]
+            #[cfg_attr(
+                not(any(target_vendor = "apple", windows)),
+                link_section = ".pixsim7_plugin"
+            )]
+            static PIXSIM7_DESCRIPTOR_SECTION: [u8; LEN] =
+                $crate::__private::descriptor_section::<$plugin, LEN>();
+        };
+
         impl $crate::__private::ExportedPlugin for $plugin {
             fn default_constructor() -> ::std::option::Option<fn() -> Self> {
                 #[allow(unused_imports)]

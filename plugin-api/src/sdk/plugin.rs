@@ -1,5 +1,6 @@
-//! What a plugin author implements: the [`Plugin`] trait, the [`Routes`] table builder, and
-//! the [`LoadContext`] handed to `on_load`.
+//! What a plugin author implements: the [`Plugin`] trait (with the constant manifest and
+//! route table of `declaration.rs`), the [`Handler`]s its routes call, and the
+//! [`LoadContext`] handed to `on_load`.
 
 use std::future::Future;
 
@@ -9,12 +10,16 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::{
-    error::PluginError, host::Host, panic::CatchPanic, request::Request, response::IntoResponse,
+    declaration::{PluginManifest, Route},
+    error::PluginError,
+    host::Host,
+    panic::CatchPanic,
+    request::Request,
+    response::IntoResponse,
 };
 use crate::{
     abi::{FaultKind, HandleResult, PluginFault},
-    manifest::Manifest,
-    route::{Access, Method, Migration, RouteSpec},
+    route::Migration,
 };
 
 /// A plugin: its manifest, its routes, and its lifecycle hooks.
@@ -23,12 +28,17 @@ use crate::{
 /// receives a `&'static` reference to it, so it is the place for configuration and state.
 /// A plugin that needs no configuration skips `on_load` and derives `Default`: its value is
 /// then `Default::default()`.
+///
+/// The manifest and the route table are constants: the compiler evaluates them, and
+/// `export_plugin!` writes them into the library file, where the host reads them without
+/// running any of the plugin's code (to list it, order it, or refuse it).
 pub trait Plugin: Sized + Send + Sync + 'static {
     /// The manifest: id, name, version, dependencies, permissions...
-    fn manifest() -> Manifest;
+    const MANIFEST: PluginManifest;
 
-    /// Declares the routes. Runs once, before `on_load`; must not depend on configuration.
-    fn routes(routes: &mut Routes<Self>);
+    /// The routes: `&[Route::get("/hello/{name}", "Greets someone", greet), ...]`. The host
+    /// calls a route's handler by its position in this table.
+    const ROUTES: &'static [Route<Self>];
 
     /// Migrations for the plugin's own tables (name them `<plugin_id>__<table>`, with `_`
     /// for `-`), applied by the host in version order before `on_load`. Usually
@@ -177,120 +187,6 @@ where
         }
         .into_ffi()
     }
-}
-
-/// One route of the table: its spec and its handler.
-pub(crate) struct RouteEntry<P> {
-    pub(crate) spec: RouteSpec,
-    pub(crate) handler: Box<dyn Handler<P>>,
-}
-
-/// The route table a plugin fills in [`Plugin::routes`]. Paths are below the manifest's
-/// prefix and may hold `{name}` parameters: `routes.get("/game/sessions/{id}", ...)`.
-pub struct Routes<P> {
-    pub(crate) entries: Vec<RouteEntry<P>>,
-}
-
-impl<P: Sync + 'static> Routes<P> {
-    pub(crate) fn new() -> Routes<P> {
-        Routes {
-            entries: Vec::new(),
-        }
-    }
-
-    /// Adds a route with any method.
-    pub fn route(
-        &mut self,
-        method: Method,
-        path: &str,
-        summary: &str,
-        handler: impl Handler<P>,
-    ) -> &mut Routes<P> {
-        self.entries.push(RouteEntry {
-            spec: RouteSpec {
-                method,
-                path: path.to_owned(),
-                summary: summary.to_owned(),
-                access: Access::User,
-                request_schema: None,
-                response_schema: None,
-            },
-            handler: Box::new(handler),
-        });
-        self
-    }
-
-    /// Lets anyone call the route added last, signed in or not (routes need a signed-in
-    /// user unless marked otherwise).
-    pub fn public(&mut self) -> &mut Routes<P> {
-        self.set_access(Access::Public)
-    }
-
-    /// Restricts the route added last to users with the `admin` role.
-    pub fn admin(&mut self) -> &mut Routes<P> {
-        self.set_access(Access::Admin)
-    }
-
-    fn set_access(&mut self, access: Access) -> &mut Routes<P> {
-        if let Some(entry) = self.entries.last_mut() {
-            entry.spec.access = access;
-        }
-        self
-    }
-
-    /// Documents the request body of the route added last as `T`'s JSON Schema.
-    pub fn request<T: schemars::JsonSchema>(&mut self) -> &mut Routes<P> {
-        if let Some(entry) = self.entries.last_mut() {
-            entry.spec.request_schema = Some(schema_of::<T>());
-        }
-        self
-    }
-
-    /// Documents the success response body of the route added last as `T`'s JSON Schema.
-    pub fn response<T: schemars::JsonSchema>(&mut self) -> &mut Routes<P> {
-        if let Some(entry) = self.entries.last_mut() {
-            entry.spec.response_schema = Some(schema_of::<T>());
-        }
-        self
-    }
-
-    /// Adds a `GET` route.
-    pub fn get(&mut self, path: &str, summary: &str, handler: impl Handler<P>) -> &mut Routes<P> {
-        self.route(Method::Get, path, summary, handler)
-    }
-
-    /// Adds a `POST` route.
-    pub fn post(&mut self, path: &str, summary: &str, handler: impl Handler<P>) -> &mut Routes<P> {
-        self.route(Method::Post, path, summary, handler)
-    }
-
-    /// Adds a `PUT` route.
-    pub fn put(&mut self, path: &str, summary: &str, handler: impl Handler<P>) -> &mut Routes<P> {
-        self.route(Method::Put, path, summary, handler)
-    }
-
-    /// Adds a `PATCH` route.
-    pub fn patch(&mut self, path: &str, summary: &str, handler: impl Handler<P>) -> &mut Routes<P> {
-        self.route(Method::Patch, path, summary, handler)
-    }
-
-    /// Adds a `DELETE` route.
-    pub fn delete(
-        &mut self,
-        path: &str,
-        summary: &str,
-        handler: impl Handler<P>,
-    ) -> &mut Routes<P> {
-        self.route(Method::Delete, path, summary, handler)
-    }
-}
-
-fn schema_of<T: schemars::JsonSchema>() -> serde_json::Value {
-    let mut schema = schemars::schema_for!(T).to_value();
-    if let Some(object) = schema.as_object_mut() {
-        object.remove("$schema");
-    }
-    schema
 }
 
 /// What `on_load` receives: the plugin's configuration and its handle on the host.

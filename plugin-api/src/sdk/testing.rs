@@ -246,18 +246,15 @@ mod tests {
     }
 
     impl Plugin for Probe {
-        fn manifest() -> Manifest {
-            Manifest::new("probe", "Probe", "1.0.0")
-        }
-        fn routes(routes: &mut Routes<Self>) {
-            routes
-                .get("/probe/{id}", "Reads", |_: &Probe, _: Request<'_>| async {
-                    Ok::<_, ApiError>(Json(1))
-                })
-                .post("/probe/{id}", "Writes", |_: &Probe, _: Request<'_>| async {
-                    Ok::<_, ApiError>(Json(2))
-                });
-        }
+        const MANIFEST: PluginManifest = PluginManifest::new("probe", "Probe", "1.0.0");
+        const ROUTES: &'static [Route<Self>] = &[
+            Route::get("/probe/{id}", "Reads", |_: &Probe, _: Request<'_>| async {
+                Ok::<_, ApiError>(Json(1))
+            }),
+            Route::post("/probe/{id}", "Writes", |_: &Probe, _: Request<'_>| async {
+                Ok::<_, ApiError>(Json(2))
+            }),
+        ];
         async fn on_load(context: LoadContext) -> Result<Self, PluginError> {
             match context.config().get("fail") {
                 Some(_) => panic!("asked to fail"),
@@ -345,17 +342,14 @@ mod tests {
     struct NoLoadDefault;
 
     impl Plugin for NoLoad {
-        fn manifest() -> Manifest {
-            Manifest::new("no-load", "No load", "1.0.0")
-        }
-        fn routes(_: &mut Routes<Self>) {}
+        const MANIFEST: PluginManifest = PluginManifest::new("no-load", "No load", "1.0.0");
+        const ROUTES: &'static [Route<Self>] = &[];
     }
 
     impl Plugin for NoLoadDefault {
-        fn manifest() -> Manifest {
-            Manifest::new("no-load-default", "No load, Default", "1.0.0")
-        }
-        fn routes(_: &mut Routes<Self>) {}
+        const MANIFEST: PluginManifest =
+            PluginManifest::new("no-load-default", "No load, Default", "1.0.0");
+        const ROUTES: &'static [Route<Self>] = &[];
     }
 
     // What `export_plugin!` generates for each: the probe picks `Default` when there is one.

@@ -48,30 +48,27 @@ fn default_min_password() -> usize {
 const MAX_PASSWORD_LENGTH: usize = 1024;
 
 impl Plugin for Auth {
-    fn manifest() -> Manifest {
-        Manifest::new("auth", "Sign-in", env!("CARGO_PKG_VERSION"))
+    const MANIFEST: PluginManifest =
+        PluginManifest::new("auth", "Sign-in", env!("CARGO_PKG_VERSION"))
             .description("Registration, login and the signed-in user")
-            .tags(["auth"])
-            .permissions(["db:read", "db:write", "auth:issue", "log:emit"])
-    }
+            .tags(&["auth"])
+            .permissions(&["db:read", "db:write", "auth:issue", "log:emit"]);
 
-    fn routes(routes: &mut Routes<Self>) {
-        routes
-            .post("/auth/register", "Create a user", register)
+    const ROUTES: &'static [Route<Self>] = &[
+        Route::post("/auth/register", "Create a user", register)
             .public()
             .request::<Credentials>()
-            .response::<UserView>()
-            .post(
-                "/auth/login",
-                "Exchange a username and password for a bearer token",
-                login,
-            )
-            .public()
-            .request::<Credentials>()
-            .response::<TokenView>()
-            .get("/auth/me", "The signed-in user", me)
-            .response::<UserView>();
-    }
+            .response::<UserView>(),
+        Route::post(
+            "/auth/login",
+            "Exchange a username and password for a bearer token",
+            login,
+        )
+        .public()
+        .request::<Credentials>()
+        .response::<TokenView>(),
+        Route::get("/auth/me", "The signed-in user", me).response::<UserView>(),
+    ];
 
     fn migrations() -> Vec<Migration> {
         vec![Migration {

@@ -30,25 +30,23 @@ struct Limits {
 }
 
 impl Plugin for DiceGame {
-    fn manifest() -> Manifest {
-        Manifest::new("dice-game", "Dice Game", env!("CARGO_PKG_VERSION"))
+    const MANIFEST: PluginManifest =
+        PluginManifest::new("dice-game", "Dice Game", env!("CARGO_PKG_VERSION"))
             .description("Rolls dice in tabletop notation such as 2d6+1")
-            .tags(["dice-game"])
-            .permissions(["log:emit"])
-    }
+            .tags(&["dice-game"])
+            .permissions(&["log:emit"]);
 
-    fn routes(routes: &mut Routes<Self>) {
+    const ROUTES: &'static [Route<Self>] = &[
         // Stateless and harmless: anyone may roll.
-        routes
-            .post(
-                "/dice-game/roll",
-                "Roll dice, e.g. {\"dice\": \"2d6+1\"}",
-                roll,
-            )
-            .public()
-            .request::<RollRequest>()
-            .response::<RollResponse>();
-    }
+        Route::post(
+            "/dice-game/roll",
+            "Roll dice, e.g. {\"dice\": \"2d6+1\"}",
+            roll,
+        )
+        .public()
+        .request::<RollRequest>()
+        .response::<RollResponse>(),
+    ];
 
     async fn on_load(context: LoadContext) -> Result<Self, PluginError> {
         let settings: Settings = context.config_as()?;

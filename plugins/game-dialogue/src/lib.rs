@@ -15,38 +15,35 @@ use plugin_api::{
 pub struct GameDialogue;
 
 impl Plugin for GameDialogue {
-    fn manifest() -> Manifest {
-        Manifest::new("game-dialogue", "Game dialogue", env!("CARGO_PKG_VERSION"))
+    const MANIFEST: PluginManifest =
+        PluginManifest::new("game-dialogue", "Game dialogue", env!("CARGO_PKG_VERSION"))
             .description("Builds an NPC's next dialogue line prompt from the game state")
-            .tags(["game-dialogue"])
-            .depends_on("game-npcs ^1")
-            .depends_on("game-sessions ^1")
-            .permissions([
+            .tags(&["game-dialogue"])
+            .depends_on(&["game-npcs ^1", "game-sessions ^1"])
+            .permissions(&[
                 "npc:read",
                 "session:read",
                 "location:read",
                 "db:read",
                 "db:write",
                 "log:emit",
-            ])
-    }
+            ]);
 
-    fn routes(routes: &mut Routes<Self>) {
-        routes
-            .post(
-                "/game/dialogue/next-line",
-                "Build the prompt for an NPC's next line",
-                next_line,
-            )
-            .request::<NextLineRequest>()
-            .response::<NextLine>()
-            .get(
-                "/game/dialogue/sessions/{session_id}/history",
-                "The prompts built for a session, newest first",
-                history,
-            )
-            .response::<Vec<HistoryLine>>();
-    }
+    const ROUTES: &'static [Route<Self>] = &[
+        Route::post(
+            "/game/dialogue/next-line",
+            "Build the prompt for an NPC's next line",
+            next_line,
+        )
+        .request::<NextLineRequest>()
+        .response::<NextLine>(),
+        Route::get(
+            "/game/dialogue/sessions/{session_id}/history",
+            "The prompts built for a session, newest first",
+            history,
+        )
+        .response::<Vec<HistoryLine>>(),
+    ];
 
     fn migrations() -> Vec<Migration> {
         vec![

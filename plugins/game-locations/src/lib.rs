@@ -10,42 +10,38 @@ use plugin_api::{
 pub struct GameLocations;
 
 impl Plugin for GameLocations {
-    fn manifest() -> Manifest {
-        Manifest::new(
-            "game-locations",
-            "Game locations",
-            env!("CARGO_PKG_VERSION"),
-        )
-        .description("Locations and their hotspots")
-        .tags(["game-locations"])
-        .permissions(["location:read", "location:write", "event:emit"])
-        .optional_permissions(["event:emit"])
-        .emits(["location:changed"])
-    }
+    const MANIFEST: PluginManifest = PluginManifest::new(
+        "game-locations",
+        "Game locations",
+        env!("CARGO_PKG_VERSION"),
+    )
+    .description("Locations and their hotspots")
+    .tags(&["game-locations"])
+    .permissions(&["location:read", "location:write", "event:emit"])
+    .optional_permissions(&["event:emit"])
+    .emits(&["location:changed"]);
 
-    fn routes(routes: &mut Routes<Self>) {
-        routes
-            .get("/game/locations", "List locations", list)
-            .response::<Vec<LocationSummary>>()
-            .post("/game/locations", "Create a location (admins)", create)
+    const ROUTES: &'static [Route<Self>] = &[
+        Route::get("/game/locations", "List locations", list).response::<Vec<LocationSummary>>(),
+        Route::post("/game/locations", "Create a location (admins)", create)
             .admin()
             .request::<NewLocation>()
-            .response::<Location>()
-            .get(
-                "/game/locations/{location_id}",
-                "Get a location with its meta and hotspots",
-                get,
-            )
-            .response::<Location>()
-            .put(
-                "/game/locations/{location_id}/hotspots",
-                "Replace a location's hotspots (admins)",
-                set_hotspots,
-            )
-            .admin()
-            .request::<HotspotsBody>()
-            .response::<Location>();
-    }
+            .response::<Location>(),
+        Route::get(
+            "/game/locations/{location_id}",
+            "Get a location with its meta and hotspots",
+            get,
+        )
+        .response::<Location>(),
+        Route::put(
+            "/game/locations/{location_id}/hotspots",
+            "Replace a location's hotspots (admins)",
+            set_hotspots,
+        )
+        .admin()
+        .request::<HotspotsBody>()
+        .response::<Location>(),
+    ];
 }
 
 async fn list(

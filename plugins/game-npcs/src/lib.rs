@@ -11,44 +11,56 @@ use plugin_api::{
 pub struct GameNpcs;
 
 impl Plugin for GameNpcs {
-    fn manifest() -> Manifest {
-        Manifest::new("game-npcs", "Game NPCs", env!("CARGO_PKG_VERSION"))
+    const MANIFEST: PluginManifest =
+        PluginManifest::new("game-npcs", "Game NPCs", env!("CARGO_PKG_VERSION"))
             .description("NPCs, their expressions, schedules and presence")
-            .tags(["game-npcs"])
-            .permissions(["npc:read", "npc:write", "event:emit"])
-            .optional_permissions(["event:emit"])
-            .emits(["npc:spawned"])
-    }
+            .tags(&["game-npcs"])
+            .permissions(&["npc:read", "npc:write", "event:emit"])
+            .optional_permissions(&["event:emit"])
+            .emits(&["npc:spawned"]);
 
-    fn routes(routes: &mut Routes<Self>) {
-        routes
-            .get("/game/npcs", "List NPCs", list)
-            .response::<Vec<NpcSummary>>()
-            .post("/game/npcs", "Create an NPC (admins)", create)
+    const ROUTES: &'static [Route<Self>] = &[
+        Route::get("/game/npcs", "List NPCs", list).response::<Vec<NpcSummary>>(),
+        Route::post("/game/npcs", "Create an NPC (admins)", create)
             .admin()
             .request::<NewNpc>()
-            .response::<Npc>()
-            .get(
-                "/game/npcs/presence",
-                "Which NPCs are where at ?world_time (seconds; day 0 is Monday), optionally &world_id and &location_id",
-                presence,
-            )
-            .response::<Vec<NpcPresence>>()
-            .get("/game/npcs/{npc_id}", "Get an NPC", get)
-            .response::<Npc>()
-            .get("/game/npcs/{npc_id}/expressions", "An NPC's expressions", expressions)
-            .response::<Vec<NpcExpression>>()
-            .put("/game/npcs/{npc_id}/expressions", "Replace an NPC's expressions (admins)", set_expressions)
-            .admin()
-            .request::<ExpressionsBody>()
-            .response::<Vec<NpcExpression>>()
-            .get("/game/npcs/{npc_id}/schedules", "An NPC's weekly schedule", schedules)
-            .response::<Vec<NpcScheduleEntry>>()
-            .put("/game/npcs/{npc_id}/schedules", "Replace an NPC's weekly schedule (admins)", set_schedules)
-            .admin()
-            .request::<SchedulesBody>()
-            .response::<Vec<NpcScheduleEntry>>();
-    }
+            .response::<Npc>(),
+        Route::get(
+            "/game/npcs/presence",
+            "Which NPCs are where at ?world_time (seconds; day 0 is Monday), optionally &world_id and &location_id",
+            presence,
+        )
+        .response::<Vec<NpcPresence>>(),
+        Route::get("/game/npcs/{npc_id}", "Get an NPC", get).response::<Npc>(),
+        Route::get(
+            "/game/npcs/{npc_id}/expressions",
+            "An NPC's expressions",
+            expressions,
+        )
+        .response::<Vec<NpcExpression>>(),
+        Route::put(
+            "/game/npcs/{npc_id}/expressions",
+            "Replace an NPC's expressions (admins)",
+            set_expressions,
+        )
+        .admin()
+        .request::<ExpressionsBody>()
+        .response::<Vec<NpcExpression>>(),
+        Route::get(
+            "/game/npcs/{npc_id}/schedules",
+            "An NPC's weekly schedule",
+            schedules,
+        )
+        .response::<Vec<NpcScheduleEntry>>(),
+        Route::put(
+            "/game/npcs/{npc_id}/schedules",
+            "Replace an NPC's weekly schedule (admins)",
+            set_schedules,
+        )
+        .admin()
+        .request::<SchedulesBody>()
+        .response::<Vec<NpcScheduleEntry>>(),
+    ];
 }
 
 async fn list(_: &GameNpcs, request: Request<'_>) -> Result<Json<Vec<NpcSummary>>, ApiError> {

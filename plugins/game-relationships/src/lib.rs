@@ -17,32 +17,27 @@ pub const CAUGHT_PENALTY: f64 = 10.0;
 pub struct GameRelationships;
 
 impl Plugin for GameRelationships {
-    fn manifest() -> Manifest {
-        Manifest::new(
-            "game-relationships",
-            "Game relationships",
-            env!("CARGO_PKG_VERSION"),
-        )
-        .description("NPC relationships: affinity reacts to game events; tiers for the UI")
-        .tags(["game-relationships"])
-        .permissions([
-            "session:read",
-            "session:write",
-            "event:subscribe",
-            "log:emit",
-        ])
-        .subscribes(["stealth:pickpocket"])
-    }
+    const MANIFEST: PluginManifest = PluginManifest::new(
+        "game-relationships",
+        "Game relationships",
+        env!("CARGO_PKG_VERSION"),
+    )
+    .description("NPC relationships: affinity reacts to game events; tiers for the UI")
+    .tags(&["game-relationships"])
+    .permissions(&[
+        "session:read",
+        "session:write",
+        "event:subscribe",
+        "log:emit",
+    ])
+    .subscribes(&["stealth:pickpocket"]);
 
-    fn routes(routes: &mut Routes<Self>) {
-        routes
-            .get(
-                "/game/relationships/{session_id}",
-                "A session's relationships, each with its tier",
-                relationships,
-            )
-            .response::<RelationshipsView>();
-    }
+    const ROUTES: &'static [Route<Self>] = &[Route::get(
+        "/game/relationships/{session_id}",
+        "A session's relationships, each with its tier",
+        relationships,
+    )
+    .response::<RelationshipsView>()];
 
     async fn on_event(&self, event: Event) -> Result<(), PluginError> {
         // Only game-stealth reports pickpockets; the host checks that the emitter declared the

@@ -12,30 +12,27 @@ use plugin_api::{
 pub struct GameSessions;
 
 impl Plugin for GameSessions {
-    fn manifest() -> Manifest {
-        Manifest::new("game-sessions", "Game sessions", env!("CARGO_PKG_VERSION"))
+    const MANIFEST: PluginManifest =
+        PluginManifest::new("game-sessions", "Game sessions", env!("CARGO_PKG_VERSION"))
             .description("Players' game sessions: flags, relationships and world time")
-            .tags(["game-sessions"])
-            .permissions(["session:read", "session:write", "event:emit"])
-            .optional_permissions(["event:emit"])
-            .emits(["session:created", "session:updated"])
-    }
+            .tags(&["game-sessions"])
+            .permissions(&["session:read", "session:write", "event:emit"])
+            .optional_permissions(&["event:emit"])
+            .emits(&["session:created", "session:updated"]);
 
-    fn routes(routes: &mut Routes<Self>) {
-        routes
-            .post("/game/sessions", "Create a session", create)
+    const ROUTES: &'static [Route<Self>] = &[
+        Route::post("/game/sessions", "Create a session", create)
             .request::<CreateBody>()
-            .response::<Session>()
-            .get("/game/sessions/{session_id}", "Get a session", get)
-            .response::<Session>()
-            .patch(
-                "/game/sessions/{session_id}",
-                "Replace world_time, flags or relationships; expected_version guards against lost updates (409)",
-                patch,
-            )
-            .request::<PatchBody>()
-            .response::<Session>();
-    }
+            .response::<Session>(),
+        Route::get("/game/sessions/{session_id}", "Get a session", get).response::<Session>(),
+        Route::patch(
+            "/game/sessions/{session_id}",
+            "Replace world_time, flags or relationships; expected_version guards against lost updates (409)",
+            patch,
+        )
+        .request::<PatchBody>()
+        .response::<Session>(),
+    ];
 }
 
 /// `POST /game/sessions`.

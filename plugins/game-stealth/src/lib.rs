@@ -50,27 +50,22 @@ struct Settings {
 }
 
 impl Plugin for GameStealth {
-    fn manifest() -> Manifest {
-        Manifest::new("game-stealth", "Game stealth", env!("CARGO_PKG_VERSION"))
+    const MANIFEST: PluginManifest =
+        PluginManifest::new("game-stealth", "Game stealth", env!("CARGO_PKG_VERSION"))
             .description("Stealth mechanics: pickpocketing NPCs")
-            .tags(["game-stealth"])
-            .depends_on("game-sessions ^1")
-            .depends_on("game-npcs ^1")
-            .permissions(["session:read", "session:write", "log:emit", "event:emit"])
-            .optional_permissions(["event:emit"])
-            .emits(["stealth:pickpocket", "interaction:executed"])
-    }
+            .tags(&["game-stealth"])
+            .depends_on(&["game-sessions ^1", "game-npcs ^1"])
+            .permissions(&["session:read", "session:write", "log:emit", "event:emit"])
+            .optional_permissions(&["event:emit"])
+            .emits(&["stealth:pickpocket", "interaction:executed"]);
 
-    fn routes(routes: &mut Routes<Self>) {
-        routes
-            .post(
-                "/game/stealth/pickpocket",
-                "Attempt to pickpocket an NPC",
-                pickpocket,
-            )
-            .request::<PickpocketRequest>()
-            .response::<PickpocketResponse>();
-    }
+    const ROUTES: &'static [Route<Self>] = &[Route::post(
+        "/game/stealth/pickpocket",
+        "Attempt to pickpocket an NPC",
+        pickpocket,
+    )
+    .request::<PickpocketRequest>()
+    .response::<PickpocketResponse>()];
 
     async fn on_load(context: LoadContext) -> Result<Self, PluginError> {
         let settings: Settings = context.config_as()?;

@@ -10,38 +10,35 @@ use plugin_api::{
 pub struct GameWorlds;
 
 impl Plugin for GameWorlds {
-    fn manifest() -> Manifest {
-        Manifest::new("game-worlds", "Game worlds", env!("CARGO_PKG_VERSION"))
+    const MANIFEST: PluginManifest =
+        PluginManifest::new("game-worlds", "Game worlds", env!("CARGO_PKG_VERSION"))
             .description("Worlds and their world time")
-            .tags(["game-worlds"])
-            .permissions(["world:read", "world:write"])
-    }
+            .tags(&["game-worlds"])
+            .permissions(&["world:read", "world:write"]);
 
-    fn routes(routes: &mut Routes<Self>) {
-        routes
-            .get("/game/worlds", "List worlds", list)
-            .response::<Vec<WorldSummary>>()
-            .post(
-                "/game/worlds",
-                "Create a world (world time starts at 0)",
-                create,
-            )
-            .request::<NewWorld>()
-            .response::<World>()
-            .get(
-                "/game/worlds/{world_id}",
-                "Get a world with its meta and world time",
-                get,
-            )
-            .response::<World>()
-            .post(
-                "/game/worlds/{world_id}/advance",
-                "Advance world time (negative counts as 0)",
-                advance,
-            )
-            .request::<AdvanceBody>()
-            .response::<World>();
-    }
+    const ROUTES: &'static [Route<Self>] = &[
+        Route::get("/game/worlds", "List worlds", list).response::<Vec<WorldSummary>>(),
+        Route::post(
+            "/game/worlds",
+            "Create a world (world time starts at 0)",
+            create,
+        )
+        .request::<NewWorld>()
+        .response::<World>(),
+        Route::get(
+            "/game/worlds/{world_id}",
+            "Get a world with its meta and world time",
+            get,
+        )
+        .response::<World>(),
+        Route::post(
+            "/game/worlds/{world_id}/advance",
+            "Advance world time (negative counts as 0)",
+            advance,
+        )
+        .request::<AdvanceBody>()
+        .response::<World>(),
+    ];
 }
 
 async fn list(_: &GameWorlds, request: Request<'_>) -> Result<Json<Vec<WorldSummary>>, ApiError> {

@@ -240,6 +240,30 @@ fn wait_until_ready(
     }
 }
 
+/// `bench-many`'s library as copy `n` (1 to 999): every `bench-many-000` (its id and route
+/// paths, in the descriptor section and in the strings the live descriptor is made of)
+/// becomes `bench-many-<n>`, three digits, so no byte moves.
+fn numbered_copy(library: &[u8], n: usize) -> anyhow::Result<Vec<u8>> {
+    const MARKER: &[u8] = b"bench-many-000";
+    if !(1..=999).contains(&n) {
+        bail!("bench-many copies are numbered 1 to 999, not {n}");
+    }
+    let number = format!("bench-many-{n:03}");
+    let mut copy = library.to_vec();
+    let mut found = 0;
+    let mut at = 0;
+    while let Some(offset) = copy[at..].windows(MARKER.len()).position(|w| w == MARKER) {
+        let start = at + offset;
+        copy[start..start + MARKER.len()].copy_from_slice(number.as_bytes());
+        found += 1;
+        at = start + MARKER.len();
+    }
+    if found == 0 {
+        bail!("the bench-many library holds no {:?}", String::from_utf8_lossy(MARKER));
+    }
+    Ok(copy)
+}
+
 struct Bench {
     plan: Plan,
     scratch: PathBuf,
@@ -263,11 +287,14 @@ impl Bench {
         for lib in libs {
             std::fs::copy(self.library(lib), dir.join(library_file_name(lib)))?;
         }
-        for n in 1..=many_copies {
-            std::fs::copy(
-                self.library("bench_many"),
-                dir.join(library_file_name(&format!("bench_many_{n}"))),
-            )?;
+        if many_copies > 0 {
+            let many = std::fs::read(self.library("bench_many"))?;
+            for n in 1..=many_copies {
+                std::fs::write(
+                    dir.join(library_file_name(&format!("bench_many_{n}"))),
+                    numbered_copy(&many, n)?,
+                )?;
+            }
         }
         Ok(dir)
     }

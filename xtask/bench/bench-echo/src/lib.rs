@@ -38,15 +38,11 @@ pub fn respond(body: &[u8]) -> Result<Vec<u8>, String> {
 pub struct BenchEcho;
 
 impl Plugin for BenchEcho {
-    fn manifest() -> Manifest {
-        Manifest::new("bench-echo", "Benchmark echo", env!("CARGO_PKG_VERSION"))
-    }
+    const MANIFEST: PluginManifest =
+        PluginManifest::new("bench-echo", "Benchmark echo", env!("CARGO_PKG_VERSION"));
 
-    fn routes(routes: &mut Routes<Self>) {
-        routes
-            .post("/bench/echo", "Echoes a small JSON body", echo)
-            .public();
-    }
+    const ROUTES: &'static [Route<Self>] =
+        &[Route::post("/bench/echo", "Echoes a small JSON body", echo).public()];
 }
 
 async fn echo(_: &BenchEcho, request: Request<'_>) -> Response {

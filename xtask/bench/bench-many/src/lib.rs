@@ -1,9 +1,16 @@
-//! Benchmark plugin `bench-many`: the benchmark copies one build of it to
-//! `libbench_many_<n>.so` for n = 1..100; each copy names itself `bench-many-<n>` after its
-//! own file (found with `dladdr`) and serves ten parameterised routes, so 100 copies put
-//! 1000 routes in the host's table.
+//! Benchmark plugin `bench-many`: ten parameterised routes under `/bench-many-000/`.
+//!
+//! The benchmark needs 100 distinct libraries. A plugin's id and routes are constants
+//! (written into its descriptor section and read back live), so instead of 100 builds the
+//! benchmark copies this one build to `libbench_many_<n>.so` and replaces every `000` of the
+//! marker [`MARKER`] with `n` (three digits, so no offset moves): the section and the
+//! strings the live descriptor is made of change alike, and each copy is a library of its
+//! own, `bench-many-<n>`, with its own SHA-256. 100 copies put 1000 routes in the table.
 
 use plugin_api::prelude::*;
+
+/// The text every copy rewrites: in the id and in every route path.
+pub const MARKER: &str = "bench-many-000";
 
 /// Routes each copy serves.
 pub const ROUTES_PER_PLUGIN: usize = 10;
@@ -12,45 +19,32 @@ pub const ROUTES_PER_PLUGIN: usize = 10;
 #[derive(Default)]
 pub struct BenchMany;
 
-/// This copy's number, from its file name (`0` when it cannot tell).
-fn copy_number() -> u32 {
-    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
-    let address = copy_number as *const libc::c_void;
-    // SAFETY: dladdr only reads the loader's tables; `info` is a valid out-pointer.
-    let found = unsafe { libc::dladdr(address, &mut info) } != 0 && !info.dli_fname.is_null();
-    if !found {
-        return 0;
-    }
-    // SAFETY: dladdr returned a NUL-terminated path owned by the loader.
-    let path = unsafe { std::ffi::CStr::from_ptr(info.dli_fname) }.to_string_lossy();
-    path.rsplit('_')
-        .next()
-        .and_then(|tail| tail.split('.').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
+macro_rules! filler_route {
+    ($n:literal) => {
+        Route::get(
+            concat!("/bench-many-000/r", $n, "/{id}/items/{item}"),
+            "Filler",
+            filler,
+        )
+        .public()
+    };
 }
 
 impl Plugin for BenchMany {
-    fn manifest() -> Manifest {
-        Manifest::new(
-            &format!("bench-many-{}", copy_number()),
-            "Benchmark filler",
-            env!("CARGO_PKG_VERSION"),
-        )
-    }
-
-    fn routes(routes: &mut Routes<Self>) {
-        let n = copy_number();
-        for route in 0..ROUTES_PER_PLUGIN {
-            routes
-                .get(
-                    &format!("/bench-many-{n}/r{route}/{{id}}/items/{{item}}"),
-                    "Filler",
-                    filler,
-                )
-                .public();
-        }
-    }
+    const MANIFEST: PluginManifest =
+        PluginManifest::new("bench-many-000", "Benchmark filler", env!("CARGO_PKG_VERSION"));
+    const ROUTES: &'static [Route<Self>] = &[
+        filler_route!("0"),
+        filler_route!("1"),
+        filler_route!("2"),
+        filler_route!("3"),
+        filler_route!("4"),
+        filler_route!("5"),
+        filler_route!("6"),
+        filler_route!("7"),
+        filler_route!("8"),
+        filler_route!("9"),
+    ];
 }
 
 async fn filler(_: &BenchMany, request: Request<'_>) -> Result<Json<Value>, ApiError> {
@@ -58,3 +52,17 @@ async fn filler(_: &BenchMany, request: Request<'_>) -> Result<Json<Value>, ApiE
 }
 
 export_plugin!(BenchMany);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_carries_the_marker_once() {
+        assert_eq!(BenchMany::ROUTES.len(), ROUTES_PER_PLUGIN);
+        assert_eq!(BenchMany::MANIFEST.id(), MARKER);
+        for route in BenchMany::ROUTES {
+            assert_eq!(route.to_spec().path.matches(MARKER).count(), 1);
+        }
+    }
+}

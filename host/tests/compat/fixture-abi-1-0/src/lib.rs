@@ -144,3 +144,23 @@ pub static _1as_0lib_1header_0root_bmodule_bloader: LibHeader = {
 const _: fn() = || {
     let _ = <PluginModule_Ref as RootModule>::NAME;
 };
+
+/// The descriptor section the host reads before it opens any library (see docs/abi.md:
+/// libraries need it since plugin ABI 1.2; a library of an older minor's call interface,
+/// like this one, carries it written by hand or by a rebuild with a current SDK).
+#[used]
+#[link_section = ".pixsim7_plugin"]
+static PIXSIM7_DESCRIPTOR_SECTION: [u8; SECTION.len()] = section_bytes();
+
+const SECTION: &str = r#"{"format":1,"abi_version":"1.0.0","manifest":{"id":"fixture-abi-1-0","name":"Built against plugin ABI 1.0","version":"1.0.0","permissions":["log:emit"]},"routes":[{"method":"GET","path":"/fixture-abi-1-0/hello/{name}","summary":"Greets from a library built against plugin ABI 1.0","access":"public"}]}"#;
+
+const fn section_bytes<const N: usize>() -> [u8; N] {
+    let bytes = SECTION.as_bytes();
+    let mut array = [0; N];
+    let mut i = 0;
+    while i < N {
+        array[i] = bytes[i];
+        i += 1;
+    }
+    array
+}
