@@ -201,7 +201,9 @@ fn lock_plugins(
     let registry = PluginRegistry::discover_with_lock(&config, false)?;
     let output = args.output.unwrap_or_else(|| {
         let beside = config_file.as_deref().and_then(std::path::Path::parent);
-        beside.unwrap_or(std::path::Path::new("")).join("plugins.lock")
+        beside
+            .unwrap_or(std::path::Path::new(""))
+            .join("plugins.lock")
     });
     let lock = registry.pins();
     lock.write(&output)?;

@@ -43,9 +43,9 @@ pub use log;
 pub use manifest::{Dependency, EventDelivery, Manifest, ManifestErrors};
 pub use route::{Access, Method, Migration, PluginDescriptor, RouteSpec, SectionDescriptor};
 pub use sdk::{
+    declaration::{PluginManifest, Route},
     error::{ApiError, PluginError},
     host::{Host, ServiceError},
-    declaration::{PluginManifest, Route},
     plugin::{Event, Handler, LoadContext, Plugin},
     request::{Caller, Request},
     response::{IntoResponse, Json, Response},

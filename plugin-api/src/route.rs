@@ -173,16 +173,12 @@ impl SectionDescriptor {
     pub fn describes_the_same_plugin_as(&self, live: &PluginDescriptor) -> bool {
         self.manifest == live.manifest
             && self.routes.len() == live.routes.len()
-            && self
-                .routes
-                .iter()
-                .zip(&live.routes)
-                .all(|(section, live)| {
-                    section.method == live.method
-                        && section.path == live.path
-                        && section.summary == live.summary
-                        && section.access == live.access
-                })
+            && self.routes.iter().zip(&live.routes).all(|(section, live)| {
+                section.method == live.method
+                    && section.path == live.path
+                    && section.summary == live.summary
+                    && section.access == live.access
+            })
     }
 
     /// A descriptor with this section's manifest and routes, for the decisions made before

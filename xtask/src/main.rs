@@ -22,9 +22,11 @@ tasks:
   new-plugin NAME [--out-of-tree DIR [--sdk-version VERSION]]
                                       write a plugin crate (plugins/NAME/, or a standalone crate
                                       in DIR) with one public route GET /api/v1/NAME/hello
-  bench [--quick] [--forwarding]      release build, then measure the host against baselines
+  bench [--quick] [--forwarding | --startup]
+                                      release build, then measure the host against baselines
                                       (needs wrk); writes docs/PERFORMANCE.md (--forwarding: only
-                                      the plugin route against its compiled-in twin, printed)";
+                                      the plugin route against its compiled-in twin, printed;
+                                      --startup: only the start-up table, printed)";
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = env::args().skip(1).collect();
@@ -78,6 +80,7 @@ fn main() -> anyhow::Result<()> {
                 match flag.as_str() {
                     "--quick" => quick = true,
                     "--forwarding" => scope = bench::Scope::Forwarding,
+                    "--startup" => scope = bench::Scope::Startup,
                     other => bail!("unexpected argument {other:?}\n\n{USAGE}"),
                 }
             }

@@ -70,10 +70,7 @@ impl PrivateCopies {
             .and_then(|()| fs::rename(&temporary, &path))
             .map_err(|error| {
                 let _ = fs::remove_file(&temporary);
-                format!(
-                    "cannot write the private copy {}: {error}",
-                    path.display()
-                )
+                format!("cannot write the private copy {}: {error}", path.display())
             })?;
         Ok(path)
     }
@@ -90,8 +87,12 @@ impl PrivateCopies {
                 && !self.used.contains(&path);
             if stale_copy {
                 match fs::remove_file(&path) {
-                    Ok(()) => tracing::debug!(file = %path.display(), "removed an unused private plugin copy"),
-                    Err(error) => tracing::debug!(file = %path.display(), %error, "could not remove an unused private plugin copy"),
+                    Ok(()) => {
+                        tracing::debug!(file = %path.display(), "removed an unused private plugin copy")
+                    }
+                    Err(error) => {
+                        tracing::debug!(file = %path.display(), %error, "could not remove an unused private plugin copy")
+                    }
                 }
             }
         }
@@ -153,7 +154,10 @@ mod tests {
         let mut copies = PrivateCopies::open(&data).unwrap();
         let first = copies.copy_of("aa", b"library").unwrap();
         assert_eq!(fs::read(&first).unwrap(), b"library");
-        assert_eq!(first.file_name().unwrap().to_string_lossy(), format!("aa.{LIBRARY_EXTENSION}"));
+        assert_eq!(
+            first.file_name().unwrap().to_string_lossy(),
+            format!("aa.{LIBRARY_EXTENSION}")
+        );
         // Reused, not rewritten.
         assert_eq!(copies.copy_of("aa", b"library").unwrap(), first);
         #[cfg(unix)]

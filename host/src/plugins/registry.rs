@@ -268,23 +268,26 @@ impl PluginRegistry {
         };
         let sha256 = sha256_hex(&bytes);
         self.records[index].sha256 = Some(sha256.clone());
-        // A pinned file name whose content changed is refused as such before any other
-        // check, so one changed byte reads as a hash mismatch wherever it fell.
-        if let Some((lock_path, lock)) = lock {
-            let pinned = lock.plugins.iter().find(|pin| pin.file == file);
-            if let Some(pin) = pinned.filter(|pin| pin.sha256 != sha256) {
-                if let Err(reason) = lock.verdict(lock_path, &pin.id, &file, &sha256) {
-                    return self.set_outcome(index, PluginState::Failed, reason);
-                }
-            }
-        }
         let section = match inspect_library(&bytes) {
             Ok(image) => read_section(image.descriptor),
             Err(problem) => Err(LoadError::NotALibrary(problem.to_string())),
         };
         let section = match section {
             Ok(section) => section,
-            Err(error) => return self.set_outcome(index, PluginState::Failed, error.to_string()),
+            Err(error) => {
+                // A pinned file whose content changed is first of all that, wherever the
+                // change fell: say so, naming both hashes.
+                let reason = lock
+                    .and_then(|(lock_path, lock)| {
+                        let pin = lock
+                            .plugins
+                            .iter()
+                            .find(|pin| pin.file == file && pin.sha256 != sha256)?;
+                        lock.verdict(lock_path, &pin.id, &file, &sha256).err()
+                    })
+                    .unwrap_or_else(|| error.to_string());
+                return self.set_outcome(index, PluginState::Failed, reason);
+            }
         };
         let descriptor = section.to_descriptor();
         let validation = descriptor.validate();

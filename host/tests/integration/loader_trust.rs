@@ -84,7 +84,10 @@ fn truncated_and_bit_flipped_libraries_are_refused_and_never_crash_plugins_or_se
         let plugin = by_file(&plugins, name);
         assert_eq!(plugin["state"], "failed", "{name}: {plugin:#}");
         let reason = reason(plugin);
-        assert!(!reason.is_empty() && !reason.contains('\n'), "{name}: {reason:?}");
+        assert!(
+            !reason.is_empty() && !reason.contains('\n'),
+            "{name}: {reason:?}"
+        );
     }
     assert!(
         reason(by_file(&plugins, "libcut_65536.so")).starts_with("not a loadable library: "),
@@ -110,7 +113,10 @@ fn overwriting_a_loaded_library_in_place_while_serving_changes_nothing() {
     let host = pixsim7(&dir).start();
     let roll = || host.post_json("/api/v1/dice-game/roll", &json!({"dice": "2d6"}));
     assert_eq!(roll().status, 200);
-    let sha256 = host.plugin("dice-game")["sha256"].as_str().unwrap().to_owned();
+    let sha256 = host.plugin("dice-game")["sha256"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert_eq!(sha256.len(), 64);
 
     // What `cp other.so plugin-dir/libdice_game.so` does: truncate the file and write new
@@ -140,36 +146,45 @@ fn a_library_with_a_constructor_runs_nothing_until_its_plugin_will_load() {
     let dir = PluginDir::with(&["dice_game", "fixture_constructor"]);
     let marker = dir.path().with_extension("constructor-ran");
     let _ = std::fs::remove_file(&marker);
-    let with_marker = |dir: &PluginDir| {
-        pixsim7(dir).env("PIXSIM7_FIXTURE_CONSTRUCTOR_MARKER", &marker)
-    };
+    let with_marker =
+        |dir: &PluginDir| pixsim7(dir).env("PIXSIM7_FIXTURE_CONSTRUCTOR_MARKER", &marker);
 
     // The dry run reads the manifest from the file.
     let exited = with_marker(&dir).run_to_exit(&["plugins"]);
     assert_eq!(exited.status.code(), Some(0), "{}", exited.stdout);
-    assert!(exited.stdout.contains("fixture-constructor 1.0.0"), "{}", exited.stdout);
-    assert!(!marker.exists(), "pixsim7 plugins ran the library's constructor");
+    assert!(
+        exited.stdout.contains("fixture-constructor 1.0.0"),
+        "{}",
+        exited.stdout
+    );
+    assert!(
+        !marker.exists(),
+        "pixsim7 plugins ran the library's constructor"
+    );
 
     // Disabled in the configuration: listed, never opened.
     let config = dir.config_file("[plugins.fixture-constructor]\nenabled = false\n");
-    let host = with_marker(&dir)
-        .env("PIXSIM7_CONFIG", &config)
-        .start();
+    let host = with_marker(&dir).env("PIXSIM7_CONFIG", &config).start();
     assert_eq!(host.plugin("fixture-constructor")["state"], "disabled");
     host.stop();
     assert!(!marker.exists(), "a disabled plugin's library was opened");
 
     // Not pinned: refused, never opened.
     let lock = dir.path().with_extension("lock");
-    let exited = pixsim7(&PluginDir::with(&["dice_game"]))
-        .run_to_exit(&["plugins", "lock", "--output", lock.to_str().unwrap()]);
+    let exited = pixsim7(&PluginDir::with(&["dice_game"])).run_to_exit(&[
+        "plugins",
+        "lock",
+        "--output",
+        lock.to_str().unwrap(),
+    ]);
     assert_eq!(exited.status.code(), Some(0), "{}", exited.stdout);
-    let host = with_marker(&dir)
-        .env("PIXSIM7_PLUGINS_LOCK", &lock)
-        .start();
+    let host = with_marker(&dir).env("PIXSIM7_PLUGINS_LOCK", &lock).start();
     let refused = host.plugin("fixture-constructor");
     assert_eq!(refused["state"], "failed");
-    assert!(reason(&refused).starts_with("not pinned in "), "{refused:#}");
+    assert!(
+        reason(&refused).starts_with("not pinned in "),
+        "{refused:#}"
+    );
     host.stop();
     assert!(!marker.exists(), "an unpinned library was opened");
 
@@ -178,7 +193,10 @@ fn a_library_with_a_constructor_runs_nothing_until_its_plugin_will_load() {
     let reply = host.get("/api/v1/fixture-constructor/ping");
     assert_eq!(reply.status, 200);
     host.stop();
-    assert!(marker.exists(), "the constructor did not run when the plugin loaded");
+    assert!(
+        marker.exists(),
+        "the constructor did not run when the plugin loaded"
+    );
     let _ = std::fs::remove_file(&marker);
 }
 
@@ -186,13 +204,17 @@ fn a_library_with_a_constructor_runs_nothing_until_its_plugin_will_load() {
 fn a_lock_file_pins_each_library_and_one_changed_byte_is_refused_naming_both_hashes() {
     let dir = PluginDir::with(&["dice_game", "auth"]);
     let lock = dir.path().with_extension("lock");
-    let exited = pixsim7(&dir).run_to_exit(&["plugins", "lock", "--output", lock.to_str().unwrap()]);
+    let exited =
+        pixsim7(&dir).run_to_exit(&["plugins", "lock", "--output", lock.to_str().unwrap()]);
     assert_eq!(exited.status.code(), Some(0), "{}", exited.stdout);
     let written = std::fs::read_to_string(&lock).unwrap();
     let pins: toml::Value = toml::from_str(&written).unwrap();
     let pins = pins["plugin"].as_array().unwrap();
     assert_eq!(pins.len(), 2, "{written}");
-    let dice = pins.iter().find(|p| p["id"].as_str() == Some("dice-game")).unwrap();
+    let dice = pins
+        .iter()
+        .find(|p| p["id"].as_str() == Some("dice-game"))
+        .unwrap();
     assert_eq!(dice["file"].as_str(), Some("libdice_game.so"));
     assert_eq!(dice["version"].as_str(), Some("1.0.0"));
     let pinned = dice["sha256"].as_str().unwrap().to_owned();
@@ -200,7 +222,10 @@ fn a_lock_file_pins_each_library_and_one_changed_byte_is_refused_naming_both_has
     // Pinned and unchanged: both load, and the report shows the hash.
     let (code, plugins) = report(&dir, &["--lock", lock.to_str().unwrap()]);
     assert_eq!(code, Some(0), "{plugins:#?}");
-    assert_eq!(by_file(&plugins, "libdice_game.so")["sha256"], pinned.as_str());
+    assert_eq!(
+        by_file(&plugins, "libdice_game.so")["sha256"],
+        pinned.as_str()
+    );
 
     // One changed byte, in the compiler's note (harmless to the library itself).
     let path = dir.path().join("libdice_game.so");
@@ -223,15 +248,25 @@ fn a_lock_file_pins_each_library_and_one_changed_byte_is_refused_naming_both_has
     assert_eq!(by_file(&plugins, "libauth.so")["state"], "would load");
 
     // The same verdict when serving; fatal under --strict.
-    let config = dir.config_file(&format!("[plugins]\nlock = {:?}\n", lock.display().to_string()));
+    let config = dir.config_file(&format!(
+        "[plugins]\nlock = {:?}\n",
+        lock.display().to_string()
+    ));
     let host = pixsim7(&dir).env("PIXSIM7_CONFIG", &config).start();
     assert_eq!(host.plugin("dice-game")["state"], "failed");
     host.stop();
-    let exited = pixsim7(&dir)
-        .env("PIXSIM7_CONFIG", &config)
-        .run_to_exit(&["serve", "--strict", "--bind", "127.0.0.1:0"]);
+    let exited = pixsim7(&dir).env("PIXSIM7_CONFIG", &config).run_to_exit(&[
+        "serve",
+        "--strict",
+        "--bind",
+        "127.0.0.1:0",
+    ]);
     assert_eq!(exited.status.code(), Some(1));
-    assert!(exited.logged("ERROR", "SHA-256 mismatch"), "{:?}", exited.status);
+    assert!(
+        exited.logged("ERROR", "SHA-256 mismatch"),
+        "{:?}",
+        exited.status
+    );
 }
 
 fn sha256_of(path: &Path) -> String {
@@ -282,6 +317,9 @@ fn writable_directories_and_libraries_and_outside_symlinks_are_refused_unless_al
     let (_, plugins) = report(&dir, &[]);
     let refused = by_file(&plugins, "liboutside.so");
     assert_eq!(refused["state"], "failed");
-    assert!(reason(refused).contains("outside the plugin directory"), "{refused:#}");
+    assert!(
+        reason(refused).contains("outside the plugin directory"),
+        "{refused:#}"
+    );
     let _ = std::fs::remove_file(&outside);
 }

@@ -259,7 +259,10 @@ fn numbered_copy(library: &[u8], n: usize) -> anyhow::Result<Vec<u8>> {
         at = start + MARKER.len();
     }
     if found == 0 {
-        bail!("the bench-many library holds no {:?}", String::from_utf8_lossy(MARKER));
+        bail!(
+            "the bench-many library holds no {:?}",
+            String::from_utf8_lossy(MARKER)
+        );
     }
     Ok(copy)
 }
@@ -558,6 +561,34 @@ fn token(pixsim7: &Path, user_id: i64) -> anyhow::Result<String> {
     Ok(String::from_utf8(output.stdout)?.trim().to_owned())
 }
 
+/// Start-up time and memory with 1, 10 and 100 plugin libraries: the report's section.
+fn startup_table(bench: &Bench) -> anyhow::Result<String> {
+    println!("== start-up");
+    let mut startup_rows = Vec::new();
+    for libraries in [1usize, 10, 100] {
+        let name = format!("startup-{libraries}");
+        let dir = bench.plugin_dir(&name, &["bench_echo"], libraries - 1)?;
+        let database = bench.scratch.join(format!("{name}.db"));
+        let mut times = Vec::new();
+        let mut rss = 0;
+        for _ in 0..bench.plan.startup_runs {
+            let (server, ready) = bench.start_host(&dir, &database, None, None)?;
+            times.push(ready.as_secs_f64() * 1000.0);
+            rss = resident_kib(server.pid())?;
+            server.stop();
+        }
+        let min = times.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = times.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        startup_rows.push(format!(
+            "| {libraries} | {:.1} | {min:.1}–{max:.1} | {:.1} |",
+            median(times),
+            rss as f64 / 1024.0
+        ));
+    }
+    Ok(format!("## Start-up\n\nFrom process start to `/healthz` answering 200 (the database already migrated, so the private copies of the libraries exist: `pixsim7 migrate` wrote them; every start still reads, hashes and checks every file), {} runs each; resident memory right after.\n\n| plugin libraries | ms (median) | ms (min–max) | RSS MiB |\n|---|---|---|---|\n{}\n",
+        bench.plan.startup_runs, startup_rows.join("\n")))
+}
+
 /// Which measurements to run.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
@@ -565,6 +596,8 @@ pub enum Scope {
     All,
     /// Only the forwarding comparison, printed (for profiling the request path).
     Forwarding,
+    /// Only the start-up table, printed.
+    Startup,
 }
 
 /// Runs the measurements and, for [`Scope::All`], writes `docs/PERFORMANCE.md`.
@@ -594,6 +627,10 @@ pub fn run_bench(workspace: &Workspace, quick: bool, scope: Scope) -> anyhow::Re
     };
     let mut report = String::new();
     let started = Instant::now();
+    if scope == Scope::Startup {
+        println!("\n{}", startup_table(&bench)?);
+        return Ok(());
+    }
 
     // 1. Forwarding overhead: the same handler as a plugin route and compiled into actix.
     println!("== forwarding overhead");
@@ -659,30 +696,7 @@ pub fn run_bench(workspace: &Workspace, quick: bool, scope: Scope) -> anyhow::Re
         routing[0].row(None), routing[1].row(Some(&routing[0])), routing[2].row(Some(&routing[0])));
 
     // 3. Start-up time and memory.
-    println!("== start-up");
-    let mut startup_rows = Vec::new();
-    for libraries in [1usize, 10, 100] {
-        let name = format!("startup-{libraries}");
-        let dir = bench.plugin_dir(&name, &["bench_echo"], libraries - 1)?;
-        let database = bench.scratch.join(format!("{name}.db"));
-        let mut times = Vec::new();
-        let mut rss = 0;
-        for _ in 0..bench.plan.startup_runs {
-            let (server, ready) = bench.start_host(&dir, &database, None, None)?;
-            times.push(ready.as_secs_f64() * 1000.0);
-            rss = resident_kib(server.pid())?;
-            server.stop();
-        }
-        let min = times.iter().copied().fold(f64::INFINITY, f64::min);
-        let max = times.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        startup_rows.push(format!(
-            "| {libraries} | {:.1} | {min:.1}–{max:.1} | {:.1} |",
-            median(times),
-            rss as f64 / 1024.0
-        ));
-    }
-    let _ = writeln!(report, "## Start-up\n\nFrom process start to `/healthz` answering 200 (the database already migrated), {} runs each; resident memory right after.\n\n| plugin libraries | ms (median) | ms (min–max) | RSS MiB |\n|---|---|---|---|\n{}\n",
-        bench.plan.startup_runs, startup_rows.join("\n"));
+    let _ = writeln!(report, "{}", startup_table(&bench)?);
 
     println!("== memory under load");
     let game_libs: Vec<&str> = workspace

@@ -31,8 +31,11 @@ macro_rules! filler_route {
 }
 
 impl Plugin for BenchMany {
-    const MANIFEST: PluginManifest =
-        PluginManifest::new("bench-many-000", "Benchmark filler", env!("CARGO_PKG_VERSION"));
+    const MANIFEST: PluginManifest = PluginManifest::new(
+        "bench-many-000",
+        "Benchmark filler",
+        env!("CARGO_PKG_VERSION"),
+    );
     const ROUTES: &'static [Route<Self>] = &[
         filler_route!("0"),
         filler_route!("1"),
