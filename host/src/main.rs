@@ -208,7 +208,8 @@ fn lock_plugins(
     let lock = registry.pins();
     lock.write(&output)?;
     for record in &registry.records {
-        if record.section.is_none() {
+        let pinned = lock.plugins.iter().any(|pin| pin.file == record.file);
+        if !pinned {
             let reason = record.reason.as_deref().unwrap_or("unreadable");
             eprintln!("not pinned: {}: {reason}", record.file);
         }

@@ -154,6 +154,9 @@ impl RouteTable {
                     for insertion in done.into_iter().rev() {
                         self.undo(insertion);
                     }
+                    // matchit may have reshaped its tree before refusing the insertion, and
+                    // removing routes does not reshape it back: rebuild it from what is left.
+                    self.rebuild_router();
                     return Err(reason);
                 }
             }
@@ -161,17 +164,28 @@ impl RouteTable {
         Ok(())
     }
 
-    /// Takes back one insertion, the latest not yet taken back.
+    /// Takes back one insertion, the latest not yet taken back (the radix tree is rebuilt
+    /// afterwards, by the caller).
     fn undo(&mut self, insertion: Insertion) {
         let path_routes = &mut self.paths[insertion.path];
         path_routes.methods.retain(|m| m.method != insertion.method);
         refresh_allow(path_routes);
         if insertion.new_path {
             let pattern = path_routes.pattern.clone();
-            self.router.remove(pattern.as_str());
             self.by_pattern.remove(&pattern);
             self.paths.pop();
         }
+    }
+
+    /// The radix tree afresh from `paths`, which were all inserted without conflict once.
+    fn rebuild_router(&mut self) {
+        let mut router = matchit::Router::new();
+        for (index, path_routes) in self.paths.iter().enumerate() {
+            router
+                .insert(path_routes.pattern.as_str(), index)
+                .expect("patterns that were accepted once are accepted again");
+        }
+        self.router = router;
     }
 
     fn insert(&mut self, path: &str, entry: MethodRoute) -> Result<Insertion, String> {

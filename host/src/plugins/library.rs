@@ -118,7 +118,7 @@ impl fmt::Display for LoadError {
                     f,
                     "built against plugin-api {library}, from before the stable plugin ABI; this host \
                      loads plugin ABI {host_major}.x (it has {host_api}): rebuild the plugin with \
-                     plugin-api 0.8 or later"
+                     plugin-api 0.9 or later"
                 ),
                 VersionAdvice::RebuildOlderMajor => write!(
                     f,
@@ -222,12 +222,10 @@ pub fn load_plugin_library(
     let descriptor: PluginDescriptor = serde_json::from_str(&descriptor_json)
         .map_err(|error| LoadError::UnreadableDescriptor(error.to_string()))?;
     if !section.describes_the_same_plugin_as(&descriptor) {
-        let what = if section.manifest != descriptor.manifest {
-            "its manifest differs"
-        } else {
-            "its route table differs"
-        };
-        return Err(LoadError::SectionMismatch(what.to_owned()));
+        return Err(LoadError::SectionMismatch(first_difference(
+            section,
+            &descriptor,
+        )));
     }
     Ok((
         PluginLibrary {
@@ -236,6 +234,43 @@ pub fn load_plugin_library(
         },
         descriptor,
     ))
+}
+
+/// The first thing the live descriptor says differently from the section, with both values.
+fn first_difference(section: &SectionDescriptor, live: &PluginDescriptor) -> String {
+    let (Ok(serde_json::Value::Object(said)), Ok(serde_json::Value::Object(says))) = (
+        serde_json::to_value(&section.manifest),
+        serde_json::to_value(&live.manifest),
+    ) else {
+        return "its manifest differs".to_owned();
+    };
+    if let Some((field, value)) = said
+        .iter()
+        .find(|(field, value)| says.get(*field) != Some(value))
+    {
+        let now = says
+            .get(field)
+            .map_or("nothing".to_owned(), ToString::to_string);
+        return format!("manifest {field}: the section says {value}, the library {now}");
+    }
+    let routes = |routes: &[plugin_api::RouteSpec]| {
+        routes
+            .iter()
+            .map(|r| format!("{} {} ({:?}, {:?})", r.method, r.path, r.access, r.summary))
+            .collect::<Vec<_>>()
+    };
+    let (said, says) = (routes(&section.routes), routes(&live.routes));
+    match said.iter().zip(&says).position(|(a, b)| a != b) {
+        Some(at) => format!(
+            "route {at}: the section says {}, the library {}",
+            said[at], says[at]
+        ),
+        None => format!(
+            "the section lists {} routes, the library {}",
+            said.len(),
+            says.len()
+        ),
+    }
 }
 
 /// Whether this host loads a library of plugin ABI version `library`: the same major, any

@@ -135,14 +135,6 @@ impl PluginLock {
         self.plugins.iter().find(|entry| entry.id == id)
     }
 
-    /// Whether some entry pins these bytes: the check that can be made before a library is
-    /// opened (and its id known).
-    pub fn pins_hash(&self, sha256: &str) -> bool {
-        self.plugins
-            .iter()
-            .any(|entry| entry.sha256.eq_ignore_ascii_case(sha256))
-    }
-
     /// The verdict for one library: Ok when pinned with this hash; Err(one-line reason)
     /// otherwise. Matches by plugin id; a file renamed since the pin was written is accepted
     /// when its hash is the pinned one.

@@ -10,6 +10,7 @@
 //! private copy of a library, never the file in the plugin directory.
 
 pub mod discovery;
+pub mod file_index;
 pub mod image;
 pub mod library;
 pub mod lifecycle;

@@ -3,8 +3,14 @@
 //!
 //! The host never maps a file in the plugin directory: replacing or deleting one there
 //! (`cp new.so plugin-dir/`) changes nothing until the next restart. A copy is named by its
-//! content's SHA-256 and written once (a temporary file renamed into place, so a crash
-//! leaves no half copy under a final name); a later start with the same library reuses it.
+//! content's SHA-256 and written once, from bytes whose hash was verified (a temporary file
+//! renamed into place, so a crash leaves no half copy under a final name); a later start
+//! with the same library reuses it. The directory is trusted like the rest of the data
+//! directory: a copy is verified when written, not at every start.
+//!
+//! Several instances may share a data directory: each holds a shared `flock` on
+//! `plugin-cache/.lock` while it runs, and unused copies are removed only by a start that
+//! can take the lock exclusively (no other instance running, or starting).
 
 use std::{
     collections::BTreeSet,
@@ -12,7 +18,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use super::discovery::LIBRARY_EXTENSION;
+use super::{discovery::LIBRARY_EXTENSION, lock::sha256_hex};
 
 /// The directory of private copies under the data directory.
 pub const CACHE_DIR_NAME: &str = "plugin-cache";
@@ -21,6 +27,8 @@ pub const CACHE_DIR_NAME: &str = "plugin-cache";
 pub struct PrivateCopies {
     dir: PathBuf,
     used: BTreeSet<PathBuf>,
+    /// Holds the shared lock for as long as the process runs (see the module docs).
+    lock: fs::File,
 }
 
 impl PrivateCopies {
@@ -34,9 +42,17 @@ impl PrivateCopies {
                 dir.display()
             )
         })?;
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(".lock"))
+            .and_then(|file| flock(&file, Flock::Shared).map(|()| file))
+            .map_err(|error| format!("cannot lock {}: {error}", dir.display()))?;
         Ok(PrivateCopies {
             dir,
             used: BTreeSet::new(),
+            lock,
         })
     }
 
@@ -45,15 +61,16 @@ impl PrivateCopies {
         &self.dir
     }
 
-    /// The path of the private copy of a library with these bytes and this SHA-256,
-    /// writing it unless a copy of that hash is already there.
-    pub fn copy_of(&mut self, sha256: &str, bytes: &[u8]) -> Result<PathBuf, String> {
+    /// The path of the private copy of the library at `source`, whose content had this
+    /// SHA-256 and size when the host read it. An existing copy of that hash is reused;
+    /// otherwise `source` is read again, its hash verified, and the copy written.
+    pub fn copy_of(&mut self, sha256: &str, size: u64, source: &Path) -> Result<PathBuf, String> {
         let path = self.dir.join(format!("{sha256}.{LIBRARY_EXTENSION}"));
         self.used.insert(path.clone());
         match fs::metadata(&path) {
-            // The name is the content's hash and copies are renamed into place whole, so a
-            // copy of the right size is this library.
-            Ok(meta) if meta.is_file() && meta.len() == bytes.len() as u64 => return Ok(path),
+            // Named by its content's hash, written whole and renamed into place: a copy of
+            // the right size is this library.
+            Ok(meta) if meta.is_file() && meta.len() == size => return Ok(path),
             Ok(_) => fs::remove_file(&path).map_err(|error| {
                 format!(
                     "cannot replace the damaged private copy {}: {error}",
@@ -63,40 +80,100 @@ impl PrivateCopies {
             Err(error) if error.kind() == io::ErrorKind::NotFound => {}
             Err(error) => return Err(format!("cannot read {}: {error}", path.display())),
         }
-        let temporary = self
-            .dir
-            .join(format!(".{sha256}.{}.tmp", std::process::id()));
-        write_read_only(&temporary, bytes)
-            .and_then(|()| fs::rename(&temporary, &path))
-            .map_err(|error| {
+        let bytes = fs::read(source)
+            .map_err(|error| format!("cannot read {}: {error}", source.display()))?;
+        let now = sha256_hex(&bytes);
+        if now != sha256 {
+            return Err(format!(
+                "{} changed while the host was starting (SHA-256 {sha256} when checked, {now} \
+                 now); restart once it is in place",
+                source.display()
+            ));
+        }
+        let temporary = self.dir.join(format!(".{sha256}.{}.tmp", random_suffix()));
+        let written = match write_read_only(&temporary, &bytes) {
+            Ok(()) => fs::rename(&temporary, &path).inspect_err(|_| {
                 let _ = fs::remove_file(&temporary);
-                format!("cannot write the private copy {}: {error}", path.display())
-            })?;
+            }),
+            Err(error) if error.kind() == io::ErrorKind::AlreadyExists => Err(error),
+            Err(error) => {
+                let _ = fs::remove_file(&temporary);
+                Err(error)
+            }
+        };
+        written.map_err(|error| {
+            format!("cannot write the private copy {}: {error}", path.display())
+        })?;
         Ok(path)
     }
 
-    /// Deletes the copies this start did not use (libraries since removed or replaced).
-    /// A copy another running instance has open stays mapped in it; it only loses its name.
+    /// Deletes the copies this start did not use (libraries since removed or replaced) and
+    /// leftover temporary files, when no other instance shares the directory; a copy
+    /// another instance has open stays mapped in it, but is only removed when none runs.
     pub fn remove_unused(&self) {
-        let Ok(entries) = fs::read_dir(&self.dir) else {
+        if flock(&self.lock, Flock::ExclusiveNow).is_err() {
+            tracing::debug!(dir = %self.dir.display(), "another instance uses the private plugin copies: not pruning them");
             return;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let stale_copy = path.extension().is_some_and(|e| e == LIBRARY_EXTENSION)
-                && !self.used.contains(&path);
-            if stale_copy {
-                match fs::remove_file(&path) {
-                    Ok(()) => {
-                        tracing::debug!(file = %path.display(), "removed an unused private plugin copy")
-                    }
-                    Err(error) => {
-                        tracing::debug!(file = %path.display(), %error, "could not remove an unused private plugin copy")
+        }
+        if let Ok(entries) = fs::read_dir(&self.dir) {
+            for entry in entries.flatten() {
+                let path = entry.path();
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                let stale_copy = path.extension().is_some_and(|e| e == LIBRARY_EXTENSION)
+                    && !self.used.contains(&path);
+                let leftover = name.starts_with('.') && name.ends_with(".tmp");
+                if stale_copy || leftover {
+                    match fs::remove_file(&path) {
+                        Ok(()) => {
+                            tracing::debug!(file = %path.display(), "removed an unused private plugin copy")
+                        }
+                        Err(error) => {
+                            tracing::debug!(file = %path.display(), %error, "could not remove an unused private plugin copy")
+                        }
                     }
                 }
             }
         }
+        if let Err(error) = flock(&self.lock, Flock::Shared) {
+            tracing::warn!(dir = %self.dir.display(), %error, "could not return to a shared lock on the private plugin copies");
+        }
     }
+}
+
+/// 16 random hex digits, so two instances never write the same temporary file.
+fn random_suffix() -> String {
+    let mut bytes = [0u8; 8];
+    if getrandom::getrandom(&mut bytes).is_err() {
+        return format!("{}-{:?}", std::process::id(), std::thread::current().id());
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The `flock` operations used here.
+enum Flock {
+    Shared,
+    ExclusiveNow,
+}
+
+#[cfg(unix)]
+fn flock(file: &fs::File, operation: Flock) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let operation = match operation {
+        Flock::Shared => libc::LOCK_SH,
+        Flock::ExclusiveNow => libc::LOCK_EX | libc::LOCK_NB,
+    };
+    // SAFETY: the descriptor belongs to `file`, which outlives the call.
+    if unsafe { libc::flock(file.as_raw_fd(), operation) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(unix))]
+fn flock(_file: &fs::File, _operation: Flock) -> io::Result<()> {
+    Ok(())
 }
 
 #[cfg(unix)]
@@ -166,8 +243,17 @@ mod tests {
             let mode = fs::metadata(copies.dir()).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o700);
         }
+        drop(copies);
         let mut next_start = PrivateCopies::open(&data).unwrap();
-        let other = next_start.copy_of("bb", b"other").unwrap();
+        fs::write(&source, b"other").unwrap();
+        let other = next_start
+            .copy_of(&sha256_hex(b"other"), 5, &source)
+            .unwrap();
+        // While another instance holds the directory, nothing is pruned.
+        let another = PrivateCopies::open(&data).unwrap();
+        next_start.remove_unused();
+        assert!(first.exists());
+        drop(another);
         next_start.remove_unused();
         assert!(!first.exists());
         assert!(other.exists());

@@ -20,10 +20,11 @@ use plugin_api::{PluginDescriptor, SectionDescriptor};
 
 use super::{
     discovery::scan_plugin_dir,
+    file_index::{FileIndex, FileStamp, KnownFile},
     image::inspect_library,
     library::{load_plugin_library, read_section, LoadError, PluginLibrary},
     lock::{sha256_hex, LockedPlugin, PluginLock},
-    private_copy::PrivateCopies,
+    private_copy::{PrivateCopies, CACHE_DIR_NAME},
     resolve::resolve_load_order,
     trust,
 };
@@ -85,8 +86,9 @@ pub struct PluginRecord {
     pub sha256: Option<String>,
     /// The file's descriptor section, when it has a readable one.
     pub section: Option<SectionDescriptor>,
-    /// The file's content, kept from reading it until its private copy is written.
-    image: Option<Vec<u8>>,
+    /// The file to copy and its size when it was checked (the symlink's target, for a
+    /// symlink), for the plugins that will load.
+    source: Option<(PathBuf, u64)>,
     /// The opened library, once its private copy was opened.
     pub library: Option<PluginLibrary>,
     /// What the plugin says about itself: from its descriptor section, then (once opened)
@@ -147,6 +149,8 @@ pub struct PluginRegistry {
     /// Indices into `records`, dependencies first.
     pub load_order: Vec<usize>,
     by_id: BTreeMap<String, usize>,
+    /// What earlier starts learnt from unchanged files, and what this one learnt.
+    file_index: FileIndex,
 }
 
 impl PluginRegistry {
@@ -180,6 +184,7 @@ impl PluginRegistry {
             records: Vec::with_capacity(files.len()),
             load_order: Vec::new(),
             by_id: BTreeMap::new(),
+            file_index: FileIndex::load(&config.data_dir.join(CACHE_DIR_NAME)),
         };
         let directory_problem = match trust::check_directory(&config.plugin_dir) {
             Ok(()) => None,
@@ -202,11 +207,6 @@ impl PluginRegistry {
         registry.apply_permission_policy(config);
         registry.resolve_order();
         registry.check_routes();
-        for record in &mut registry.records {
-            if record.state != PluginState::Pending {
-                record.image = None;
-            }
-        }
         let order: Vec<&str> = registry
             .load_order
             .iter()
@@ -234,7 +234,7 @@ impl PluginRegistry {
             file: file.clone(),
             sha256: None,
             section: None,
-            image: None,
+            source: None,
             library: None,
             descriptor: None,
             version: None,
@@ -247,31 +247,28 @@ impl PluginRegistry {
         if let Some(reason) = directory_problem {
             return self.set_outcome(index, PluginState::Failed, reason.to_owned());
         }
-        let readable = match trust::check_library(&config.plugin_dir, path) {
-            Ok(readable) => readable,
-            Err(reason) if config.allow_insecure_permissions => {
-                tracing::warn!(
-                    file = %file,
-                    "{} (accepted: [plugins] allow_insecure_permissions = true; never in production)",
-                    trust::without_hint(&reason)
-                );
-                path.to_path_buf()
+        let readable = match trust::check_library_allowing(
+            &config.plugin_dir,
+            path,
+            config.allow_insecure_permissions,
+        ) {
+            Ok((readable, warnings)) => {
+                for warning in warnings {
+                    tracing::warn!(
+                        file = %file,
+                        "{} (accepted: [plugins] allow_insecure_permissions = true; never in production)",
+                        trust::without_hint(&warning)
+                    );
+                }
+                readable
             }
             Err(reason) => return self.set_outcome(index, PluginState::Failed, reason),
         };
-        let bytes = match std::fs::read(&readable) {
-            Ok(bytes) => bytes,
-            Err(error) => {
-                let reason = format!("cannot read {}: {error}", readable.display());
-                return self.set_outcome(index, PluginState::Failed, reason);
-            }
+        let (sha256, size, section) = match self.read_checked(&readable) {
+            Ok(read) => read,
+            Err(reason) => return self.set_outcome(index, PluginState::Failed, reason),
         };
-        let sha256 = sha256_hex(&bytes);
         self.records[index].sha256 = Some(sha256.clone());
-        let section = match inspect_library(&bytes) {
-            Ok(image) => read_section(image.descriptor),
-            Err(problem) => Err(LoadError::NotALibrary(problem.to_string())),
-        };
         let section = match section {
             Ok(section) => section,
             Err(error) => {
@@ -289,14 +286,24 @@ impl PluginRegistry {
                 return self.set_outcome(index, PluginState::Failed, reason);
             }
         };
+        let id = section.manifest.id.clone();
+        // Judged before the id is registered: an unpinned file cannot take the id of the
+        // pinned one (which would then fail as a duplicate).
+        if let Some((lock_path, lock)) = lock {
+            if let Err(reason) = lock.verdict(lock_path, &id, &file, &sha256) {
+                let record = &mut self.records[index];
+                record.descriptor = Some(section.to_descriptor());
+                record.section = Some(section);
+                return self.set_outcome(index, PluginState::Failed, reason);
+            }
+        }
         let descriptor = section.to_descriptor();
         let validation = descriptor.validate();
-        let id = descriptor.manifest.id.clone();
         let record = &mut self.records[index];
         record.version = semver::Version::parse(&descriptor.manifest.version).ok();
         record.descriptor = Some(descriptor);
         record.section = Some(section);
-        record.image = Some(bytes);
+        record.source = Some((readable, size));
         if let Some(&first) = self.by_id.get(&id) {
             let reason = format!(
                 "duplicate plugin id {id:?}: {} already provides it",
@@ -304,17 +311,59 @@ impl PluginRegistry {
             );
             return self.set_outcome(index, PluginState::Failed, reason);
         }
-        // Registered even when invalid or unpinned, so dependents learn that it failed to
-        // load rather than that it is missing.
-        self.by_id.insert(id.clone(), index);
-        if let Some((lock_path, lock)) = lock {
-            if let Err(reason) = lock.verdict(lock_path, &id, &file, &sha256) {
-                return self.set_outcome(index, PluginState::Failed, reason);
-            }
-        }
+        // Registered even when invalid, so dependents learn that it failed to load rather
+        // than that it is missing.
+        self.by_id.insert(id, index);
         if let Err(errors) = validation {
             self.set_outcome(index, PluginState::Failed, errors.to_string());
         }
+    }
+
+    /// The SHA-256, size and descriptor section of the file at `path` (canonical): from the
+    /// file index when the file has not changed since an earlier start checked it, else
+    /// read, hashed and checked now (and recorded for the next start). Err is a reason the
+    /// file cannot be read at all; the inner Err, one it cannot be used as a plugin.
+    #[allow(clippy::type_complexity)]
+    fn read_checked(
+        &mut self,
+        path: &Path,
+    ) -> Result<(String, u64, Result<SectionDescriptor, LoadError>), String> {
+        let metadata = std::fs::metadata(path)
+            .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+        let stamp = FileStamp::of(&metadata);
+        if let Some(known) = stamp.and_then(|stamp| self.file_index.lookup(path, stamp)) {
+            let known = known.clone();
+            let section = read_section(Some(known.section.as_bytes()));
+            let read = (known.sha256.clone(), known.stamp.size(), section);
+            self.file_index.record(path.to_path_buf(), known);
+            return Ok(read);
+        }
+        let bytes = std::fs::read(path)
+            .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+        let sha256 = sha256_hex(&bytes);
+        let size = bytes.len() as u64;
+        let image = match inspect_library(&bytes) {
+            Ok(image) => image,
+            Err(problem) => {
+                return Ok((
+                    sha256,
+                    size,
+                    Err(LoadError::NotALibrary(problem.to_string())),
+                ))
+            }
+        };
+        let section_text = image
+            .descriptor
+            .and_then(|section| std::str::from_utf8(section).ok());
+        if let (Some(stamp), Some(text)) = (stamp.filter(|s| s.size() == size), section_text) {
+            let known = KnownFile {
+                stamp,
+                sha256: sha256.clone(),
+                section: text.to_owned(),
+            };
+            self.file_index.record(path.to_path_buf(), known);
+        }
+        Ok((sha256, size, read_section(image.descriptor)))
     }
 
     /// Opens the plugins that will load, in load order: writes each one's private copy
@@ -328,7 +377,6 @@ impl PluginRegistry {
                 continue;
             }
             if let Some(reason) = self.unmet_dependency(index) {
-                self.records[index].image = None;
                 self.set_outcome(index, PluginState::Skipped, reason);
                 continue;
             }
@@ -336,21 +384,19 @@ impl PluginRegistry {
                 self.set_outcome(index, PluginState::Failed, reason);
             }
         }
-        for record in &mut self.records {
-            record.image = None;
-        }
         copies.remove_unused();
+        self.file_index.save(copies.dir());
         Ok(())
     }
 
     fn open_library(&mut self, index: usize, copies: &mut PrivateCopies) -> Result<(), String> {
         let record = &mut self.records[index];
-        let (Some(image), Some(sha256), Some(section)) =
-            (record.image.take(), &record.sha256, &record.section)
+        let (Some((source, size)), Some(sha256), Some(section)) =
+            (&record.source, &record.sha256, &record.section)
         else {
             return Err("the library was not read".to_owned());
         };
-        let copy = copies.copy_of(sha256, &image)?;
+        let copy = copies.copy_of(sha256, *size, source)?;
         let (library, descriptor) =
             load_plugin_library(&copy, section).map_err(|error| error.to_string())?;
         // The section was validated; the live descriptor adds the migrations.
@@ -403,7 +449,7 @@ impl PluginRegistry {
 
     fn apply_enabled_flags(&mut self, config: &Config) {
         for id in config.plugins.keys() {
-            if !self.by_id.contains_key(id) {
+            if self.find(id).is_none() {
                 tracing::warn!(
                     plugin = %id,
                     "the configuration has a [plugins.{id}] table, but no plugin {id} was found in {}",
@@ -608,8 +654,12 @@ impl PluginRegistry {
         PluginLock { plugins }
     }
 
-    /// The record of the plugin with this id.
+    /// The record of the plugin with this id (the one that holds the id; else, for a
+    /// library refused by the pins, which never holds one, the first that claims it).
     pub fn find(&self, id: &str) -> Option<&PluginRecord> {
-        self.by_id.get(id).map(|&i| &self.records[i])
+        match self.by_id.get(id) {
+            Some(&index) => Some(&self.records[index]),
+            None => self.records.iter().find(|record| record.id() == Some(id)),
+        }
     }
 }

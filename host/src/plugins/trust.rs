@@ -62,7 +62,29 @@ pub fn check_directory(_dir: &Path) -> Result<(), String> {
 /// plugin directory, since whoever can write one of them can replace the file.
 #[cfg(unix)]
 pub fn check_library(dir: &Path, path: &Path) -> Result<PathBuf, String> {
+    check_library_allowing(dir, path, false).map(|(canonical, _)| canonical)
+}
+
+/// [`check_library`], where `allow_insecure` (`[plugins] allow_insecure_permissions`, for
+/// development) turns the permission, owner and outside-symlink refusals into warnings,
+/// returned beside the path. A file that is not a regular file (a FIFO, a device) is always
+/// refused: reading one could block or never end.
+#[cfg(unix)]
+pub fn check_library_allowing(
+    dir: &Path,
+    path: &Path,
+    allow_insecure: bool,
+) -> Result<(PathBuf, Vec<String>), String> {
     use std::os::unix::fs::MetadataExt;
+
+    let mut warnings = Vec::new();
+    let mut tolerate = |outcome: Result<(), String>| match outcome {
+        Err(reason) if allow_insecure => {
+            warnings.push(reason);
+            Ok(())
+        }
+        other => other,
+    };
 
     let label = path.file_name().map_or_else(
         || path.display().to_string(),
@@ -80,7 +102,7 @@ pub fn check_library(dir: &Path, path: &Path) -> Result<PathBuf, String> {
         }
     })?;
     if !canonical.starts_with(&canonical_dir) {
-        return Err(if listed.file_type().is_symlink() {
+        tolerate(Err(if listed.file_type().is_symlink() {
             format!(
                 "{label} is a symlink to {}, outside the plugin directory {}",
                 canonical.display(),
@@ -92,7 +114,7 @@ pub fn check_library(dir: &Path, path: &Path) -> Result<PathBuf, String> {
                 canonical.display(),
                 canonical_dir.display()
             )
-        });
+        }))?;
     }
     let euid = effective_uid();
     // Directories strictly between the plugin directory and the file.
@@ -103,13 +125,13 @@ pub fn check_library(dir: &Path, path: &Path) -> Result<PathBuf, String> {
     {
         let metadata = std::fs::metadata(between)
             .map_err(|error| format!("cannot inspect {}: {error}", between.display()))?;
-        judge_mode_and_owner(
+        tolerate(judge_mode_and_owner(
             &format!("{label}'s directory {}", between.display()),
             between,
             metadata.mode(),
             metadata.uid(),
             euid,
-        )?;
+        ))?;
     }
     let metadata = std::fs::metadata(&canonical)
         .map_err(|error| format!("cannot inspect {label}: {error}"))?;
@@ -119,8 +141,14 @@ pub fn check_library(dir: &Path, path: &Path) -> Result<PathBuf, String> {
             kind(&metadata.file_type())
         ));
     }
-    judge_mode_and_owner(&label, &canonical, metadata.mode(), metadata.uid(), euid)?;
-    Ok(canonical)
+    tolerate(judge_mode_and_owner(
+        &label,
+        &canonical,
+        metadata.mode(),
+        metadata.uid(),
+        euid,
+    ))?;
+    Ok((canonical, warnings))
 }
 
 /// For one library path found in the plugin directory (the path as listed, possibly a
@@ -131,6 +159,16 @@ pub fn check_library(dir: &Path, path: &Path) -> Result<PathBuf, String> {
 #[cfg(not(unix))]
 pub fn check_library(_dir: &Path, path: &Path) -> Result<PathBuf, String> {
     Ok(path.to_path_buf())
+}
+
+/// See the unix version: nothing to check here.
+#[cfg(not(unix))]
+pub fn check_library_allowing(
+    _dir: &Path,
+    path: &Path,
+    _allow_insecure: bool,
+) -> Result<(PathBuf, Vec<String>), String> {
+    Ok((path.to_path_buf(), Vec::new()))
 }
 
 /// The host's effective user id.

@@ -53,6 +53,11 @@ fn truncated_and_bit_flipped_libraries_are_refused_and_never_crash_plugins_or_se
         whole.len() - 4096,
         whole.len() - 1,
     ];
+    // Those, and a cut every MiB (every 4 KiB cut is checked in-process, library_image.rs).
+    let cuts: std::collections::BTreeSet<usize> = cuts
+        .into_iter()
+        .chain((0..whole.len()).step_by(1 << 20))
+        .collect();
     let mut damaged = Vec::new();
     for cut in cuts {
         let name = format!("libcut_{cut}.so");
@@ -322,4 +327,35 @@ fn writable_directories_and_libraries_and_outside_symlinks_are_refused_unless_al
         "{refused:#}"
     );
     let _ = std::fs::remove_file(&outside);
+}
+
+#[test]
+fn a_library_whose_section_disagrees_with_its_code_fails_when_opened() {
+    let dir = PluginDir::with(&["auth"]);
+    let mut bytes = std::fs::read(built_library("dice_game")).unwrap();
+    // The manifest's name inside the section's JSON only (the code keeps "Dice Game").
+    let marker = b"\"name\":\"Dice Game\"";
+    let at = bytes
+        .windows(marker.len())
+        .position(|w| w == marker)
+        .expect("the section holds the manifest");
+    bytes[at + marker.len() - 2] = b'f';
+    dir.write("libdice_game.so", &bytes);
+
+    // From the file alone it looks fine: the dry run would load it.
+    let (code, plugins) = report(&dir, &[]);
+    assert_eq!(code, Some(0), "{plugins:#?}");
+    assert_eq!(by_file(&plugins, "libdice_game.so")["name"], "Dice Gamf");
+
+    let host = pixsim7(&dir).start();
+    let refused = host.plugin("dice-game");
+    assert_eq!(refused["state"], "failed");
+    assert_eq!(
+        reason(&refused),
+        "the library, once opened, describes itself differently from its descriptor section \
+         (manifest name: the section says \"Dice Gamf\", the library \"Dice Game\"): the file \
+         was altered after it was built; rebuild it"
+    );
+    assert_eq!(host.plugin("auth")["state"], "enabled");
+    host.stop();
 }

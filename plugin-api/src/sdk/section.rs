@@ -182,6 +182,7 @@ impl<const N: usize> SectionWriter<N> {
     }
 
     const fn descriptor<P: Plugin>(&mut self) {
+        const { assert!(SECTION_FORMAT < 10, "the format is written as one digit") };
         self.byte(b'{');
         self.key(true, "format");
         self.byte(b'0' + SECTION_FORMAT);
