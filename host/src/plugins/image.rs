@@ -4,10 +4,13 @@
 //! gets mapped past its end and the host dies of SIGBUS inside `dlopen`. So the host reads
 //! the whole file and [`inspect_library`] checks, in this platform's object format, that it
 //! is a shared library for this machine and that everything the loader will map or read
-//! (headers, segments, sections, the dynamic table and the strings it names) lies inside
-//! the bytes it has. Only a library that passes is copied and opened. The check also finds
-//! the plugin descriptor section ([`DESCRIPTOR_SECTION`]). Nothing here panics or indexes
-//! out of bounds, whatever the bytes: every offset is computed with checked arithmetic.
+//! (headers, segments, sections, the dynamic table and the strings, hash, version and
+//! relocation tables it names) lies inside the bytes it has, and that every relocation
+//! writes inside a writable segment. A library that sets a search path for other libraries
+//! (`DT_RPATH`, `DT_RUNPATH`) is refused. Only a library that passes is copied and opened.
+//! The check also finds the plugin descriptor section ([`DESCRIPTOR_SECTION`]). Nothing
+//! here panics or indexes out of bounds, whatever the bytes: every offset is computed with
+//! checked arithmetic.
 
 use std::fmt;
 
@@ -123,13 +126,19 @@ fn not_a_library(bytes: &[u8], expected: &str) -> ImageError {
 // ELF
 // ---------------------------------------------------------------------------------------
 
+use std::collections::BTreeMap;
+
 use object::elf::{
-    DT_NEEDED, DT_NULL, DT_RPATH, DT_RUNPATH, DT_SONAME, DT_STRSZ, DT_STRTAB, DT_SYMTAB,
-    ELFCLASS32, ELFCLASS64, ELFDATA2LSB, ELFDATA2MSB, ELFMAG, EM_386, EM_AARCH64, EM_ARM,
-    EM_LOONGARCH, EM_PPC64, EM_RISCV, EM_S390, EM_X86_64, ET_CORE, ET_DYN, ET_EXEC, ET_NONE,
-    ET_REL, EV_CURRENT, PN_XNUM, PT_DYNAMIC, PT_GNU_EH_FRAME, PT_GNU_PROPERTY, PT_GNU_RELRO,
-    PT_GNU_STACK, PT_INTERP, PT_LOAD, PT_NOTE, PT_NULL, PT_PHDR, PT_TLS, SHN_UNDEF, SHN_XINDEX,
-    SHT_NOBITS, SHT_NULL,
+    DF_TEXTREL, DT_AUXILIARY, DT_FILTER, DT_FINI, DT_FINI_ARRAY, DT_FINI_ARRAYSZ, DT_FLAGS,
+    DT_GNU_HASH, DT_HASH, DT_INIT, DT_INIT_ARRAY, DT_INIT_ARRAYSZ, DT_JMPREL, DT_NEEDED, DT_NULL,
+    DT_PLTGOT, DT_PLTREL, DT_PLTRELSZ, DT_PREINIT_ARRAY, DT_PREINIT_ARRAYSZ, DT_REL, DT_RELA,
+    DT_RELACOUNT, DT_RELAENT, DT_RELASZ, DT_RELCOUNT, DT_RELENT, DT_RELSZ, DT_RPATH, DT_RUNPATH,
+    DT_SONAME, DT_STRSZ, DT_STRTAB, DT_SYMENT, DT_SYMTAB, DT_TEXTREL, DT_VERDEF, DT_VERNEED,
+    DT_VERSYM, ELFCLASS32, ELFCLASS64, ELFDATA2LSB, ELFDATA2MSB, ELFMAG, EM_386, EM_AARCH64,
+    EM_ARM, EM_LOONGARCH, EM_PPC64, EM_RISCV, EM_S390, EM_X86_64, ET_CORE, ET_DYN, ET_EXEC,
+    ET_NONE, ET_REL, EV_CURRENT, PF_W, PF_X, PN_XNUM, PT_DYNAMIC, PT_GNU_EH_FRAME, PT_GNU_PROPERTY,
+    PT_GNU_RELRO, PT_GNU_STACK, PT_INTERP, PT_LOAD, PT_NOTE, PT_NULL, PT_PHDR, PT_TLS, SHN_UNDEF,
+    SHN_XINDEX, SHT_NOBITS, SHT_NULL,
 };
 
 #[cfg(target_pointer_width = "64")]
@@ -153,6 +162,7 @@ struct Layout {
     e_shnum: u64,
     e_shstrndx: u64,
     phentsize: u64,
+    p_flags: u64,
     p_offset: u64,
     p_vaddr: u64,
     p_filesz: u64,
@@ -164,6 +174,8 @@ struct Layout {
     sh_info: u64,
     dynsize: u64,
     symsize: u64,
+    /// How far `r_info` is shifted to give the symbol index (`ELF64_R_SYM`/`ELF32_R_SYM`).
+    r_sym_shift: u32,
 }
 
 const LAYOUT64: Layout = Layout {
@@ -176,6 +188,7 @@ const LAYOUT64: Layout = Layout {
     e_shnum: 60,
     e_shstrndx: 62,
     phentsize: 56,
+    p_flags: 4,
     p_offset: 8,
     p_vaddr: 16,
     p_filesz: 32,
@@ -187,6 +200,7 @@ const LAYOUT64: Layout = Layout {
     sh_info: 44,
     dynsize: 16,
     symsize: 24,
+    r_sym_shift: 32,
 };
 
 const LAYOUT32: Layout = Layout {
@@ -199,6 +213,7 @@ const LAYOUT32: Layout = Layout {
     e_shnum: 48,
     e_shstrndx: 50,
     phentsize: 32,
+    p_flags: 24,
     p_offset: 4,
     p_vaddr: 8,
     p_filesz: 16,
@@ -210,6 +225,7 @@ const LAYOUT32: Layout = Layout {
     sh_info: 28,
     dynsize: 8,
     symsize: 16,
+    r_sym_shift: 8,
 };
 
 /// Reads fields of an ELF file of this host's class and byte order, at any alignment.
@@ -287,6 +303,7 @@ impl Elf<'_> {
 struct ProgramHeader {
     index: u64,
     p_type: u32,
+    flags: u32,
     offset: u64,
     vaddr: u64,
     filesz: u64,
@@ -307,6 +324,13 @@ impl ProgramHeader {
     fn file_offset(&self, addr: u64, size: u64) -> Option<u64> {
         let relative = addr.checked_sub(self.vaddr)?;
         (relative.checked_add(size)? <= self.filesz).then_some(self.offset.checked_add(relative)?)
+    }
+
+    /// Whether this segment's memory holds the `size` bytes at address `addr`.
+    fn holds(&self, addr: u64, size: u64) -> bool {
+        addr.checked_sub(self.vaddr)
+            .and_then(|relative| relative.checked_add(size))
+            .is_some_and(|end| end <= self.memsz)
     }
 }
 
@@ -519,6 +543,7 @@ fn inspect_elf(bytes: &[u8]) -> Result<LibraryImage<'_>, ImageError> {
         let segment = ProgramHeader {
             index,
             p_type: elf.u32(at)?,
+            flags: elf.u32(at.saturating_add(layout.p_flags))?,
             offset: elf.word(at.saturating_add(layout.p_offset))?,
             vaddr: elf.word(at.saturating_add(layout.p_vaddr))?,
             filesz: elf.word(at.saturating_add(layout.p_filesz))?,
@@ -718,28 +743,28 @@ fn check_dynamic(
         ));
     }
 
-    let (mut strtab, mut symtab, mut strsz) = (None, None, None);
+    let mut entries = BTreeMap::new();
     let mut strings = Vec::new();
     let mut terminated = false;
     for index in 0..dynamic.filesz / layout.dynsize {
         let at = elf.entry(dynamic.offset, index, layout.dynsize)?;
         let tag = elf.signed_word(at)?;
         let value = elf.word(at.saturating_add(layout.dynsize / 2))?;
-        match u32::try_from(tag) {
-            Ok(DT_NULL) => {
-                terminated = true;
-                break;
-            }
-            // As glibc does, the last of each wins.
-            Ok(DT_STRTAB) => strtab = Some(value),
-            Ok(DT_SYMTAB) => symtab = Some(value),
-            Ok(DT_STRSZ) => strsz = Some(value),
-            Ok(DT_NEEDED) => strings.push(("DT_NEEDED", index, value)),
-            Ok(DT_SONAME) => strings.push(("DT_SONAME", index, value)),
-            Ok(DT_RPATH) => strings.push(("DT_RPATH", index, value)),
-            Ok(DT_RUNPATH) => strings.push(("DT_RUNPATH", index, value)),
-            _ => {}
+        let Ok(tag) = u32::try_from(tag) else {
+            continue;
+        };
+        if tag == DT_NULL {
+            terminated = true;
+            break;
         }
+        if matches!(
+            tag,
+            DT_NEEDED | DT_SONAME | DT_RPATH | DT_RUNPATH | DT_AUXILIARY | DT_FILTER
+        ) {
+            strings.push((tag, index, value));
+        }
+        // As glibc does, the last of each wins.
+        entries.insert(tag, value);
     }
     if !terminated {
         return fail(format!(
@@ -747,14 +772,15 @@ fn check_dynamic(
             dynamic.describe()
         ));
     }
+    let get = |tag: u32| entries.get(&tag).copied();
     let missing = |tag: &str| fail(format!("corrupt: the dynamic segment has no {tag} entry"));
-    let Some(strtab) = strtab else {
+    let Some(strtab) = get(DT_STRTAB) else {
         return missing("DT_STRTAB");
     };
-    let Some(symtab) = symtab else {
+    let Some(symtab) = get(DT_SYMTAB) else {
         return missing("DT_SYMTAB");
     };
-    let Some(strsz) = strsz else {
+    let Some(strsz) = get(DT_STRSZ) else {
         return missing("DT_STRSZ");
     };
     let translate =
@@ -772,13 +798,702 @@ fn check_dynamic(
              is not in the file part of any loadable segment"
         ));
     };
+    let mut needed = Vec::new();
     for (tag, index, offset) in strings {
-        if string_at(table, offset).is_none() {
+        let Some(string) = string_at(table, offset) else {
             return fail(format!(
-                "corrupt: dynamic entry {index} ({tag}) names string offset {offset}, not a \
-                 NUL-terminated string inside the dynamic string table ({strsz} bytes)"
+                "corrupt: dynamic entry {index} ({}) names string offset {offset}, not a \
+                 NUL-terminated string inside the dynamic string table ({strsz} bytes)",
+                tag_name(tag)
+            ));
+        };
+        let shown = String::from_utf8_lossy(string);
+        match tag {
+            // The host opens a private copy of the plugin, which it checked; anything the
+            // library makes the loader look for elsewhere is a file the host never saw.
+            DT_RPATH | DT_RUNPATH => {
+                return fail(format!(
+                    "dynamic entry {index} ({}) sets a library search path {shown:?}: the host \
+                     opens private copies of libraries, so a search path could make the dynamic \
+                     loader open a file the host never checked; plugins are self-contained \
+                     cdylibs and need none",
+                    tag_name(tag)
+                ))
+            }
+            DT_AUXILIARY | DT_FILTER => {
+                return fail(format!(
+                    "dynamic entry {index} ({}) makes the library a filter for {shown:?}: \
+                     plugins are self-contained cdylibs and need no filtee libraries",
+                    tag_name(tag)
+                ))
+            }
+            DT_NEEDED if string.contains(&b'/') => {
+                return fail(format!(
+                    "dynamic entry {index} (DT_NEEDED) names a library by its path {shown:?}, \
+                     which the dynamic loader would open without the host checking it"
+                ))
+            }
+            DT_NEEDED => needed.push(string),
+            _ => {}
+        }
+    }
+    let textrel = get(DT_TEXTREL).is_some()
+        || get(DT_FLAGS).is_some_and(|flags| flags & u64::from(DF_TEXTREL) != 0);
+    Tables {
+        elf,
+        loads,
+        entries: &entries,
+        strings: table,
+        symtab,
+        textrel,
+        needed,
+    }
+    .check()
+}
+
+/// `DT_RELR` and its companions (glibc 2.36), which `object` does not name yet.
+const DT_RELRSZ: u32 = 35;
+const DT_RELR: u32 = 36;
+const DT_RELRENT: u32 = 37;
+
+/// The relocation format of this platform's procedure linkage table (`DT_PLTREL`): glibc
+/// asserts it.
+const PLT_RELOCATION: u32 = if cfg!(any(target_arch = "x86", target_arch = "arm")) {
+    DT_REL
+} else {
+    DT_RELA
+};
+
+/// The size of a `DT_HASH` table entry (`Elf_Symndx`): 8 bytes on s390x, 4 elsewhere.
+const HASH_ENTRY: u64 = if cfg!(target_arch = "s390x") { 8 } else { 4 };
+
+/// Whether `DT_INIT`/`DT_FINI` are code addresses (on 64-bit big-endian PowerPC they are
+/// function descriptors, in data).
+const INIT_IS_CODE: bool = !cfg!(all(target_arch = "powerpc64", target_endian = "big"));
+
+/// The most version records (`DT_VERNEED`, `DT_VERDEF` and their auxiliary entries) a
+/// library may have: real ones have a few dozen.
+const MAX_VERSION_RECORDS: u64 = 1 << 16;
+
+fn tag_name(tag: u32) -> String {
+    let name = match tag {
+        DT_NEEDED => "DT_NEEDED",
+        DT_PLTRELSZ => "DT_PLTRELSZ",
+        DT_PLTGOT => "DT_PLTGOT",
+        DT_HASH => "DT_HASH",
+        DT_STRTAB => "DT_STRTAB",
+        DT_SYMTAB => "DT_SYMTAB",
+        DT_RELA => "DT_RELA",
+        DT_RELASZ => "DT_RELASZ",
+        DT_RELAENT => "DT_RELAENT",
+        DT_STRSZ => "DT_STRSZ",
+        DT_SYMENT => "DT_SYMENT",
+        DT_INIT => "DT_INIT",
+        DT_FINI => "DT_FINI",
+        DT_SONAME => "DT_SONAME",
+        DT_RPATH => "DT_RPATH",
+        DT_REL => "DT_REL",
+        DT_RELSZ => "DT_RELSZ",
+        DT_RELENT => "DT_RELENT",
+        DT_PLTREL => "DT_PLTREL",
+        DT_JMPREL => "DT_JMPREL",
+        DT_INIT_ARRAY => "DT_INIT_ARRAY",
+        DT_FINI_ARRAY => "DT_FINI_ARRAY",
+        DT_INIT_ARRAYSZ => "DT_INIT_ARRAYSZ",
+        DT_FINI_ARRAYSZ => "DT_FINI_ARRAYSZ",
+        DT_RUNPATH => "DT_RUNPATH",
+        DT_PREINIT_ARRAY => "DT_PREINIT_ARRAY",
+        DT_PREINIT_ARRAYSZ => "DT_PREINIT_ARRAYSZ",
+        DT_RELRSZ => "DT_RELRSZ",
+        DT_RELR => "DT_RELR",
+        DT_RELRENT => "DT_RELRENT",
+        DT_GNU_HASH => "DT_GNU_HASH",
+        DT_VERSYM => "DT_VERSYM",
+        DT_RELACOUNT => "DT_RELACOUNT",
+        DT_RELCOUNT => "DT_RELCOUNT",
+        DT_VERDEF => "DT_VERDEF",
+        DT_VERNEED => "DT_VERNEED",
+        DT_AUXILIARY => "DT_AUXILIARY",
+        DT_FILTER => "DT_FILTER",
+        other => return format!("tag {other:#x}"),
+    };
+    name.to_owned()
+}
+
+/// What the table or function a dynamic entry points at is, for messages.
+fn table_name(tag: u32) -> String {
+    let what = match tag {
+        DT_RELA | DT_REL => "the relocation table",
+        DT_JMPREL => "the PLT relocation table",
+        DT_RELR => "the relative relocation table",
+        DT_INIT_ARRAY => "the initializer array",
+        DT_FINI_ARRAY => "the finalizer array",
+        DT_PREINIT_ARRAY => "the pre-initializer array",
+        DT_HASH => "the symbol hash table",
+        DT_GNU_HASH => "the GNU symbol hash table",
+        DT_VERSYM => "the symbol version table",
+        DT_VERNEED => "the version requirements",
+        DT_VERDEF => "the version definitions",
+        DT_INIT => "the initializer function",
+        DT_FINI => "the finalizer function",
+        DT_PLTGOT => "the global offset table",
+        _ => "the table",
+    };
+    format!("{what} ({})", tag_name(tag))
+}
+
+/// A table of fixed-size entries that a dynamic entry and its size entry name.
+#[derive(Clone, Copy)]
+struct Table {
+    tag: u32,
+    /// Its file offset.
+    offset: u64,
+    count: u64,
+    entsize: u64,
+}
+
+/// What the symbol version tables allow.
+#[derive(Clone, Copy)]
+struct Versions {
+    /// The address of the symbol version table (`DT_VERSYM`).
+    versym: u64,
+    /// The highest version index the library defines or needs (at least 1, "global").
+    highest: u64,
+}
+
+/// The tables the dynamic entries name, which the dynamic loader reads and relocates: each
+/// must be where the loader will find it, in the bytes the host checked. glibc trusts them
+/// all, so a damaged one would crash it inside `dlopen`.
+struct Tables<'a, 'b> {
+    elf: &'b Elf<'a>,
+    loads: &'b [&'b ProgramHeader],
+    entries: &'b BTreeMap<u32, u64>,
+    /// The dynamic string table.
+    strings: &'a [u8],
+    symtab: u64,
+    /// Whether relocations may write to segments that are not writable (`DT_TEXTREL`).
+    textrel: bool,
+    /// The libraries the `DT_NEEDED` entries name.
+    needed: Vec<&'a [u8]>,
+}
+
+impl Tables<'_, '_> {
+    fn get(&self, tag: u32) -> Option<u64> {
+        self.entries.get(&tag).copied()
+    }
+
+    fn word_size(&self) -> u64 {
+        self.elf.layout.dynsize / 2
+    }
+
+    fn check(&self) -> Result<(), ImageError> {
+        let word = self.word_size();
+        let (rela_size, rel_size) = (3 * word, 2 * word);
+        self.entry_size(DT_SYMENT, None, self.elf.layout.symsize)?;
+        self.entry_size(DT_RELAENT, Some(DT_RELA), rela_size)?;
+        self.entry_size(DT_RELENT, Some(DT_REL), rel_size)?;
+        self.entry_size(DT_RELRENT, Some(DT_RELR), word)?;
+        let plt_size = match (self.get(DT_JMPREL), self.get(DT_PLTREL)) {
+            (None, None) => None,
+            (Some(_), None) => return missing_with(DT_PLTREL, DT_JMPREL),
+            (None, Some(_)) => return missing_with(DT_JMPREL, DT_PLTREL),
+            (Some(_), Some(kind)) if kind == u64::from(PLT_RELOCATION) => {
+                Some(if PLT_RELOCATION == DT_RELA {
+                    rela_size
+                } else {
+                    rel_size
+                })
+            }
+            (Some(_), Some(kind)) => {
+                return fail(format!(
+                    "corrupt: DT_PLTREL is {kind}, expected {PLT_RELOCATION} ({})",
+                    tag_name(PLT_RELOCATION)
+                ))
+            }
+        };
+        let rela = self.table(DT_RELA, DT_RELASZ, rela_size)?;
+        let rel = self.table(DT_REL, DT_RELSZ, rel_size)?;
+        let plt = match plt_size {
+            Some(size) => self.table(DT_JMPREL, DT_PLTRELSZ, size)?,
+            None => None,
+        };
+        let relr = self.table(DT_RELR, DT_RELRSZ, word)?;
+        for (array, size) in [
+            (DT_INIT_ARRAY, DT_INIT_ARRAYSZ),
+            (DT_FINI_ARRAY, DT_FINI_ARRAYSZ),
+            (DT_PREINIT_ARRAY, DT_PREINIT_ARRAYSZ),
+        ] {
+            self.table(array, size, word)?;
+        }
+        // glibc applies this many relative relocations first, without looking at them.
+        for (count_tag, table) in [(DT_RELACOUNT, rela), (DT_RELCOUNT, rel)] {
+            if let (Some(count), Some(table)) = (self.get(count_tag), table) {
+                if count > table.count {
+                    return fail(format!(
+                        "corrupt: {} is {count}, but {} has {} entries",
+                        tag_name(count_tag),
+                        table_name(table.tag),
+                        table.count
+                    ));
+                }
+            }
+        }
+
+        let symbols = self.hash_tables()?;
+        let versions = self.versions()?;
+        if let Some(count) = symbols {
+            let size = self.elf.entry(0, count, self.elf.layout.symsize)?;
+            self.in_file(
+                || "the dynamic symbol table (DT_SYMTAB)".to_owned(),
+                self.symtab,
+                size,
+            )?;
+            if let Some(versions) = versions {
+                let size = self.elf.entry(0, count, 2)?;
+                self.in_file(|| table_name(DT_VERSYM), versions.versym, size)?;
+            }
+            for index in 0..count {
+                self.symbol(index, versions)?;
+            }
+        }
+        for table in [rela, rel, plt].into_iter().flatten() {
+            self.relocations(table, symbols, versions)?;
+        }
+        if let Some(table) = relr {
+            let entries = (0..table.count).map(|index| {
+                self.elf
+                    .word(self.elf.entry(table.offset, index, table.entsize)?)
+            });
+            relr_targets(entries, word, |index, target| {
+                self.relocation_target(table.tag, index, target)
+            })?;
+        }
+        for code in [DT_INIT, DT_FINI] {
+            if let Some(addr) = self.get(code) {
+                self.in_memory(code, addr, 1, if INIT_IS_CODE { PF_X } else { 0 })?;
+            }
+        }
+        if let Some(addr) = self.get(DT_PLTGOT) {
+            self.in_memory(DT_PLTGOT, addr, word, PF_W)?;
+        }
+        Ok(())
+    }
+
+    /// Checks an entry-size entry: it must be `expected`, and must be there if `needed_by` is.
+    fn entry_size(
+        &self,
+        tag: u32,
+        needed_by: Option<u32>,
+        expected: u64,
+    ) -> Result<(), ImageError> {
+        match self.get(tag) {
+            Some(size) if size != expected => fail(format!(
+                "corrupt: {} is {size}, expected {expected}",
+                tag_name(tag)
+            )),
+            None if needed_by.is_some_and(|by| self.get(by).is_some()) => {
+                missing_with(tag, needed_by.unwrap_or(tag))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The file offset of the `size` bytes at address `addr`, which the loader reads as they
+    /// are in the file: they must lie in the file part of one loadable segment.
+    fn in_file(
+        &self,
+        what: impl FnOnce() -> String,
+        addr: u64,
+        size: u64,
+    ) -> Result<u64, ImageError> {
+        match self
+            .loads
+            .iter()
+            .find_map(|load| load.file_offset(addr, size))
+        {
+            Some(offset) => Ok(offset),
+            None => fail(format!(
+                "corrupt: {} at address {addr:#x} ({size} bytes) is not in the file part of \
+                 any loadable segment",
+                what()
+            )),
+        }
+    }
+
+    /// Checks that the `size` bytes at address `addr`, which `tag` names, lie in the memory of
+    /// one loadable segment with the `flags` (`PF_W`, `PF_X`, or none).
+    fn in_memory(&self, tag: u32, addr: u64, size: u64, flags: u32) -> Result<(), ImageError> {
+        if self.mapped(addr, size, flags) {
+            return Ok(());
+        }
+        fail(format!(
+            "corrupt: {} at address {addr:#x} is not in {} loadable segment",
+            table_name(tag),
+            kind(flags)
+        ))
+    }
+
+    fn mapped(&self, addr: u64, size: u64, flags: u32) -> bool {
+        self.loads
+            .iter()
+            .any(|load| load.flags & flags == flags && load.holds(addr, size))
+    }
+
+    /// The table at the address in `tag`, of the size in `size_tag`, in `entsize`-byte
+    /// entries: glibc reads the size whenever the address is there, and the whole table from
+    /// the file.
+    fn table(&self, tag: u32, size_tag: u32, entsize: u64) -> Result<Option<Table>, ImageError> {
+        let Some(addr) = self.get(tag) else {
+            return Ok(None);
+        };
+        let Some(size) = self.get(size_tag) else {
+            return missing_with(size_tag, tag);
+        };
+        if size % entsize != 0 {
+            return fail(format!(
+                "corrupt: {} is {size} bytes, not a whole number of {entsize}-byte entries",
+                tag_name(size_tag)
             ));
         }
+        let offset = self.in_file(|| table_name(tag), addr, size)?;
+        Ok(Some(Table {
+            tag,
+            offset,
+            count: size / entsize,
+            entsize,
+        }))
+    }
+
+    /// Checks the hash tables and returns the number of dynamic symbols, where they tell it.
+    fn hash_tables(&self) -> Result<Option<u64>, ImageError> {
+        let elf = self.elf;
+        let mut symbols = None;
+        if let Some(addr) = self.get(DT_HASH) {
+            let what = || table_name(DT_HASH);
+            let header = self.in_file(what, addr, 2 * HASH_ENTRY)?;
+            let read = |at: u64| {
+                if HASH_ENTRY == 8 {
+                    elf.u64(at)
+                } else {
+                    elf.u32(at).map(u64::from)
+                }
+            };
+            let (nbucket, nchain) = (read(header)?, read(header.saturating_add(HASH_ENTRY))?);
+            if nbucket == 0 {
+                return fail(format!("corrupt: {} has no buckets", what()));
+            }
+            let entries = nbucket.checked_add(nchain).and_then(|n| n.checked_add(2));
+            let size = elf.entry(0, entries.unwrap_or(u64::MAX), HASH_ENTRY)?;
+            let table = self.in_file(what, addr, size)?;
+            let buckets = table.saturating_add(2 * HASH_ENTRY);
+            let chains = elf.entry(buckets, nbucket, HASH_ENTRY)?;
+            // Every chain must end (glibc follows it until symbol 0) inside the table. The
+            // table is in the file, so `nchain` is no more than the file's size.
+            let mut done = vec![false; usize::try_from(nchain).unwrap_or(usize::MAX)];
+            let mut path = Vec::new();
+            for bucket in 0..nbucket {
+                let mut symbol = read(elf.entry(buckets, bucket, HASH_ENTRY)?)?;
+                path.clear();
+                while symbol != 0 {
+                    let Some(seen) = usize::try_from(symbol).ok().and_then(|i| done.get(i)) else {
+                        return fail(format!(
+                            "corrupt: {} names symbol {symbol}, but has {nchain} chain entries",
+                            what()
+                        ));
+                    };
+                    if *seen {
+                        break;
+                    }
+                    if path.len() as u64 >= nchain {
+                        return fail(format!("corrupt: {} has a chain that never ends", what()));
+                    }
+                    path.push(symbol);
+                    symbol = read(elf.entry(chains, symbol, HASH_ENTRY)?)?;
+                }
+                for &symbol in &path {
+                    if let Some(seen) = usize::try_from(symbol).ok().and_then(|i| done.get_mut(i)) {
+                        *seen = true;
+                    }
+                }
+            }
+            symbols = Some(nchain);
+        }
+        if let Some(addr) = self.get(DT_GNU_HASH) {
+            let what = || table_name(DT_GNU_HASH);
+            let header = self.in_file(what, addr, 16)?;
+            let nbuckets = u64::from(elf.u32(header)?);
+            let first = u64::from(elf.u32(header.saturating_add(4))?);
+            let bloom = elf.u32(header.saturating_add(8))?;
+            if nbuckets == 0 {
+                return fail(format!("corrupt: {} has no buckets", what()));
+            }
+            // glibc asserts this, and masks Bloom filter indices with `bloom - 1`.
+            if !bloom.is_power_of_two() {
+                return fail(format!(
+                    "corrupt: {} has {bloom} Bloom filter words, not a power of two",
+                    what()
+                ));
+            }
+            let buckets_addr = elf.entry(addr, u64::from(bloom), self.word_size())?;
+            let buckets_addr = buckets_addr
+                .checked_add(16)
+                .map_or_else(|| fail("corrupt: a table entry's offset overflows"), Ok)?;
+            let buckets = self.in_file(what, buckets_addr, nbuckets.saturating_mul(4))?;
+            let chains_addr = elf.entry(buckets_addr, nbuckets, 4)?;
+            let (mut lowest, mut highest) = (None::<u64>, None::<u64>);
+            for bucket in 0..nbuckets {
+                let symbol = u64::from(elf.u32(elf.entry(buckets, bucket, 4)?)?);
+                if symbol == 0 {
+                    continue;
+                }
+                if symbol < first {
+                    return fail(format!(
+                        "corrupt: {} bucket {bucket} names symbol {symbol}, below its first \
+                         hashed symbol {first}",
+                        what()
+                    ));
+                }
+                lowest = Some(lowest.map_or(symbol, |lowest| lowest.min(symbol)));
+                highest = Some(highest.map_or(symbol, |highest| highest.max(symbol)));
+            }
+            if let (Some(lowest), Some(highest)) = (lowest, highest) {
+                // Chains are runs of entries that end with one whose low bit is set: the run
+                // from the highest bucket's symbol ends last, and each is in the file.
+                let mut symbol = highest;
+                loop {
+                    let at = self.in_file(what, elf.entry(chains_addr, symbol - first, 4)?, 4)?;
+                    if elf.u32(at)? & 1 == 1 {
+                        break;
+                    }
+                    symbol = symbol.saturating_add(1);
+                }
+                let start = elf.entry(chains_addr, lowest - first, 4)?;
+                self.in_file(what, start, (symbol - lowest + 1).saturating_mul(4))?;
+                symbols = symbols.or(Some(symbol.saturating_add(1)));
+            }
+        }
+        Ok(symbols)
+    }
+
+    /// Checks the version requirements and definitions (glibc follows their `next` links
+    /// and reads the strings they name) and returns what the symbol version table may say.
+    fn versions(&self) -> Result<Option<Versions>, ImageError> {
+        let elf = self.elf;
+        let mut highest = 1;
+        let mut records = 0;
+        let mut next = |what: &dyn Fn() -> String, addr: u64, step: u32| {
+            records += 1;
+            if records > MAX_VERSION_RECORDS {
+                return fail(format!(
+                    "corrupt: {} has more than {MAX_VERSION_RECORDS} records",
+                    what()
+                ));
+            }
+            addr.checked_add(u64::from(step)).map_or_else(
+                || fail(format!("corrupt: {} runs past address 2^64", what())),
+                Ok,
+            )
+        };
+        if let Some(mut entry) = self.get(DT_VERNEED) {
+            let what = || table_name(DT_VERNEED);
+            loop {
+                let at = self.in_file(what, entry, 16)?;
+                let file = elf.u32(at.saturating_add(4))?;
+                let name = self.string(what, file)?;
+                // glibc asserts that it has loaded the library a requirement names.
+                if !self.needed.contains(&name) {
+                    return fail(format!(
+                        "corrupt: {} name {:?}, which is not a library this one needs \
+                         (DT_NEEDED)",
+                        what(),
+                        String::from_utf8_lossy(name)
+                    ));
+                }
+                let mut aux = next(&what, entry, elf.u32(at.saturating_add(8))?)?;
+                loop {
+                    let at = self.in_file(what, aux, 16)?;
+                    highest = highest.max(u64::from(elf.u16(at.saturating_add(6))? & 0x7fff));
+                    self.string(what, elf.u32(at.saturating_add(8))?)?;
+                    match elf.u32(at.saturating_add(12))? {
+                        0 => break,
+                        step => aux = next(&what, aux, step)?,
+                    }
+                }
+                match elf.u32(at.saturating_add(12))? {
+                    0 => break,
+                    step => entry = next(&what, entry, step)?,
+                }
+            }
+        }
+        if let Some(mut entry) = self.get(DT_VERDEF) {
+            let what = || table_name(DT_VERDEF);
+            loop {
+                let at = self.in_file(what, entry, 20)?;
+                highest = highest.max(u64::from(elf.u16(at.saturating_add(4))? & 0x7fff));
+                let aux = next(&what, entry, elf.u32(at.saturating_add(12))?)?;
+                let aux = self.in_file(what, aux, 8)?;
+                self.string(what, elf.u32(aux)?)?;
+                match elf.u32(at.saturating_add(16))? {
+                    0 => break,
+                    step => entry = next(&what, entry, step)?,
+                }
+            }
+        }
+        let Some(versym) = self.get(DT_VERSYM) else {
+            return Ok(None);
+        };
+        // Without either, glibc has no version array for the symbol version table to index.
+        if self.get(DT_VERNEED).is_none() && self.get(DT_VERDEF).is_none() {
+            return fail(
+                "corrupt: the dynamic segment has DT_VERSYM but neither DT_VERNEED nor DT_VERDEF",
+            );
+        }
+        Ok(Some(Versions { versym, highest }))
+    }
+
+    /// The string at `offset` in the dynamic string table, which `what` names.
+    fn string(&self, what: impl FnOnce() -> String, offset: u32) -> Result<&[u8], ImageError> {
+        match string_at(self.strings, u64::from(offset)) {
+            Some(string) => Ok(string),
+            None => fail(format!(
+                "corrupt: {} names string offset {offset}, not a NUL-terminated string inside \
+                 the dynamic string table ({} bytes)",
+                what(),
+                self.strings.len()
+            )),
+        }
+    }
+
+    /// Checks dynamic symbol `index`: its entry, its name, and its version.
+    fn symbol(&self, index: u64, versions: Option<Versions>) -> Result<(), ImageError> {
+        let elf = self.elf;
+        let what = || format!("dynamic symbol {index}");
+        let addr = elf.entry(self.symtab, index, elf.layout.symsize)?;
+        let at = self.in_file(what, addr, elf.layout.symsize)?;
+        self.string(what, elf.u32(at)?)?;
+        if let Some(versions) = versions {
+            let addr = elf.entry(versions.versym, index, 2)?;
+            let at = self.in_file(|| format!("the version of {}", what()), addr, 2)?;
+            let version = u64::from(elf.u16(at)? & 0x7fff);
+            if version > versions.highest {
+                return fail(format!(
+                    "corrupt: {} has version index {version}, but the library's versions go up \
+                     to {}",
+                    what(),
+                    versions.highest
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks every relocation in `table`: where it writes, and the symbol it names.
+    fn relocations(
+        &self,
+        table: Table,
+        symbols: Option<u64>,
+        versions: Option<Versions>,
+    ) -> Result<(), ImageError> {
+        let elf = self.elf;
+        for index in 0..table.count {
+            let at = elf.entry(table.offset, index, table.entsize)?;
+            let info = elf.word(at.saturating_add(self.word_size()))?;
+            // Type 0 (`R_*_NONE` on every machine) writes nothing.
+            if info & ((1 << elf.layout.r_sym_shift) - 1) != 0 {
+                self.relocation_target(table.tag, index, elf.word(at)?)?;
+            }
+            // glibc reads the symbol's version even for relocations of type 0.
+            let symbol = info >> elf.layout.r_sym_shift;
+            match symbols {
+                _ if symbol == 0 => {}
+                Some(count) if symbol >= count => {
+                    return fail(format!(
+                        "corrupt: relocation {index} in {} names dynamic symbol {symbol}, but \
+                         there are {count}",
+                        table_name(table.tag)
+                    ))
+                }
+                Some(_) => {}
+                None => self.symbol(symbol, versions)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that relocation `index` in the table `tag` writes a word at `target` in a
+    /// writable segment (any segment, if the library has text relocations).
+    fn relocation_target(&self, tag: u32, index: u64, target: u64) -> Result<(), ImageError> {
+        let flags = if self.textrel { 0 } else { PF_W };
+        if self.mapped(target, self.word_size(), flags) {
+            return Ok(());
+        }
+        fail(format!(
+            "corrupt: relocation {index} in {} writes to address {target:#x}, which is not in \
+             {} loadable segment",
+            table_name(tag),
+            kind(flags)
+        ))
+    }
+}
+
+/// "a writable", "an executable" or "any" (loadable segment).
+fn kind(flags: u32) -> &'static str {
+    if flags & PF_W != 0 {
+        "a writable"
+    } else if flags & PF_X != 0 {
+        "an executable"
+    } else {
+        "any"
+    }
+}
+
+fn missing_with<T>(missing: u32, present: u32) -> Result<T, ImageError> {
+    fail(format!(
+        "corrupt: the dynamic segment has {} but no {} entry",
+        tag_name(present),
+        tag_name(missing)
+    ))
+}
+
+/// Calls `check` with each address the `DT_RELR` `entries` relocate (with the entry's index):
+/// an even entry is an address, an odd one a bitmap of the words after the last address.
+fn relr_targets(
+    entries: impl Iterator<Item = Result<u64, ImageError>>,
+    word: u64,
+    mut check: impl FnMut(u64, u64) -> Result<(), ImageError>,
+) -> Result<(), ImageError> {
+    let bits = word * 8;
+    let mut next: Option<u64> = None;
+    for (index, entry) in (0u64..).zip(entries) {
+        let entry = entry?;
+        if entry & 1 == 0 {
+            check(index, entry)?;
+            next = entry.checked_add(word);
+            continue;
+        }
+        let Some(base) = next else {
+            return fail(format!(
+                "corrupt: entry {index} of the relative relocation table (DT_RELR) is a bitmap \
+                 that follows no address"
+            ));
+        };
+        for bit in 1..bits {
+            if entry >> bit & 1 == 1 {
+                let Some(target) = (bit - 1)
+                    .checked_mul(word)
+                    .and_then(|o| o.checked_add(base))
+                else {
+                    return fail(format!(
+                        "corrupt: entry {index} of the relative relocation table (DT_RELR) \
+                         runs past address 2^64"
+                    ));
+                };
+                check(index, target)?;
+            }
+        }
+        next = (bits - 1)
+            .checked_mul(word)
+            .and_then(|offset| offset.checked_add(base));
     }
     Ok(())
 }
@@ -1017,6 +1732,49 @@ mod tests {
                 "{found}"
             );
         }
+    }
+
+    #[test]
+    fn relative_relocation_bitmaps_name_the_words_after_an_address() {
+        let targets = |entries: &[u64]| {
+            let mut found = Vec::new();
+            relr_targets(
+                entries.iter().map(|&entry| Ok(entry)),
+                8,
+                |index, target| {
+                    found.push((index, target));
+                    Ok(())
+                },
+            )
+            .map(|()| found)
+        };
+        // An address, then a bitmap of the 63 words after it: bits 1 and 3 are words 0 and 2;
+        // a second bitmap goes on 63 words further.
+        assert_eq!(
+            targets(&[0x1000, 0b1011, 1 << 63 | 1]),
+            Ok(vec![
+                (0, 0x1000),
+                (1, 0x1008),
+                (1, 0x1018),
+                (2, 0x1008 + 63 * 8 + 62 * 8)
+            ])
+        );
+        let first = targets(&[0b11]).unwrap_err().0;
+        assert!(first.contains("follows no address"), "{first}");
+        let wraps = targets(&[u64::MAX - 7, 1 << 63 | 1]).unwrap_err().0;
+        assert!(wraps.contains("follows no address"), "{wraps}");
+        let mut refused = |_, target| {
+            if target == 0x1018 {
+                fail("refused")
+            } else {
+                Ok(())
+            }
+        };
+        let entries = [0x1000u64, 0b1011].map(Ok);
+        assert_eq!(
+            relr_targets(entries.into_iter(), 8, &mut refused),
+            fail("refused")
+        );
     }
 
     #[test]

@@ -312,8 +312,6 @@ mod tests {
                  {good} (for libdice_game.so)"
             ))
         );
-        assert!(lock.pins_hash(&good));
-        assert!(!lock.pins_hash(&bad));
     }
 
     #[test]

@@ -228,15 +228,29 @@ mod tests {
     fn a_copy_is_written_once_named_by_hash_and_unused_ones_are_removed() {
         let data = std::env::temp_dir().join(format!("pixsim7-copies-{}", std::process::id()));
         let _ = fs::remove_dir_all(&data);
+        fs::create_dir_all(&data).unwrap();
+        let source = data.join("libx.so");
+        fs::write(&source, b"library").unwrap();
+        let hash = sha256_hex(b"library");
         let mut copies = PrivateCopies::open(&data).unwrap();
-        let first = copies.copy_of("aa", b"library").unwrap();
+        let first = copies.copy_of(&hash, 7, &source).unwrap();
         assert_eq!(fs::read(&first).unwrap(), b"library");
         assert_eq!(
             first.file_name().unwrap().to_string_lossy(),
-            format!("aa.{LIBRARY_EXTENSION}")
+            format!("{hash}.{LIBRARY_EXTENSION}")
         );
-        // Reused, not rewritten.
-        assert_eq!(copies.copy_of("aa", b"library").unwrap(), first);
+        // Reused, not rewritten, even once the source is gone.
+        fs::remove_file(&source).unwrap();
+        assert_eq!(copies.copy_of(&hash, 7, &source).unwrap(), first);
+        // A source that changed since it was checked is refused.
+        fs::write(&source, b"changed").unwrap();
+        let error = copies
+            .copy_of(&sha256_hex(b"checked"), 7, &source)
+            .unwrap_err();
+        assert!(
+            error.contains("changed while the host was starting"),
+            "{error}"
+        );
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
