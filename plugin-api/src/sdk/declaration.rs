@@ -196,10 +196,19 @@ pub const fn split_dependency(spec: &str) -> (&str, Option<&str>) {
 
 /// One route of a plugin's table, declared in `const ROUTES`:
 ///
-/// ```ignore
+/// ```
+/// # use plugin_api::prelude::*;
+/// # #[derive(Default)]
+/// # struct Dice;
+/// # #[derive(Deserialize, JsonSchema)]
+/// # struct RollRequest { dice: String }
+/// # async fn roll(_: &Dice, _: Request<'_>) -> Result<Json<u8>, ApiError> { Ok(Json(1)) }
+/// # impl Plugin for Dice {
+/// #     const MANIFEST: PluginManifest = PluginManifest::new("dice-game", "Dice", "1.0.0");
 /// const ROUTES: &'static [Route<Self>] = &[
 ///     Route::post("/dice-game/roll", "Roll dice", roll).public().request::<RollRequest>(),
 /// ];
+/// # }
 /// ```
 ///
 /// Paths are below the manifest's prefix and may hold `{name}` parameters (a final
