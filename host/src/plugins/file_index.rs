@@ -26,8 +26,10 @@ const INDEX_FILE: &str = "index.json";
 /// The layout of the index file; another layout is ignored.
 const INDEX_FORMAT: u32 = 1;
 
-/// Files changed this recently (nanoseconds) are read again at the next start.
-pub const RACY_WINDOW_NS: i128 = 2_000_000_000;
+/// Files changed this recently (nanoseconds) when read are read again at the next start.
+/// File times advance in clock ticks (at most 10 ms on Linux); a write after the read can
+/// leave the stamps unchanged only if the file had changed within the same tick before it.
+pub const RACY_WINDOW_NS: i128 = 100_000_000;
 
 /// A file's identity and change stamps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
