@@ -79,7 +79,6 @@ struct PathRoutes {
 }
 
 /// All routes, matched by a radix tree.
-#[derive(Clone)]
 pub struct RouteTable {
     router: matchit::Router<usize>,
     paths: Vec<PathRoutes>,

@@ -247,7 +247,7 @@ impl PluginRegistry {
         if let Some(reason) = directory_problem {
             return self.set_outcome(index, PluginState::Failed, reason.to_owned());
         }
-        let readable = match trust::check_library_allowing(
+        let readable = match trust::check_library(
             &config.plugin_dir,
             path,
             config.allow_insecure_permissions,

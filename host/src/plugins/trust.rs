@@ -60,17 +60,13 @@ pub fn check_directory(_dir: &Path) -> Result<(), String> {
 /// When the file lies in a subdirectory of the plugin directory (through a symlink), each
 /// directory between the plugin directory and the file is held to the same rule as the
 /// plugin directory, since whoever can write one of them can replace the file.
-#[cfg(unix)]
-pub fn check_library(dir: &Path, path: &Path) -> Result<PathBuf, String> {
-    check_library_allowing(dir, path, false).map(|(canonical, _)| canonical)
-}
-
-/// [`check_library`], where `allow_insecure` (`[plugins] allow_insecure_permissions`, for
+///
+/// `allow_insecure` (`[plugins] allow_insecure_permissions`, for
 /// development) turns the permission, owner and outside-symlink refusals into warnings,
 /// returned beside the path. A file that is not a regular file (a FIFO, a device) is always
 /// refused: reading one could block or never end.
 #[cfg(unix)]
-pub fn check_library_allowing(
+pub fn check_library(
     dir: &Path,
     path: &Path,
     allow_insecure: bool,
@@ -151,19 +147,9 @@ pub fn check_library_allowing(
     Ok((canonical, warnings))
 }
 
-/// For one library path found in the plugin directory (the path as listed, possibly a
-/// symlink): a symlink whose target (canonicalized, following every link) is outside the
-/// canonicalized plugin directory is refused; the final file must be a regular file, not
-/// writable by group or others, owned by the host's effective user or root. Returns the
-/// canonical path of the file to read.
-#[cfg(not(unix))]
-pub fn check_library(_dir: &Path, path: &Path) -> Result<PathBuf, String> {
-    Ok(path.to_path_buf())
-}
-
 /// See the unix version: nothing to check here.
 #[cfg(not(unix))]
-pub fn check_library_allowing(
+pub fn check_library(
     _dir: &Path,
     path: &Path,
     _allow_insecure: bool,
@@ -325,7 +311,9 @@ mod tests {
     fn a_library_writable_by_others_is_refused() {
         let dir = TempDir::new("file");
         let path = dir.file("libx.so", 0o666);
-        let error = check_library(dir.path(), &path).unwrap_err();
+        let error = check_library(dir.path(), &path, false)
+            .map(|(path, _)| path)
+            .unwrap_err();
         assert!(
             error.starts_with("libx.so is writable by group and others (mode 0666)"),
             "{error}"
@@ -333,7 +321,9 @@ mod tests {
         assert_one_line(&error);
 
         chmod(&path, 0o644);
-        let canonical = check_library(dir.path(), &path).unwrap();
+        let canonical = check_library(dir.path(), &path, false)
+            .map(|(path, _)| path)
+            .unwrap();
         assert_eq!(canonical, std::fs::canonicalize(&path).unwrap());
     }
 
@@ -343,7 +333,9 @@ mod tests {
         let sub = dir.path().join("libdir.so");
         std::fs::create_dir(&sub).unwrap();
         chmod(&sub, 0o755);
-        let error = check_library(dir.path(), &sub).unwrap_err();
+        let error = check_library(dir.path(), &sub, false)
+            .map(|(path, _)| path)
+            .unwrap_err();
         assert_eq!(error, "libdir.so is a directory, expected a regular file");
     }
 
@@ -354,13 +346,17 @@ mod tests {
         let link = dir.path().join("libx.so");
         symlink("libreal.so", &link).unwrap();
         assert_eq!(
-            check_library(dir.path(), &link).unwrap(),
+            check_library(dir.path(), &link, false)
+                .map(|(path, _)| path)
+                .unwrap(),
             std::fs::canonicalize(&target).unwrap()
         );
 
         // The target's own permissions are what count.
         chmod(&target, 0o664);
-        let error = check_library(dir.path(), &link).unwrap_err();
+        let error = check_library(dir.path(), &link, false)
+            .map(|(path, _)| path)
+            .unwrap_err();
         assert!(error.starts_with("libx.so is writable by group"), "{error}");
     }
 
@@ -371,7 +367,9 @@ mod tests {
         let target = elsewhere.file("evil.so", 0o644);
         let link = dir.path().join("libx.so");
         symlink(&target, &link).unwrap();
-        let error = check_library(dir.path(), &link).unwrap_err();
+        let error = check_library(dir.path(), &link, false)
+            .map(|(path, _)| path)
+            .unwrap_err();
         assert_eq!(
             error,
             format!(
@@ -384,14 +382,18 @@ mod tests {
         // Through a chain of links, one of them inside the directory.
         let hop = dir.path().join("libhop.so");
         symlink("libx.so", &hop).unwrap();
-        let error = check_library(dir.path(), &hop).unwrap_err();
+        let error = check_library(dir.path(), &hop, false)
+            .map(|(path, _)| path)
+            .unwrap_err();
         assert!(error.starts_with("libhop.so is a symlink to "), "{error}");
         assert!(error.contains("outside the plugin directory"), "{error}");
 
         // A dangling link.
         let dangling = dir.path().join("libgone.so");
         symlink("nothing-here.so", &dangling).unwrap();
-        let error = check_library(dir.path(), &dangling).unwrap_err();
+        let error = check_library(dir.path(), &dangling, false)
+            .map(|(path, _)| path)
+            .unwrap_err();
         assert!(
             error.starts_with("libgone.so is a symlink that cannot be followed"),
             "{error}"
@@ -409,12 +411,16 @@ mod tests {
         chmod(&sub.join("libreal.so"), 0o644);
         let link = dir.path().join("libx.so");
         symlink("versions/libreal.so", &link).unwrap();
-        let error = check_library(dir.path(), &link).unwrap_err();
+        let error = check_library(dir.path(), &link, false)
+            .map(|(path, _)| path)
+            .unwrap_err();
         assert!(error.starts_with("libx.so's directory "), "{error}");
         assert!(error.contains("writable by group and others"), "{error}");
 
         chmod(&sub, 0o755);
-        assert!(check_library(dir.path(), &link).is_ok());
+        assert!(check_library(dir.path(), &link, false)
+            .map(|(path, _)| path)
+            .is_ok());
     }
 
     #[test]
