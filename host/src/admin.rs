@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 
 use crate::{
     events::EventBus,
+    plugin_health::PluginHealth,
     plugins::{PluginRecord, PluginRegistry},
 };
 
@@ -47,11 +48,28 @@ pub fn plugins_json(registry: &PluginRegistry) -> Value {
     Value::Array(registry.records.iter().map(plugin_json).collect())
 }
 
-/// The admin API's answers, rendered once when serving starts (plugin states do not change
-/// while serving); only the event counters are read live.
+/// The admin API's answers, rendered once when serving starts; read live are the event
+/// counters and quarantines (a quarantined plugin shows state `quarantined`, its reason and
+/// `quarantined_since`, seconds since the Unix epoch).
 pub struct AdminSnapshot {
     list: Bytes,
+    list_json: Vec<Value>,
     by_id: HashMap<String, Value>,
+}
+
+/// Overlays a plugin's live quarantine on its JSON.
+fn overlay_health(plugin: &mut Value, health: &PluginHealth) {
+    let Some(index) = plugin["id"].as_str().and_then(|id| health.index_of(id)) else {
+        return;
+    };
+    if plugin["state"] != "enabled" {
+        return;
+    }
+    if let Some((reason, since)) = health.quarantine(index) {
+        plugin["state"] = json!("quarantined");
+        plugin["reason"] = json!(reason);
+        plugin["quarantined_since"] = json!(since);
+    }
 }
 
 impl AdminSnapshot {
@@ -67,23 +85,42 @@ impl AdminSnapshot {
                 std::ptr::eq(owner, record).then(|| (id, plugin_json(record)))
             })
             .collect();
+        let list_json = registry.records.iter().map(plugin_json).collect();
         AdminSnapshot {
             list: Bytes::from(plugins_json(registry).to_string()),
+            list_json,
             by_id,
         }
     }
 
     /// `GET /api/v1/plugins`.
-    pub fn list(&self) -> Bytes {
-        self.list.clone()
+    pub fn list(&self, health: &PluginHealth) -> Bytes {
+        if !health.any_quarantined() {
+            return self.list.clone();
+        }
+        let mut list = self.list_json.clone();
+        for plugin in &mut list {
+            overlay_health(plugin, health);
+        }
+        Bytes::from(Value::Array(list).to_string())
+    }
+
+    /// The state and reason of plugin `id` at startup, if there is one.
+    pub fn state_of(&self, id: &str) -> Option<(String, Option<String>)> {
+        let plugin = self.by_id.get(id)?;
+        Some((
+            plugin["state"].as_str().unwrap_or_default().to_owned(),
+            plugin["reason"].as_str().map(str::to_owned),
+        ))
     }
 
     /// `GET /api/v1/plugins/{id}`, with the plugin's event counters per topic
     /// (`emitted`, `delivered`, `failed`) and, for a subscriber, `event_lag`: the events in
     /// the outbox it subscribes to and has not handled yet (`null` if the database cannot
     /// say right now).
-    pub async fn get(&self, id: &str, events: &EventBus) -> Option<Bytes> {
+    pub async fn get(&self, id: &str, events: &EventBus, health: &PluginHealth) -> Option<Bytes> {
         let mut plugin = self.by_id.get(id)?.clone();
+        overlay_health(&mut plugin, health);
         plugin["events"] = json!(events.counters(id));
         match events.lag(id).await {
             Ok(None) => {}

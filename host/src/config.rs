@@ -69,6 +69,81 @@ pub struct Config {
     pub events: EventSettings,
     /// Bounds on what the game state accepts (`[game]`).
     pub game_limits: GameLimits,
+    /// Time limits and what the host says about requests (`[http]`).
+    pub http: HttpSettings,
+    /// The stuck-worker watchdog and quarantine (`[watchdog]`).
+    pub watchdog: WatchdogSettings,
+}
+
+/// `[http]`: how long a request may take, and what the host says about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpSettings {
+    /// Longest a plugin handler may take before the request is answered 504
+    /// (`handler_timeout_secs`, `PIXSIM7_HANDLER_TIMEOUT_SECS`, default 30 s); a plugin's
+    /// table may set its own, and a route's.
+    pub handler_timeout: Duration,
+    /// Longest the body of a request may take to arrive before it is answered 408
+    /// (`body_read_timeout_secs`, default 10 s).
+    pub body_read_timeout: Duration,
+    /// Longest a client may take to send a request's head, from its connection or from the
+    /// end of its previous request (`request_head_timeout_secs`, default 5 s): 408.
+    pub request_head_timeout: Duration,
+    /// How long, after a stop signal, the host goes on serving while `/readyz` answers 503,
+    /// so load balancers stop sending before the listener closes (`shutdown_delay_secs`,
+    /// default 0; a second signal ends it early).
+    pub shutdown_delay: Duration,
+    /// One log line per request (`access_log`, default true).
+    pub access_log: bool,
+    /// Who may read `/metrics` (`metrics`: `"public"`, the default, or `"admin"`).
+    pub metrics_admin_only: bool,
+}
+
+/// Default `[http] handler_timeout_secs`.
+pub const DEFAULT_HANDLER_TIMEOUT_SECS: u64 = 30;
+/// Default `[http] body_read_timeout_secs`.
+pub const DEFAULT_BODY_READ_TIMEOUT_SECS: u64 = 10;
+/// Default `[http] request_head_timeout_secs`.
+pub const DEFAULT_REQUEST_HEAD_TIMEOUT_SECS: u64 = 5;
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            handler_timeout: Duration::from_secs(DEFAULT_HANDLER_TIMEOUT_SECS),
+            body_read_timeout: Duration::from_secs(DEFAULT_BODY_READ_TIMEOUT_SECS),
+            request_head_timeout: Duration::from_secs(DEFAULT_REQUEST_HEAD_TIMEOUT_SECS),
+            shutdown_delay: Duration::ZERO,
+            access_log: true,
+            metrics_admin_only: false,
+        }
+    }
+}
+
+/// `[watchdog]`: noticing handlers that block their worker thread, and quarantining plugins
+/// that keep doing it (or keep panicking).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WatchdogSettings {
+    /// A handler that has not yielded for this long has stalled its worker
+    /// (`stall_threshold_ms`, default 1000).
+    pub stall_threshold: Duration,
+    /// Stalls and panics of one plugin within `quarantine_window` that quarantine it
+    /// (`quarantine_after`, default 10; 0 never quarantines).
+    pub quarantine_after: u32,
+    /// `quarantine_window_secs`, default 60.
+    pub quarantine_window: Duration,
+    /// The `Retry-After` a quarantined plugin's routes answer with (`retry_after_secs`,
+    /// default 60).
+    pub retry_after: Duration,
+}
+
+impl Default for WatchdogSettings {
+    fn default() -> Self {
+        WatchdogSettings {
+            stall_threshold: Duration::from_millis(1000),
+            quarantine_after: 10,
+            quarantine_window: Duration::from_secs(60),
+            retry_after: Duration::from_secs(60),
+        }
+    }
 }
 
 /// `[events]`: delivery from the outbox table.
@@ -110,6 +185,11 @@ pub struct PluginConfig {
     pub enabled: Option<bool>,
     /// Permissions this plugin does not get (`deny = [...]`).
     pub deny: Vec<String>,
+    /// The plugin's own handler timeout (`handler_timeout_secs`), over `[http]`'s.
+    pub handler_timeout: Option<Duration>,
+    /// Per-route handler timeouts (`[plugins.<id>.route_timeout_secs]`, keyed by
+    /// `"METHOD /full/path"` as the admin API lists routes), over the plugin's.
+    pub route_timeouts: BTreeMap<String, Duration>,
     /// Everything else in the table, handed to the plugin's `on_load` as a JSON object.
     pub settings: serde_json::Map<String, serde_json::Value>,
 }
@@ -138,6 +218,8 @@ pub struct Overrides {
     pub jwt_secret_file: Option<PathBuf>,
     /// `--lock` / `PIXSIM7_PLUGINS_LOCK`.
     pub lock: Option<PathBuf>,
+    /// `--handler-timeout-secs` / `PIXSIM7_HANDLER_TIMEOUT_SECS`.
+    pub handler_timeout_secs: Option<u64>,
 }
 
 /// The config file's shape. Unknown keys are errors, so a typo never silently does nothing.
@@ -167,6 +249,40 @@ struct FileConfig {
     game: GameTable,
     #[serde(default)]
     cors: CorsTable,
+    #[serde(default)]
+    http: HttpTable,
+    #[serde(default)]
+    watchdog: WatchdogTable,
+}
+
+/// `[http]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HttpTable {
+    handler_timeout_secs: Option<u64>,
+    body_read_timeout_secs: Option<u64>,
+    request_head_timeout_secs: Option<u64>,
+    shutdown_delay_secs: Option<u64>,
+    access_log: Option<bool>,
+    metrics: Option<MetricsAccess>,
+}
+
+/// `[http] metrics`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum MetricsAccess {
+    Public,
+    Admin,
+}
+
+/// `[watchdog]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WatchdogTable {
+    stall_threshold_ms: Option<u64>,
+    quarantine_after: Option<u32>,
+    quarantine_window_secs: Option<u64>,
+    retry_after_secs: Option<u64>,
 }
 
 /// `[cors]`.
@@ -299,6 +415,8 @@ impl Config {
         if file.max_blocking_jobs == Some(0) {
             bail!("max_blocking_jobs must be at least 1");
         }
+        let http = http_settings(&file.http, overrides.handler_timeout_secs)?;
+        let watchdog = watchdog_settings(&file.watchdog)?;
         Ok(Config {
             bind,
             plugin_dir,
@@ -328,6 +446,8 @@ impl Config {
                 max_session_document_bytes,
                 plugin_statement_timeout: Duration::from_millis(plugin_statement_timeout_ms),
             },
+            http,
+            watchdog,
         })
     }
 
@@ -335,6 +455,69 @@ impl Config {
     pub fn plugin(&self, id: &str) -> PluginConfig {
         self.plugins.get(id).cloned().unwrap_or_default()
     }
+}
+
+/// A number of seconds that must be at least 1 (and, for sanity, at most a day).
+fn seconds(place: &str, value: u64) -> anyhow::Result<Duration> {
+    if !(1..=86_400).contains(&value) {
+        bail!("{place} must be between 1 and 86400 seconds, got {value}");
+    }
+    Ok(Duration::from_secs(value))
+}
+
+fn http_settings(table: &HttpTable, env_timeout: Option<u64>) -> anyhow::Result<HttpSettings> {
+    let defaults = HttpSettings::default();
+    let handler_timeout = match (env_timeout, table.handler_timeout_secs) {
+        (Some(secs), _) => seconds("PIXSIM7_HANDLER_TIMEOUT_SECS", secs)?,
+        (None, Some(secs)) => seconds("[http] handler_timeout_secs", secs)?,
+        (None, None) => defaults.handler_timeout,
+    };
+    let optional = |place: &str, value: Option<u64>, default: Duration| match value {
+        Some(secs) => seconds(place, secs),
+        None => Ok(default),
+    };
+    Ok(HttpSettings {
+        handler_timeout,
+        body_read_timeout: optional(
+            "[http] body_read_timeout_secs",
+            table.body_read_timeout_secs,
+            defaults.body_read_timeout,
+        )?,
+        request_head_timeout: optional(
+            "[http] request_head_timeout_secs",
+            table.request_head_timeout_secs,
+            defaults.request_head_timeout,
+        )?,
+        shutdown_delay: match table.shutdown_delay_secs {
+            Some(0) | None => Duration::ZERO,
+            Some(secs) => seconds("[http] shutdown_delay_secs", secs)?,
+        },
+        access_log: table.access_log.unwrap_or(defaults.access_log),
+        metrics_admin_only: table.metrics == Some(MetricsAccess::Admin),
+    })
+}
+
+fn watchdog_settings(table: &WatchdogTable) -> anyhow::Result<WatchdogSettings> {
+    let defaults = WatchdogSettings::default();
+    let stall_threshold = match table.stall_threshold_ms {
+        Some(ms) if !(10..=600_000).contains(&ms) => {
+            bail!("[watchdog] stall_threshold_ms must be between 10 and 600000, got {ms}")
+        }
+        Some(ms) => Duration::from_millis(ms),
+        None => defaults.stall_threshold,
+    };
+    Ok(WatchdogSettings {
+        stall_threshold,
+        quarantine_after: table.quarantine_after.unwrap_or(defaults.quarantine_after),
+        quarantine_window: match table.quarantine_window_secs {
+            Some(secs) => seconds("[watchdog] quarantine_window_secs", secs)?,
+            None => defaults.quarantine_window,
+        },
+        retry_after: match table.retry_after_secs {
+            Some(secs) => seconds("[watchdog] retry_after_secs", secs)?,
+            None => defaults.retry_after,
+        },
+    })
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
@@ -415,6 +598,40 @@ fn plugin_config(id: &str, mut table: toml::Table) -> anyhow::Result<PluginConfi
         })?,
     };
     check_permission_names(&format!("[plugins.{id}] deny"), &deny)?;
+    let handler_timeout = match table.remove("handler_timeout_secs") {
+        None => None,
+        Some(toml::Value::Integer(secs)) => Some(seconds(
+            &format!("[plugins.{id}] handler_timeout_secs"),
+            u64::try_from(secs).unwrap_or(0),
+        )?),
+        Some(other) => bail!(
+            "[plugins.{id}] handler_timeout_secs must be a number of seconds, found {}",
+            other.type_str()
+        ),
+    };
+    let mut route_timeouts = BTreeMap::new();
+    match table.remove("route_timeout_secs") {
+        None => {}
+        Some(toml::Value::Table(routes)) => {
+            for (route, value) in routes {
+                let place = format!("[plugins.{id}.route_timeout_secs] {route:?}");
+                let valid_key = route
+                    .split_once(' ')
+                    .is_some_and(|(method, path)| method.parse::<plugin_api::Method>().is_ok() && path.starts_with('/'));
+                if !valid_key {
+                    bail!("{place}: a key must be a method and a full path, like \"POST /api/v1/game/stealth/pickpocket\"");
+                }
+                let toml::Value::Integer(secs) = value else {
+                    bail!("{place} must be a number of seconds, found {}", value.type_str());
+                };
+                route_timeouts.insert(route, seconds(&place, u64::try_from(secs).unwrap_or(0))?);
+            }
+        }
+        Some(other) => bail!(
+            "[plugins.{id}] route_timeout_secs must be a table of \"METHOD /path\" = seconds, found {}",
+            other.type_str()
+        ),
+    }
     let settings = match serde_json::to_value(table)? {
         serde_json::Value::Object(map) => map,
         _ => unreachable!("a TOML table serializes to a JSON object"),
@@ -422,6 +639,8 @@ fn plugin_config(id: &str, mut table: toml::Table) -> anyhow::Result<PluginConfi
     Ok(PluginConfig {
         enabled,
         deny,
+        handler_timeout,
+        route_timeouts,
         settings,
     })
 }

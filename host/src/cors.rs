@@ -37,9 +37,11 @@ impl CorsPolicy {
         }
     }
 
-    /// Whether answers differ by origin (some origins are listed, and not all are).
+    /// Whether answers differ by origin: whenever any origin is allowed, since the allowed
+    /// origin is echoed in `Access-Control-Allow-Origin` (with `*` too: the echo is what lets
+    /// a browser send credentials), so a cache must key on `Origin`.
     pub fn varies_by_origin(&self) -> bool {
-        !self.origins.is_empty() && !self.any
+        !self.origins.is_empty()
     }
 
     /// The request's `Origin` if this policy allows it.

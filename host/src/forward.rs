@@ -11,6 +11,7 @@ use std::{
         atomic::{AtomicU64, Ordering},
         Arc,
     },
+    time::{Duration, Instant},
 };
 
 use futures_core::Stream;
@@ -43,12 +44,18 @@ use plugin_api::{
 use crate::{
     admin::AdminSnapshot,
     auth::{bearer_token, Caller, TokenKeys},
+    config::HttpSettings,
     cors::{self, CorsPolicy},
     db::unit_of_work::UnitOfWork,
     events::EventBus,
     http_error,
+    in_flight::InFlight,
+    metrics::{metrics, RouteMetrics},
+    plugin_health::{IncidentKind, PluginHealth, Reenabled},
+    readiness::Readiness,
     request_context::{new_request_context, recycle_request_context, RequestState},
-    routing::{HostRoute, Lookup, RouteTable, Target},
+    routing::{HostRoute, Lookup, RouteTable, Target, HOST_ROUTES},
+    watchdog::Watchdog,
 };
 
 /// Header carrying the request id, in and out.
@@ -72,6 +79,35 @@ pub struct ServingState {
     pub keys: TokenKeys,
     /// Which browser origins may call.
     pub cors: CorsPolicy,
+    /// Time limits, the access log, who reads `/metrics`.
+    pub http: HttpSettings,
+    /// Each plugin's quarantine state, indexed like `plugins`.
+    pub health: Arc<PluginHealth>,
+    /// Watches handlers that block their worker.
+    pub watchdog: Watchdog,
+    /// Starting, ready or draining.
+    pub readiness: Readiness,
+    /// The requests being served, for the shutdown report.
+    pub in_flight: InFlight,
+    /// The metrics of each host route, indexed like `HOST_ROUTES`.
+    pub host_metrics: Vec<RouteMetrics>,
+    /// The metrics of requests that matched no route.
+    pub unmatched_metrics: RouteMetrics,
+    /// Plugins by state at startup (quarantines are counted live), for `/metrics`.
+    pub plugin_states: Vec<&'static str>,
+    /// Plugins subscribed to events, for their lag in `/metrics`.
+    pub subscribers: Vec<String>,
+}
+
+impl ServingState {
+    /// `(plugin id, "METHOD /template")` of route `route` of plugin `plugin`.
+    pub fn describe_route(&self, plugin: usize, route: u32) -> (String, String) {
+        let served = &self.plugins[plugin];
+        (
+            served.id.clone(),
+            served.routes[route as usize].name.clone(),
+        )
+    }
 }
 
 /// An enabled plugin as the request path sees it.
@@ -80,6 +116,28 @@ pub struct ServedPlugin {
     pub id: String,
     /// Its entry points.
     pub module: PluginModule_Ref,
+    /// Its routes, indexed like its route table.
+    pub routes: Vec<ServedRoute>,
+}
+
+/// One plugin route as the request path sees it.
+pub struct ServedRoute {
+    /// `METHOD /full/template`, for logs.
+    pub name: String,
+    /// The full path template (`/api/v1/game/worlds/{world_id}`).
+    pub template: String,
+    /// How long its handler may take.
+    pub timeout: Duration,
+    /// Its counters and latency histogram.
+    pub metrics: RouteMetrics,
+}
+
+/// What the access log and the metrics say about one answered request.
+struct Served<'s> {
+    metrics: &'s RouteMetrics,
+    plugin: &'s str,
+    template: &'s str,
+    user_id: Option<i64>,
 }
 
 /// The actix default service: every request comes through here.
@@ -88,13 +146,35 @@ pub async fn dispatch(
     payload: web::Payload,
     state: web::Data<ServingState>,
 ) -> HttpResponse {
+    let started = Instant::now();
     let request_id_header = request_id(&request);
     let origin = state.cors.allowed_origin(&request);
-    let mut response = if cors::is_preflight(&request) {
-        cors::preflight(&request, &state.routes, origin.is_some())
+    let (mut response, served) = if cors::is_preflight(&request) {
+        let served = Served {
+            metrics: &state.unmatched_metrics,
+            plugin: "host",
+            template: "(preflight)",
+            user_id: None,
+        };
+        (
+            cors::preflight(&request, &state.routes, origin.is_some()),
+            served,
+        )
     } else {
         route_request(&request, payload, &state, &request_id_header).await
     };
+    let status = response.status().as_u16();
+    served.metrics.record(status, started);
+    if state.http.access_log {
+        log_access(&request, &request_id_header, status, started, &served);
+    }
+    if state.readiness.is_draining() {
+        // Shutting down: this connection ends with this answer, so its client's next
+        // request opens a new one, which the listener (or the next instance) takes.
+        response
+            .head_mut()
+            .set_connection_type(actix_http::ConnectionType::Close);
+    }
     response.headers_mut().insert(
         HeaderName::from_static(REQUEST_ID_HEADER),
         request_id_header,
@@ -103,33 +183,102 @@ pub async fn dispatch(
     response
 }
 
+/// The access log: one line per request, at INFO on the target `pixsim7::access`.
+fn log_access(
+    request: &HttpRequest,
+    request_id: &HeaderValue,
+    status: u16,
+    started: Instant,
+    served: &Served<'_>,
+) {
+    let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let method = request.method().as_str();
+    tracing::info!(
+        target: "pixsim7::access",
+        request_id = request_id.to_str().unwrap_or_default(),
+        method,
+        route = served.template,
+        path = request.path(),
+        status,
+        duration_ms,
+        plugin = served.plugin,
+        user_id = served.user_id,
+        "{method} {} {status} {duration_ms:.1} ms",
+        request.path(),
+    );
+}
+
 /// Matches the request, checks who may call the route, and serves it.
-async fn route_request(
+async fn route_request<'s>(
     request: &HttpRequest,
     payload: web::Payload,
-    state: &ServingState,
+    state: &'s ServingState,
     request_id_header: &HeaderValue,
-) -> HttpResponse {
+) -> (HttpResponse, Served<'s>) {
     let request_id = request_id_header.to_str().unwrap_or_default();
     let method = plugin_method(request.method());
+    let unmatched = |response| {
+        let served = Served {
+            metrics: &state.unmatched_metrics,
+            plugin: "none",
+            template: "(unmatched)",
+            user_id: None,
+        };
+        (response, served)
+    };
     let (target, access, params) = match state.routes.lookup(method, request.path()) {
-        Lookup::NotFound => return http_error::not_found(),
-        Lookup::MethodNotAllowed { allow } => return http_error::method_not_allowed(allow),
+        Lookup::NotFound => return unmatched(http_error::not_found()),
+        Lookup::MethodNotAllowed { allow } => {
+            return unmatched(http_error::method_not_allowed(allow))
+        }
         Lookup::Found {
             target,
             access,
             params,
         } => (target, access, params),
     };
+    let mut served = match target {
+        Target::Host(route) => {
+            let index = HOST_ROUTES
+                .iter()
+                .position(|(_, _, r, _)| *r == route)
+                .expect("every host route is in HOST_ROUTES");
+            Served {
+                metrics: &state.host_metrics[index],
+                plugin: "host",
+                template: HOST_ROUTES[index].1,
+                user_id: None,
+            }
+        }
+        Target::Plugin { plugin, route } => {
+            let served_plugin = &state.plugins[plugin];
+            let served_route = &served_plugin.routes[route as usize];
+            Served {
+                metrics: &served_route.metrics,
+                plugin: &served_plugin.id,
+                template: &served_route.template,
+                user_id: None,
+            }
+        }
+    };
     let caller = match authenticate(request, access, &state.keys, request_id) {
         Ok(caller) => caller,
-        Err(Refusal::NotAuthenticated) => return http_error::not_authenticated(),
-        Err(Refusal::Forbidden) => return http_error::forbidden(),
+        Err(Refusal::NotAuthenticated) => return (http_error::not_authenticated(), served),
+        Err(Refusal::Forbidden) => return (http_error::forbidden(), served),
     };
+    served.user_id = caller.as_ref().map(|c| c.user_id);
     let (plugin, route) = match target {
-        Target::Host(route) => return serve_host_route(route, params.get("id"), state).await,
+        Target::Host(route) => {
+            let answer =
+                serve_host_route(route, params.get("id"), state, request, caller.as_ref()).await;
+            return (answer, served);
+        }
         Target::Plugin { plugin, route } => (plugin, route),
     };
+    if state.health.is_quarantined(plugin) {
+        return (quarantined(state, plugin), served);
+    }
+    let _in_flight = state.in_flight.enter(request_id_header, plugin, route);
     // Raw values, borrowed from the path: the SDK decodes the ones the handler reads.
     let path_params: Vec<Tuple2<RStr<'_>, RStr<'_>>> = params
         .iter()
@@ -138,14 +287,14 @@ async fn route_request(
     let (request_state, context) =
         new_request_context(request_id_header, caller, state.events.database());
     let call = PluginCall {
-        plugin: &state.plugins[plugin],
+        plugin,
         route,
         method: method.expect("a matched route has a known method"),
         path_params: &path_params,
         context,
         caller: request_state.caller.as_ref(),
     };
-    let response = forward_request(call, request, payload, request_id, state.body_limit).await;
+    let response = forward_request(call, request, payload, request_id, state).await;
     let response = settle_request(
         &state.events,
         &request_state,
@@ -154,6 +303,23 @@ async fn route_request(
     )
     .await;
     recycle_request_context(request_state);
+    (response, served)
+}
+
+/// 503 for a route of a quarantined plugin.
+fn quarantined(state: &ServingState, plugin: usize) -> HttpResponse {
+    let retry_after = state.health.retry_after_secs();
+    let mut response = http_error::detail_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!(
+            "{} is temporarily unavailable; try again later",
+            state.plugins[plugin].id
+        ),
+    );
+    response.headers_mut().insert(
+        actix_web::http::header::RETRY_AFTER,
+        HeaderValue::from(retry_after),
+    );
     response
 }
 
@@ -258,7 +424,8 @@ async fn settle_request(
 
 /// A matched plugin route, ready to be called.
 struct PluginCall<'a> {
-    plugin: &'a ServedPlugin,
+    /// Index into the served plugins.
+    plugin: usize,
     route: u32,
     method: Method,
     path_params: &'a [Tuple2<RStr<'a>, RStr<'a>>],
@@ -296,23 +463,33 @@ impl RequestHeaders for PluginHeaders<'_> {
     }
 }
 
-/// Calls the plugin's handler for the matched route and converts its answer.
+/// Reads the body, calls the plugin's handler for the matched route (within the route's
+/// time limit, watched for blocking) and converts its answer.
 async fn forward_request(
     call: PluginCall<'_>,
     request: &HttpRequest,
     payload: web::Payload,
     request_id: &str,
-    body_limit: usize,
+    state: &ServingState,
 ) -> HttpResponse {
     let PluginCall {
-        plugin,
+        plugin: plugin_index,
         route,
         method,
         path_params,
         context,
         caller,
     } = call;
-    let body = match read_body(request, payload, body_limit).await {
+    let plugin = &state.plugins[plugin_index];
+    let served_route = &plugin.routes[route as usize];
+    let body = match read_body(
+        request,
+        payload,
+        state.body_limit,
+        state.http.body_read_timeout,
+    )
+    .await
+    {
         Ok(body) => body,
         Err(response) => return response,
     };
@@ -334,8 +511,39 @@ async fn forward_request(
     };
     // The SDK catches panics inside the plugin; CatchPanic is the backstop for a plugin
     // future that panics past it ("FFI future panicked").
-    match CatchPanic::new((plugin.module.handle())(route, ffi_request)).await {
-        Ok(RResult::ROk(response)) => into_http_response(plugin, response, request_id),
+    let handler = state.watchdog.watch(
+        plugin_index,
+        route,
+        CatchPanic::new((plugin.module.handle())(route, ffi_request)),
+    );
+    let outcome = match tokio::time::timeout(served_route.timeout, handler).await {
+        Ok(outcome) => outcome,
+        Err(_) => {
+            tracing::error!(
+                plugin = %plugin.id,
+                request_id,
+                route = %served_route.name,
+                timeout_secs = served_route.timeout.as_secs(),
+                "plugin {} did not answer {} within {} s; answered 504 and dropped the handler",
+                plugin.id,
+                served_route.name,
+                served_route.timeout.as_secs()
+            );
+            metrics()
+                .timeouts
+                .get_or_create(served_route.metrics.labels())
+                .inc();
+            return http_error::detail_response(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!(
+                    "the request took longer than {} s and was stopped; nothing was changed",
+                    served_route.timeout.as_secs()
+                ),
+            );
+        }
+    };
+    let panic = match outcome {
+        Ok(RResult::ROk(response)) => return into_http_response(plugin, response, request_id),
         Ok(RResult::RErr(fault)) => {
             let what = match fault.kind {
                 FaultKind::Panic => "panicked",
@@ -351,7 +559,7 @@ async fn forward_request(
                 request.path(),
                 fault.message
             );
-            http_error::plugin_internal_error(&plugin.id, request_id)
+            (fault.kind == FaultKind::Panic).then_some(fault.message.to_string())
         }
         Err(panic) => {
             tracing::error!(
@@ -361,14 +569,42 @@ async fn forward_request(
                 plugin.id,
                 request.path()
             );
-            http_error::plugin_internal_error(&plugin.id, request_id)
+            Some(panic.to_string())
         }
+    };
+    if let Some(message) = panic {
+        metrics().count_panic(&plugin.id);
+        state.health.record(
+            plugin_index,
+            IncidentKind::Panic,
+            &format!("{} panicked: {message}", served_route.name),
+        );
     }
+    http_error::plugin_internal_error(&plugin.id, request_id)
 }
 
 /// Reads the body, refusing anything over `limit` with 413 (early, from `Content-Length`,
 /// when the client declares it).
+/// The whole body must arrive within `timeout`, else 408.
 async fn read_body(
+    request: &HttpRequest,
+    payload: web::Payload,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Vec<u8>, HttpResponse> {
+    match tokio::time::timeout(timeout, read_body_unbounded(request, payload, limit)).await {
+        Ok(read) => read,
+        Err(_) => Err(http_error::detail_response(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request body did not arrive within {} s",
+                timeout.as_secs()
+            ),
+        )),
+    }
+}
+
+async fn read_body_unbounded(
     request: &HttpRequest,
     payload: web::Payload,
     limit: usize,
@@ -444,6 +680,8 @@ async fn serve_host_route(
     route: HostRoute,
     id: Option<&str>,
     state: &ServingState,
+    request: &HttpRequest,
+    caller: Option<&Caller>,
 ) -> HttpResponse {
     let json = |body: Bytes| {
         HttpResponse::Ok()
@@ -452,17 +690,110 @@ async fn serve_host_route(
     };
     match route {
         HostRoute::Health => json(Bytes::from_static(br#"{"status":"ok"}"#)),
+        HostRoute::Ready => state.readiness.answer(state.events.database()).await,
+        HostRoute::Metrics => serve_metrics(state, request).await,
         HostRoute::OpenApi => json(state.openapi.clone()),
-        HostRoute::ListPlugins => json(state.admin.list()),
+        HostRoute::ListPlugins => json(state.admin.list(&state.health)),
         HostRoute::GetPlugin => {
             let id = percent_decode(id.unwrap_or_default());
-            match state.admin.get(&id, &state.events).await {
+            match state.admin.get(&id, &state.events, &state.health).await {
                 Some(body) => json(body),
                 None => http_error::detail_response(
                     StatusCode::NOT_FOUND,
                     format!("no plugin with id {id:?}"),
                 ),
             }
+        }
+        HostRoute::EnablePlugin => {
+            let id = percent_decode(id.unwrap_or_default());
+            enable_plugin(&id, state, caller).await
+        }
+    }
+}
+
+/// `POST /api/v1/plugins/{id}/enable`: lifts a quarantine.
+async fn enable_plugin(id: &str, state: &ServingState, caller: Option<&Caller>) -> HttpResponse {
+    let by = caller.map_or_else(
+        || "an unknown caller".to_owned(),
+        |c| format!("user {}", c.user_id),
+    );
+    let Some(index) = state.health.index_of(id) else {
+        return match state.admin.state_of(id) {
+            Some((plugin_state, reason)) => http_error::detail_response(
+                StatusCode::CONFLICT,
+                format!(
+                    "plugin {id} is {plugin_state}{}: only a quarantined plugin can be re-enabled while serving; \
+                     fix the cause and restart the host",
+                    reason.map(|r| format!(" ({r})")).unwrap_or_default()
+                ),
+            ),
+            None => http_error::detail_response(
+                StatusCode::NOT_FOUND,
+                format!("no plugin with id {id:?}"),
+            ),
+        };
+    };
+    let reenabled = state.health.enable(index, &by);
+    match state.admin.get(id, &state.events, &state.health).await {
+        Some(body) => HttpResponse::Ok()
+            .insert_header((CONTENT_TYPE, "application/json"))
+            .insert_header((
+                HeaderName::from_static("x-pixsim7-reenabled"),
+                HeaderValue::from_static(if reenabled == Reenabled::Yes {
+                    "true"
+                } else {
+                    "false"
+                }),
+            ))
+            .body(body),
+        None => {
+            http_error::detail_response(StatusCode::NOT_FOUND, format!("no plugin with id {id:?}"))
+        }
+    }
+}
+
+/// `GET /metrics`: Prometheus text, public unless `[http] metrics = "admin"`.
+async fn serve_metrics(state: &ServingState, request: &HttpRequest) -> HttpResponse {
+    if state.http.metrics_admin_only {
+        let request_id = request
+            .headers()
+            .get(REQUEST_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        match authenticate(request, Access::Admin, &state.keys, request_id) {
+            Ok(_) => {}
+            Err(Refusal::NotAuthenticated) => return http_error::not_authenticated(),
+            Err(Refusal::Forbidden) => return http_error::forbidden(),
+        }
+    }
+    let mut states = state.plugin_states.clone();
+    for (index, _) in state.plugins.iter().enumerate() {
+        if state.health.is_quarantined(index) {
+            states.push("quarantined");
+        } else {
+            states.push("enabled");
+        }
+    }
+    let mut lags = Vec::with_capacity(state.subscribers.len());
+    for subscriber in &state.subscribers {
+        lags.push((
+            subscriber.clone(),
+            state.events.lag(subscriber).await.ok().flatten(),
+        ));
+    }
+    match metrics().render(&states, &lags, state.in_flight.count()) {
+        Ok(text) => HttpResponse::Ok()
+            .insert_header((
+                CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            ))
+            .body(text),
+        Err(error) => {
+            tracing::error!("cannot render the metrics: {error}");
+            http_error::detail_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cannot render the metrics",
+            )
         }
     }
 }

@@ -5,7 +5,8 @@
 //! behind host services), `plugins/` (discovery, loading, ordering, hooks,
 //! services), `routing` (the radix route table), `forward` (the request path), `admin` and
 //! `openapi` (what the host says about itself), `startup` (the serving pipeline), `report`
-//! (`pixsim7 plugins`), `telemetry` (logging), `http_error` (error bodies).
+//! (`pixsim7 plugins`), `telemetry` (logging), `http_error` (error bodies), `metrics`,
+//! `readiness`, `in_flight`, `watchdog` and `plugin_health` (what an operator watches).
 //!
 //! Invariant: only this crate knows actix and sqlx; plugins see only `plugin-api` types.
 
@@ -18,8 +19,13 @@ pub mod events;
 pub mod forward;
 pub mod game;
 pub mod http_error;
+pub mod http_server;
+pub mod in_flight;
+pub mod metrics;
 pub mod openapi;
+pub mod plugin_health;
 pub mod plugins;
+pub mod readiness;
 pub mod report;
 pub mod request_context;
 pub mod routing;
@@ -27,3 +33,4 @@ pub mod startup;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod watchdog;

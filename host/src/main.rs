@@ -80,6 +80,10 @@ struct GlobalArgs {
     /// any other library, or one whose SHA-256 differs, is refused
     #[arg(long = "lock", env = "PIXSIM7_PLUGINS_LOCK", global = true)]
     plugins_lock: Option<PathBuf>,
+    /// Longest a plugin handler may take before its request is answered 504 [default: 30,
+    /// or `[http] handler_timeout_secs`]
+    #[arg(long, env = "PIXSIM7_HANDLER_TIMEOUT_SECS", global = true)]
+    handler_timeout_secs: Option<u64>,
 }
 
 #[derive(Args)]
@@ -144,6 +148,7 @@ fn overrides(options: GlobalArgs) -> Overrides {
             .filter(|s| !s.is_empty()),
         jwt_secret_file: options.jwt_secret_file,
         lock: options.plugins_lock,
+        handler_timeout_secs: options.handler_timeout_secs,
     }
 }
 

@@ -15,6 +15,9 @@ pub fn openapi_document(registry: &PluginRegistry) -> Value {
     for (method, path, route, access) in HOST_ROUTES {
         let summary = match route {
             HostRoute::Health => "Liveness: 200 once the host is serving",
+            HostRoute::Ready => "Readiness: 200 once startup finished and the database answers; 503 when starting or shutting down",
+            HostRoute::Metrics => "Prometheus metrics (OpenMetrics text)",
+            HostRoute::EnablePlugin => "Re-enable a quarantined plugin",
             HostRoute::OpenApi => "This document",
             HostRoute::ListPlugins => "Every plugin library found, with state and reason",
             HostRoute::GetPlugin => "One plugin, by id",

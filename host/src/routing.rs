@@ -28,18 +28,26 @@ pub enum Target {
 pub enum HostRoute {
     /// `GET /healthz`
     Health,
+    /// `GET /readyz`
+    Ready,
+    /// `GET /metrics`
+    Metrics,
     /// `GET /openapi.json`
     OpenApi,
     /// `GET /api/v1/plugins`
     ListPlugins,
     /// `GET /api/v1/plugins/{id}`
     GetPlugin,
+    /// `POST /api/v1/plugins/{id}/enable`
+    EnablePlugin,
 }
 
 /// The host's routes, registered before any plugin's so plugins cannot take them over:
 /// health and the API document are public, the plugin admin API needs the admin role.
-pub const HOST_ROUTES: [(Method, &str, HostRoute, Access); 4] = [
+pub const HOST_ROUTES: [(Method, &str, HostRoute, Access); 7] = [
     (Method::Get, "/healthz", HostRoute::Health, Access::Public),
+    (Method::Get, "/readyz", HostRoute::Ready, Access::Public),
+    (Method::Get, "/metrics", HostRoute::Metrics, Access::Public),
     (
         Method::Get,
         "/openapi.json",
@@ -56,6 +64,12 @@ pub const HOST_ROUTES: [(Method, &str, HostRoute, Access); 4] = [
         Method::Get,
         "/api/v1/plugins/{id}",
         HostRoute::GetPlugin,
+        Access::Admin,
+    ),
+    (
+        Method::Post,
+        "/api/v1/plugins/{id}/enable",
+        HostRoute::EnablePlugin,
         Access::Admin,
     ),
 ];

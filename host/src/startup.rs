@@ -1,9 +1,9 @@
 //! The serving pipeline: discover → on_load → bind → on_enable → serve → (signal) drain →
 //! on_disable. Also `build_app`, the actix application tests and the binary share.
 
-use std::{net::TcpListener, sync::Arc};
+use std::{net::TcpListener, sync::Arc, time::Duration};
 
-use actix_web::{web, App, HttpServer};
+use actix_web::{web, App};
 use anyhow::{bail, Context};
 use serde_json::json;
 
@@ -16,11 +16,17 @@ use crate::{
     cors::CorsPolicy,
     db::{migrate::migrate_host, redact, Database},
     events::{EventBus, HOST_EMITTER},
-    forward::{dispatch, ServedPlugin, ServingState},
+    forward::{dispatch, ServedPlugin, ServedRoute, ServingState},
+    http_server::{start_server, ServerSettings},
+    in_flight::InFlight,
+    metrics::RouteMetrics,
     openapi::openapi_document,
+    plugin_health::PluginHealth,
     plugins::services::SharedServices,
     plugins::{lifecycle, PluginRegistry, PluginState},
-    routing::RouteTable,
+    readiness::Readiness,
+    routing::{RouteTable, HOST_ROUTES},
+    watchdog::Watchdog,
 };
 
 /// Runs the server until SIGTERM/SIGINT, then shuts down cleanly.
@@ -56,20 +62,41 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
 
     let state = web::Data::new(serving_state(&registry, &config, events.clone(), keys)?);
-    let server = HttpServer::new(move || build_app(state.clone()))
-        .workers(config.workers)
-        .shutdown_timeout(config.shutdown_timeout.as_secs())
-        // Our own handlers, registered before "Serving on" is logged: a signal that
-        // arrives any time after that line is a graceful shutdown, never a kill.
-        .disable_signals()
-        .listen(listener)?
-        .run();
-    let shutdown = shutdown_on_signal()?;
+    // Signal handlers are ours, registered before "Serving on" is logged: a signal that
+    // arrives any time after that line is a graceful shutdown, never a kill.
+    let server = start_server(
+        listener,
+        state.clone(),
+        &ServerSettings {
+            workers: config.workers,
+            shutdown_timeout: config.shutdown_timeout,
+            request_head_timeout: config.http.request_head_timeout,
+        },
+    )?;
+    let mut signals = ShutdownSignals::register()?;
     let handle = server.handle();
-    actix_web::rt::spawn(async move {
-        let signal = shutdown.await;
-        tracing::info!("{signal} received; stopping gracefully");
-        handle.stop(true).await;
+    let stopping = actix_web::rt::spawn({
+        let state = state.clone();
+        let delay = config.http.shutdown_delay;
+        let deadline = config.shutdown_timeout;
+        async move {
+            let signal = signals.recv().await;
+            state.readiness.set_draining();
+            if delay.is_zero() {
+                tracing::info!("{signal} received; stopping gracefully: /readyz answers 503, the listener closes now");
+            } else {
+                tracing::info!(
+                    "{signal} received; /readyz answers 503 and the host serves {} s more before it stops \
+                     accepting (another signal ends this wait)",
+                    delay.as_secs()
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    signal = signals.recv() => tracing::info!("{signal} received; stopping now"),
+                }
+            }
+            stop_gracefully(&handle, &state, deadline).await
+        }
     });
     let enabled = registry
         .records
@@ -88,10 +115,19 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .await;
     // Events written during startup (plugin:loaded, plugin:enabled, app:startup) flow now.
     events.start_delivery();
+    state.readiness.set_ready();
     tracing::info!(%address, plugins = enabled, "Serving on http://{address}");
     server.await.context("server error")?;
 
-    tracing::info!("Stopped accepting; in-flight requests finished");
+    let abandoned = stopping.await.unwrap_or(0);
+    if abandoned == 0 {
+        tracing::info!("Stopped accepting; in-flight requests finished");
+    } else {
+        tracing::warn!(
+            abandoned,
+            "Stopped accepting; {abandoned} requests still in flight at the shutdown deadline were abandoned"
+        );
+    }
     lifecycle::disable_plugins(&mut registry, &config, &events).await;
     events.stop_background().await;
     database.close().await;
@@ -129,28 +165,79 @@ async fn open_database(config: &Config) -> anyhow::Result<Database> {
     Ok(database)
 }
 
-/// Registers SIGTERM and SIGINT handlers now; the future resolves to the name of the
-/// first signal received.
-#[cfg(unix)]
-fn shutdown_on_signal() -> anyhow::Result<impl std::future::Future<Output = &'static str>> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    Ok(async move {
-        tokio::select! {
-            _ = terminate.recv() => "SIGTERM",
-            _ = interrupt.recv() => "SIGINT",
-        }
-    })
+/// Stops the server: the listener closes at once, in-flight requests get until `deadline`;
+/// those still running then are logged one by one and abandoned. How many were.
+async fn stop_gracefully(
+    handle: &actix_web::dev::ServerHandle,
+    state: &ServingState,
+    deadline: Duration,
+) -> usize {
+    let stop = handle.stop(true);
+    tokio::pin!(stop);
+    // A little before actix's own deadline, so the requests are still there to be named.
+    let report_at = deadline.saturating_sub(Duration::from_millis(50));
+    tokio::select! {
+        () = &mut stop => return 0,
+        () = tokio::time::sleep(report_at) => {}
+    }
+    let abandoned = state
+        .in_flight
+        .snapshot(|plugin, route| state.describe_route(plugin, route));
+    for request in &abandoned {
+        tracing::warn!(
+            request_id = request.request_id.to_str().unwrap_or_default(),
+            plugin = %request.plugin,
+            route = %request.route,
+            in_flight_ms = request.age.as_millis() as u64,
+            "abandoning request {} ({} of {}): still in flight after {:.1} s, past the shutdown timeout of {} s",
+            request.request_id.to_str().unwrap_or_default(),
+            request.route,
+            request.plugin,
+            request.age.as_secs_f64(),
+            deadline.as_secs()
+        );
+    }
+    stop.await;
+    abandoned.len()
 }
 
-/// Ctrl-C where there are no Unix signals.
-#[cfg(not(unix))]
-fn shutdown_on_signal() -> anyhow::Result<impl std::future::Future<Output = &'static str>> {
-    Ok(async {
-        let _ = tokio::signal::ctrl_c().await;
-        "Ctrl-C"
-    })
+/// SIGTERM and SIGINT, registered at once and received as often as they come.
+struct ShutdownSignals {
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn register() -> anyhow::Result<ShutdownSignals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(ShutdownSignals {
+                terminate: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+                interrupt: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(ShutdownSignals {})
+    }
+
+    /// The name of the next signal.
+    async fn recv(&mut self) -> &'static str {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.terminate.recv() => "SIGTERM",
+                _ = self.interrupt.recv() => "SIGINT",
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            "Ctrl-C"
+        }
+    }
 }
 
 /// The actix application: one default service that routes through the route table.
@@ -186,10 +273,12 @@ pub fn serving_state(
             continue;
         }
         let id = record.label().to_owned();
+        let full_routes = record.full_routes();
         routes
-            .add_plugin_routes(&id, plugins.len(), &record.full_routes())
+            .add_plugin_routes(&id, plugins.len(), &full_routes)
             .map_err(|error| anyhow::anyhow!("route table of enabled plugins: {error}"))?;
         plugins.push(ServedPlugin {
+            routes: served_routes(&id, &full_routes, config),
             id,
             module: record
                 .library
@@ -198,16 +287,97 @@ pub fn serving_state(
                 .module,
         });
     }
+    let health = Arc::new(PluginHealth::new(
+        plugins.iter().map(|p| p.id.clone()),
+        config.watchdog,
+    ));
+    let watchdog = Watchdog::start(
+        config.watchdog.stall_threshold,
+        plugins
+            .iter()
+            .map(|p| {
+                p.routes
+                    .iter()
+                    .map(|r| r.metrics.labels().clone())
+                    .collect()
+            })
+            .collect(),
+        health.clone(),
+    )
+    .context("cannot start the watchdog thread")?;
     Ok(ServingState {
         routes,
-        plugins,
         admin: AdminSnapshot::new(registry),
         openapi: openapi_document(registry).to_string().into(),
         body_limit: config.body_limit,
         events,
         keys,
         cors: CorsPolicy::new(&config.cors_allowed_origins),
+        http: config.http,
+        health,
+        watchdog,
+        readiness: Readiness::default(),
+        in_flight: InFlight::default(),
+        host_metrics: HOST_ROUTES
+            .iter()
+            .map(|(method, path, _, _)| RouteMetrics::new("host", path, method.as_str()))
+            .collect(),
+        unmatched_metrics: RouteMetrics::new("none", "(unmatched)", "*"),
+        plugin_states: registry
+            .records
+            .iter()
+            .filter(|r| r.state != PluginState::Enabled)
+            .map(|r| r.state.as_str())
+            .collect(),
+        subscribers: registry
+            .records
+            .iter()
+            .filter(|r| r.state == PluginState::Enabled && r.subscriptions_active())
+            .map(|r| r.label().to_owned())
+            .collect(),
+        plugins,
     })
+}
+
+/// A plugin's routes as the request path serves them, each with its time limit: the
+/// route's own (`[plugins.<id>.route_timeout_secs]`), else the plugin's
+/// (`handler_timeout_secs`), else `[http] handler_timeout_secs`.
+fn served_routes(
+    id: &str,
+    routes: &[(plugin_api::Method, String, plugin_api::Access)],
+    config: &Config,
+) -> Vec<ServedRoute> {
+    let plugin = config.plugin(id);
+    let plugin_timeout = plugin
+        .handler_timeout
+        .unwrap_or(config.http.handler_timeout);
+    let served: Vec<ServedRoute> = routes
+        .iter()
+        .map(|(method, path, _)| {
+            let name = format!("{} {path}", method.as_str());
+            ServedRoute {
+                timeout: plugin
+                    .route_timeouts
+                    .get(&name)
+                    .copied()
+                    .unwrap_or(plugin_timeout),
+                metrics: RouteMetrics::new(id, path, method.as_str()),
+                template: path.clone(),
+                name,
+            }
+        })
+        .collect();
+    for configured in plugin.route_timeouts.keys() {
+        if !served.iter().any(|route| &route.name == configured) {
+            tracing::warn!(
+                plugin = id,
+                "[plugins.{id}.route_timeout_secs] names {configured:?}, which is not a route of plugin {id}; \
+                 its routes are: {}",
+                served.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(", ")
+            );
+        }
+    }
+    served
 }
 
 /// The keys that verify (and, for `pixsim7 token` and the sign-in plugin, sign) access

@@ -131,8 +131,22 @@ impl Database {
     pub async fn read_connection(&self) -> Result<ReadConnection, DbError> {
         match &self.engine {
             Engine::Sqlite(store) => Ok(ReadConnection::Sqlite(store.reader()?)),
-            Engine::Postgres(pool) => Ok(ReadConnection::Postgres(pool.acquire().await?)),
+            Engine::Postgres(pool) => {
+                let started = std::time::Instant::now();
+                let connection = pool.acquire().await?;
+                crate::metrics::observe_pool_wait(started.elapsed());
+                Ok(ReadConnection::Postgres(connection))
+            }
         }
+    }
+
+    /// Whether the database answers a query now (for `/readyz`).
+    pub async fn ping(&self) -> Result<(), DbError> {
+        let mut connection = self.read_connection().await?;
+        sql::query("SELECT 1")
+            .fetch_one(&mut connection.conn())
+            .await?;
+        Ok(())
     }
 
     /// Commits what is pending and closes every connection (at shutdown).

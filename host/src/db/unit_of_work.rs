@@ -354,9 +354,13 @@ impl Drop for UnitOfWork {
 
 /// Opens a unit's transaction: on SQLite, a savepoint on the writer (in a group
 /// transaction); on PostgreSQL, a transaction of its own.
+/// The wait (for SQLite's writer, or a pooled PostgreSQL connection) is measured.
 async fn begin_transaction(database: &Database) -> Result<OpenTransaction, DbError> {
-    match &database.engine {
-        Engine::Sqlite(store) => Ok(OpenTransaction::Sqlite(store.writer().await?)),
-        Engine::Postgres(pool) => Ok(OpenTransaction::Postgres(pool.begin().await?)),
-    }
+    let started = std::time::Instant::now();
+    let transaction = match &database.engine {
+        Engine::Sqlite(store) => OpenTransaction::Sqlite(store.writer().await?),
+        Engine::Postgres(pool) => OpenTransaction::Postgres(pool.begin().await?),
+    };
+    crate::metrics::observe_pool_wait(started.elapsed());
+    Ok(transaction)
 }
