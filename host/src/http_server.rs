@@ -271,7 +271,7 @@ mod tests {
         );
         let answer = with_detail(BARE_408, 408);
         let text = std::str::from_utf8(&answer).unwrap();
-        assert!(text.starts_with("HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\ncontent-length: 50\r\nconnection: close\r\ndate: "), "{text}");
+        assert!(text.starts_with("HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\ncontent-length: 49\r\nconnection: close\r\ndate: "), "{text}");
         assert!(
             text.ends_with("\r\n\r\n{\"detail\":\"the request was not received in time\"}"),
             "{text}"

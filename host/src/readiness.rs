@@ -84,3 +84,50 @@ impl Readiness {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn status_and_body(response: HttpResponse) -> (u16, String) {
+        let status = response.status().as_u16();
+        let body = actix_web::body::to_bytes(response.into_body()).await.unwrap();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[test]
+    fn readiness_is_503_while_starting_200_when_ready_and_503_for_good_once_draining() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let path = std::env::temp_dir().join(format!(
+                "pixsim7-readiness-{}.db",
+                std::process::id()
+            ));
+            let database = Database::connect(&format!("sqlite://{}", path.display()))
+                .await
+                .unwrap();
+            let readiness = Readiness::default();
+            let (status, body) = status_and_body(readiness.answer(&database).await).await;
+            assert_eq!(status, 503);
+            assert!(body.contains("starting"), "{body}");
+            readiness.set_ready();
+            assert_eq!(
+                status_and_body(readiness.answer(&database).await).await,
+                (200, r#"{"status":"ready"}"#.to_owned())
+            );
+            readiness.set_draining();
+            readiness.set_ready();
+            let (status, body) = status_and_body(readiness.answer(&database).await).await;
+            assert_eq!(status, 503, "draining is never undone");
+            assert!(body.contains("shutting down"), "{body}");
+            assert!(readiness.is_draining());
+            database.close().await;
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+            }
+        });
+    }
+}

@@ -4,7 +4,7 @@
 
 use serde_json::json;
 
-use crate::harness::{pixsim7, token_for, PluginDir};
+use crate::harness::{game_plugins_and, pixsim7, token_for, PluginDir};
 
 /// The value of the sample `name{labels}` in a Prometheus text answer.
 fn sample(metrics: &str, series: &str) -> Option<f64> {
@@ -118,7 +118,9 @@ fn metrics_count_each_plugin_route_by_template_and_status_class_and_each_request
     host.wait_for_log("GET /api/v1/nowhere/42 404");
     host.stop();
 
-    // Access log off, metrics for admins only.
+    // Access log off, metrics for admins only; every game plugin, so a subscriber's event
+    // lag is reported.
+    let dir = PluginDir::with(&game_plugins_and(&["game_relationships"]));
     let config = dir.config_file("[http]\naccess_log = false\nmetrics = \"admin\"\n");
     let host = pixsim7(&dir).env("PIXSIM7_CONFIG", &config).start();
     assert_eq!(host.request_raw("GET", "/metrics", &[], b"").status, 401);
@@ -128,7 +130,17 @@ fn metrics_count_each_plugin_route_by_template_and_status_class_and_each_request
             .status,
         403
     );
-    assert_eq!(host.get("/metrics").status, 200, "as the admin");
+    let metrics = host.get("/metrics");
+    assert_eq!(metrics.status, 200, "as the admin");
+    assert_eq!(
+        sample(
+            &metrics.body,
+            r#"pixsim7_event_lag{subscriber="game-relationships"}"#
+        ),
+        Some(0.0),
+        "{}",
+        metrics.body
+    );
     let exited = host.stop();
     assert!(
         !exited
