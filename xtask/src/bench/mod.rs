@@ -303,13 +303,24 @@ impl Bench {
     }
 
     fn host_command(&self, plugin_dir: &Path, database_url: &str, core: Option<u32>) -> Command {
+        self.host_command_logging(plugin_dir, database_url, core, "warn")
+    }
+
+    /// `host_command` with the log filter `log` (stderr still goes nowhere).
+    fn host_command_logging(
+        &self,
+        plugin_dir: &Path,
+        database_url: &str,
+        core: Option<u32>,
+        log: &str,
+    ) -> Command {
         let mut command = pinned(core, &self.pixsim7());
         command
             .env("PIXSIM7_PLUGIN_DIR", plugin_dir)
             .env("PIXSIM7_DATABASE_URL", database_url)
             .env("PIXSIM7_JWT_SECRET", JWT_SECRET)
             .env("PIXSIM7_DATA_DIR", self.scratch.join("data"))
-            .env("PIXSIM7_LOG", "warn")
+            .env("PIXSIM7_LOG", log)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -353,6 +364,18 @@ impl Bench {
         workers: Option<u32>,
         core: Option<u32>,
     ) -> anyhow::Result<(Server, Duration)> {
+        self.start_host_logging(plugin_dir, database, workers, core, "warn")
+    }
+
+    /// Like `start_host_on`, with the log filter `log`.
+    fn start_host_logging(
+        &self,
+        plugin_dir: &Path,
+        database: &str,
+        workers: Option<u32>,
+        core: Option<u32>,
+        log: &str,
+    ) -> anyhow::Result<(Server, Duration)> {
         let migrated = self
             .host_command(plugin_dir, database, None)
             .arg("migrate")
@@ -361,7 +384,7 @@ impl Bench {
             bail!("pixsim7 migrate failed for {}", plugin_dir.display());
         }
         let address = free_port()?;
-        let mut command = self.host_command(plugin_dir, database, core);
+        let mut command = self.host_command_logging(plugin_dir, database, core, log);
         command.args(["serve", "--bind", &address.to_string()]);
         if let Some(workers) = workers {
             command.args(["--workers", &workers.to_string()]);
@@ -660,6 +683,16 @@ pub fn run_bench(workspace: &Workspace, quick: bool, scope: Scope) -> anyhow::Re
     let one = bench.plugin_dir("one", &["bench_echo"], 0)?;
     let (host, _) = bench.start_host(&one, &bench.scratch.join("one.db"), Some(1), Some(0))?;
     let twin = bench.start_twin(Some(0))?;
+    // The same host with its access log on (one line per request, written to a pipe nobody
+    // reads here: stderr is /dev/null), to show what the log costs.
+    let logged_dir = bench.plugin_dir("one-logged", &["bench_echo"], 0)?;
+    let (logged, _) = bench.start_host_logging(
+        &logged_dir,
+        &format!("sqlite://{}", bench.scratch.join("one-logged.db").display()),
+        Some(1),
+        Some(0),
+        "warn,pixsim7::access=info",
+    )?;
     let overhead = bench.compare_rounds(
         &[
             (
@@ -672,14 +705,20 @@ pub fn run_bench(workspace: &Workspace, quick: bool, scope: Scope) -> anyhow::Re
                 host.url("/api/v1/bench/echo"),
                 echo_script.clone(),
             ),
+            (
+                "plugin route, access log on",
+                logged.url("/api/v1/bench/echo"),
+                echo_script.clone(),
+            ),
         ],
         bench.plan.forwarding_rounds,
     )?;
     twin.stop();
     host.stop();
-    let _ = writeln!(report, "## Forwarding overhead\n\n`POST /api/v1/bench/echo` (parse a small JSON body, answer a small JSON body), 1 worker pinned to core 0, wrk `-t1 -c{}` on core 1, {} rounds of {} s alternating, after {} s warm-up each. The ratio is plugin route ÷ compiled-in.\n\n{LOAD_HEADER}\n{}\n{}\n",
+    logged.stop();
+    let _ = writeln!(report, "## Forwarding overhead\n\n`POST /api/v1/bench/echo` (parse a small JSON body, answer a small JSON body), 1 worker pinned to core 0, wrk `-t1 -c{}` on core 1, {} rounds of {} s alternating, after {} s warm-up each. The ratio is plugin route ÷ compiled-in. The host counts every request in `/metrics` and watches every handler; its access log is off in the first plugin row (the bench logs at `warn`) and on in the second (written to /dev/null).\n\n{LOAD_HEADER}\n{}\n{}\n{}\n",
         bench.plan.connections, bench.plan.forwarding_rounds, bench.plan.round.as_secs(), bench.plan.warmup.as_secs(),
-        overhead[0].row(None), overhead[1].row(Some(&overhead[0])));
+        overhead[0].row(None), overhead[1].row(Some(&overhead[0])), overhead[2].row(Some(&overhead[0])));
     if scope == Scope::Forwarding {
         println!("\n{report}");
         return Ok(());
