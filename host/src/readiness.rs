@@ -91,7 +91,9 @@ mod tests {
 
     async fn status_and_body(response: HttpResponse) -> (u16, String) {
         let status = response.status().as_u16();
-        let body = actix_web::body::to_bytes(response.into_body()).await.unwrap();
+        let body = actix_web::body::to_bytes(response.into_body())
+            .await
+            .unwrap();
         (status, String::from_utf8(body.to_vec()).unwrap())
     }
 
@@ -102,10 +104,8 @@ mod tests {
             .build()
             .unwrap();
         runtime.block_on(async {
-            let path = std::env::temp_dir().join(format!(
-                "pixsim7-readiness-{}.db",
-                std::process::id()
-            ));
+            let path =
+                std::env::temp_dir().join(format!("pixsim7-readiness-{}.db", std::process::id()));
             let database = Database::connect(&format!("sqlite://{}", path.display()))
                 .await
                 .unwrap();

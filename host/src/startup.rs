@@ -62,8 +62,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
 
     let state = web::Data::new(serving_state(&registry, &config, events.clone(), keys)?);
-    // Signal handlers are ours, registered before "Serving on" is logged: a signal that
-    // arrives any time after that line is a graceful shutdown, never a kill.
+    // Signal handlers are ours, registered before the server accepts (and so before "Serving
+    // on" is logged): a signal that arrives any time after that is a graceful shutdown.
+    let mut signals = ShutdownSignals::register()?;
     let server = start_server(
         listener,
         state.clone(),
@@ -73,10 +74,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             request_head_timeout: config.http.request_head_timeout,
         },
     )?;
-    let mut signals = ShutdownSignals::register()?;
     let handle = server.handle();
+    // How many requests the graceful stop abandoned, known before the server's future ends.
+    let abandoned = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let stopping = actix_web::rt::spawn({
         let state = state.clone();
+        let abandoned = abandoned.clone();
         let delay = config.http.shutdown_delay;
         let deadline = config.shutdown_timeout;
         async move {
@@ -95,7 +98,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                     signal = signals.recv() => tracing::info!("{signal} received; stopping now"),
                 }
             }
-            stop_gracefully(&handle, &state, deadline).await
+            stop_gracefully(&handle, &state, deadline, &abandoned).await;
         }
     });
     let enabled = registry
@@ -119,7 +122,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!(%address, plugins = enabled, "Serving on http://{address}");
     server.await.context("server error")?;
 
-    let abandoned = stopping.await.unwrap_or(0);
+    // The server ends only through the stop above (or an error, when no signal came).
+    stopping.abort();
+    let abandoned = abandoned.load(std::sync::atomic::Ordering::SeqCst);
     if abandoned == 0 {
         tracing::info!("Stopped accepting; in-flight requests finished");
     } else {
@@ -166,18 +171,19 @@ async fn open_database(config: &Config) -> anyhow::Result<Database> {
 }
 
 /// Stops the server: the listener closes at once, in-flight requests get until `deadline`;
-/// those still running then are logged one by one and abandoned. How many were.
+/// those still running then are logged one by one, counted in `abandoned`, and abandoned.
 async fn stop_gracefully(
     handle: &actix_web::dev::ServerHandle,
     state: &ServingState,
     deadline: Duration,
-) -> usize {
+    abandoned_count: &std::sync::atomic::AtomicUsize,
+) {
     let stop = handle.stop(true);
     tokio::pin!(stop);
     // A little before actix's own deadline, so the requests are still there to be named.
     let report_at = deadline.saturating_sub(Duration::from_millis(50));
     tokio::select! {
-        () = &mut stop => return 0,
+        () = &mut stop => return,
         () = tokio::time::sleep(report_at) => {}
     }
     let abandoned = state
@@ -197,8 +203,8 @@ async fn stop_gracefully(
             deadline.as_secs()
         );
     }
+    abandoned_count.store(abandoned.len(), std::sync::atomic::Ordering::SeqCst);
     stop.await;
-    abandoned.len()
 }
 
 /// SIGTERM and SIGINT, registered at once and received as often as they come.
