@@ -13,6 +13,8 @@ use std::{
 use anyhow::{bail, Context};
 use serde::Deserialize;
 
+use crate::login_throttle::{LoginThrottleSettings, LoginThrottleTable};
+
 /// Default address to serve on.
 pub const DEFAULT_BIND: &str = "127.0.0.1:8000";
 /// Default plugin directory.
@@ -69,6 +71,8 @@ pub struct Config {
     pub events: EventSettings,
     /// Bounds on what the game state accepts (`[game]`).
     pub game_limits: GameLimits,
+    /// Failed sign-ins allowed per username and client address (`[login_throttle]`).
+    pub login_throttle: LoginThrottleSettings,
 }
 
 /// `[events]`: delivery from the outbox table.
@@ -167,6 +171,8 @@ struct FileConfig {
     game: GameTable,
     #[serde(default)]
     cors: CorsTable,
+    #[serde(default)]
+    login_throttle: LoginThrottleTable,
 }
 
 /// `[cors]`.
@@ -299,6 +305,8 @@ impl Config {
         if file.max_blocking_jobs == Some(0) {
             bail!("max_blocking_jobs must be at least 1");
         }
+        let login_throttle =
+            LoginThrottleSettings::from_table(file.login_throttle).map_err(anyhow::Error::msg)?;
         Ok(Config {
             bind,
             plugin_dir,
@@ -328,6 +336,7 @@ impl Config {
                 max_session_document_bytes,
                 plugin_statement_timeout: Duration::from_millis(plugin_statement_timeout_ms),
             },
+            login_throttle,
         })
     }
 

@@ -43,6 +43,7 @@ use plugin_api::{
 use crate::{
     admin::AdminSnapshot,
     auth::{bearer_token, Caller, TokenKeys},
+    client_address::ClientOrigin,
     cors::{self, CorsPolicy},
     db::unit_of_work::UnitOfWork,
     events::EventBus,
@@ -135,8 +136,12 @@ async fn route_request(
         .iter()
         .map(|(name, value)| Tuple2(RStr::from_str(name), RStr::from_str(value)))
         .collect();
-    let (request_state, context) =
-        new_request_context(request_id_header, caller, state.events.database());
+    let (request_state, context) = new_request_context(
+        request_id_header,
+        caller,
+        ClientOrigin::of(request),
+        state.events.database(),
+    );
     let call = PluginCall {
         plugin: &state.plugins[plugin],
         route,

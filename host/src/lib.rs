@@ -11,6 +11,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod client_address;
 pub mod config;
 pub mod cors;
 pub mod db;
@@ -18,6 +19,7 @@ pub mod events;
 pub mod forward;
 pub mod game;
 pub mod http_error;
+pub mod login_throttle;
 pub mod openapi;
 pub mod plugins;
 pub mod report;

@@ -17,6 +17,7 @@ use crate::{
     db::{migrate::migrate_host, redact, Database},
     events::{EventBus, HOST_EMITTER},
     forward::{dispatch, ServedPlugin, ServingState},
+    login_throttle::LoginThrottle,
     openapi::openapi_document,
     plugins::services::SharedServices,
     plugins::{lifecycle, PluginRegistry, PluginState},
@@ -40,6 +41,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         max_token_ttl: config.max_token_ttl,
         blocking: Arc::new(Semaphore::new(config.max_blocking_jobs)),
         limits: config.game_limits,
+        login_throttle: Arc::new(LoginThrottle::new(config.login_throttle.clone())),
     });
     lifecycle::subscribe_plugins(&mut registry, &events).await;
     lifecycle::load_plugins(&mut registry, &config, &shared).await;
