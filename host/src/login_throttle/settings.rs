@@ -97,9 +97,11 @@ impl LoginThrottleSettings {
         let max_tracked_keys = match table.max_tracked_keys {
             None => defaults.max_tracked_keys,
             Some(keys) if (1000..=10_000_000).contains(&keys) => keys,
-            Some(other) => return Err(format!(
+            Some(other) => {
+                return Err(format!(
                 "[login_throttle] max_tracked_keys must be between 1000 and 10000000, got {other}"
-            )),
+            ))
+            }
         };
         let trusted_proxies = TrustedProxies::parse(&table.trusted_proxies.unwrap_or_default())
             .map_err(|error| format!("[login_throttle] trusted_proxies: {error}"))?;
