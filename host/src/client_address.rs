@@ -129,11 +129,6 @@ impl TrustedProxies {
         Ok(TrustedProxies { blocks })
     }
 
-    /// Whether no proxy is trusted.
-    pub fn is_empty(&self) -> bool {
-        self.blocks.is_empty()
-    }
-
     /// Whether `address` is a trusted proxy.
     pub fn contains(&self, address: IpAddr) -> bool {
         let address = canonical(address);

@@ -66,7 +66,7 @@ impl<K: Hash + Eq> Buckets<K> {
     }
 
     /// How many keys are stored.
-    pub fn len(&self) -> usize {
+    pub fn tracked_keys(&self) -> usize {
         self.full_at.len()
     }
 
@@ -112,9 +112,9 @@ mod tests {
         assert_eq!(buckets.wait(&"alice", 40 * SECOND), 0);
         // After three intervals the bucket is full again: the key may go.
         buckets.take("bob", 40 * SECOND);
-        assert_eq!(buckets.len(), 2);
+        assert_eq!(buckets.tracked_keys(), 2);
         buckets.take("carol", 41 * SECOND);
-        assert_eq!(buckets.len(), 3);
+        assert_eq!(buckets.tracked_keys(), 3);
     }
 
     #[test]
@@ -122,14 +122,14 @@ mod tests {
         let mut buckets = Buckets::new(2, SECOND, 100);
         buckets.take("alice", 0);
         buckets.give_back(&"alice", 0);
-        assert_eq!(buckets.len(), 0, "a full bucket is not stored");
+        assert_eq!(buckets.tracked_keys(), 0, "a full bucket is not stored");
         buckets.take("alice", 0);
         buckets.take("alice", 0);
         assert!(buckets.wait(&"alice", 0) > 0);
         buckets.give_back(&"alice", 0);
         assert_eq!(buckets.wait(&"alice", 0), 0);
         buckets.give_back(&"nobody", 0);
-        assert_eq!(buckets.len(), 1);
+        assert_eq!(buckets.tracked_keys(), 1);
     }
 
     #[test]
@@ -141,7 +141,7 @@ mod tests {
         }
         for key in 0..100_000u64 {
             buckets.take(key, key);
-            assert!(buckets.len() <= 1000);
+            assert!(buckets.tracked_keys() <= 1000);
         }
         assert!(
             buckets.wait(&u64::MAX, 100_000) > 0,
@@ -152,7 +152,7 @@ mod tests {
         for key in 300_000..301_000u64 {
             buckets.take(key, later);
         }
-        assert_eq!(buckets.len(), 1000);
+        assert_eq!(buckets.tracked_keys(), 1000);
         assert!((300_000..301_000u64).all(|key| buckets.full_at.contains_key(&key)));
     }
 }
