@@ -5,7 +5,8 @@
 //! behind host services), `plugins/` (discovery, loading, ordering, hooks,
 //! services), `routing` (the radix route table), `forward` (the request path), `admin` and
 //! `openapi` (what the host says about itself), `startup` (the serving pipeline), `report`
-//! (`pixsim7 plugins`), `telemetry` (logging), `http_error` (error bodies).
+//! (`pixsim7 plugins`), `telemetry` (logging), `http_error` (error bodies), `login_throttle`
+//! and `client_address` (failed sign-ins per username and client address).
 //!
 //! Invariant: only this crate knows actix and sqlx; plugins see only `plugin-api` types.
 
