@@ -13,6 +13,8 @@ use std::{
 use anyhow::{bail, Context};
 use serde::Deserialize;
 
+use crate::login_throttle::{LoginThrottleSettings, LoginThrottleTable};
+
 /// Default address to serve on.
 pub const DEFAULT_BIND: &str = "127.0.0.1:8000";
 /// Default plugin directory.
@@ -69,6 +71,8 @@ pub struct Config {
     pub events: EventSettings,
     /// Bounds on what the game state accepts (`[game]`).
     pub game_limits: GameLimits,
+    /// Failed sign-ins allowed per username and client address (`[login_throttle]`).
+    pub login_throttle: LoginThrottleSettings,
     /// Time limits and what the host says about requests (`[http]`).
     pub http: HttpSettings,
     /// The stuck-worker watchdog and quarantine (`[watchdog]`).
@@ -250,6 +254,8 @@ struct FileConfig {
     #[serde(default)]
     cors: CorsTable,
     #[serde(default)]
+    login_throttle: LoginThrottleTable,
+    #[serde(default)]
     http: HttpTable,
     #[serde(default)]
     watchdog: WatchdogTable,
@@ -417,6 +423,8 @@ impl Config {
         }
         let http = http_settings(&file.http, overrides.handler_timeout_secs)?;
         let watchdog = watchdog_settings(&file.watchdog)?;
+        let login_throttle =
+            LoginThrottleSettings::from_table(file.login_throttle).map_err(anyhow::Error::msg)?;
         Ok(Config {
             bind,
             plugin_dir,
@@ -448,6 +456,7 @@ impl Config {
             },
             http,
             watchdog,
+            login_throttle,
         })
     }
 

@@ -45,6 +45,7 @@ use crate::{
     admin::AdminSnapshot,
     auth::{bearer_token, Caller, TokenKeys},
     config::HttpSettings,
+    client_address::ClientOrigin,
     cors::{self, CorsPolicy},
     db::unit_of_work::UnitOfWork,
     events::EventBus,
@@ -284,8 +285,12 @@ async fn route_request<'s>(
         .iter()
         .map(|(name, value)| Tuple2(RStr::from_str(name), RStr::from_str(value)))
         .collect();
-    let (request_state, context) =
-        new_request_context(request_id_header, caller, state.events.database());
+    let (request_state, context) = new_request_context(
+        request_id_header,
+        caller,
+        ClientOrigin::of(request),
+        state.events.database(),
+    );
     let call = PluginCall {
         plugin,
         route,

@@ -5,13 +5,16 @@
 //! behind host services), `plugins/` (discovery, loading, ordering, hooks,
 //! services), `routing` (the radix route table), `forward` (the request path), `admin` and
 //! `openapi` (what the host says about itself), `startup` (the serving pipeline), `report`
-//! (`pixsim7 plugins`), `telemetry` (logging), `http_error` (error bodies), `metrics`,
-//! `readiness`, `in_flight`, `watchdog` and `plugin_health` (what an operator watches).
+//! (`pixsim7 plugins`), `telemetry` (logging), `http_error` (error bodies), `http_server`
+//! (the server and its connections), `metrics`, `readiness`, `in_flight`, `watchdog` and
+//! `plugin_health` (what an operator watches), `login_throttle` and `client_address` (failed
+//! sign-ins per username and client address).
 //!
 //! Invariant: only this crate knows actix and sqlx; plugins see only `plugin-api` types.
 
 pub mod admin;
 pub mod auth;
+pub mod client_address;
 pub mod config;
 pub mod cors;
 pub mod db;
@@ -21,6 +24,7 @@ pub mod game;
 pub mod http_error;
 pub mod http_server;
 pub mod in_flight;
+pub mod login_throttle;
 pub mod metrics;
 pub mod openapi;
 pub mod plugin_health;
@@ -31,6 +35,7 @@ pub mod request_context;
 pub mod routing;
 pub mod startup;
 pub mod telemetry;
+pub mod watchdog;
 #[cfg(feature = "testing")]
 pub mod testing;
-pub mod watchdog;
+

@@ -15,6 +15,7 @@ use plugin_api::abi::{RequestContext, RequestContextHandle, RequestContext_TO};
 
 use crate::{
     auth::Caller,
+    client_address::ClientOrigin,
     db::{unit_of_work::UnitOfWork, Database},
 };
 
@@ -28,6 +29,9 @@ pub struct RequestState {
     /// Who is calling, as verified from the bearer token; for an event delivery, the user on
     /// whose behalf the event was emitted (with no roles).
     pub caller: Option<Caller>,
+    /// Where the request came from (peer and `X-Forwarded-For`, resolved on demand against
+    /// the trusted proxies); empty for an event delivery.
+    pub client: ClientOrigin,
     /// The request's database transaction and the events written in it.
     pub unit: Arc<UnitOfWork>,
 }
@@ -60,6 +64,7 @@ thread_local! {
 pub fn new_request_context(
     request_id: &HeaderValue,
     caller: Option<Caller>,
+    client: ClientOrigin,
     database: &Database,
 ) -> (SharedRequestState, RequestContextHandle) {
     let state = match POOL.with(|pool| pool.borrow_mut().pop()) {
@@ -70,11 +75,13 @@ pub fn new_request_context(
             *unit = UnitOfWork::new(database);
             record.request_id = request_id.clone();
             record.caller = caller;
+            record.client = client;
             state
         }
         None => RArc::new(RequestState {
             request_id: request_id.clone(),
             caller,
+            client,
             unit: Arc::new(UnitOfWork::new(database)),
         }),
     };
@@ -94,6 +101,7 @@ pub fn recycle_request_context(mut state: SharedRequestState) {
     }
     // Nothing of the request stays alive in the pool (its id shares the request's buffer).
     record.caller = None;
+    record.client = ClientOrigin::default();
     record.request_id = HeaderValue::from_static("");
     POOL.with(|pool| {
         let mut pool = pool.borrow_mut();
@@ -118,6 +126,7 @@ pub fn event_delivery_context(
             user_id,
             roles: Vec::new(),
         }),
+        client: ClientOrigin::default(),
         unit,
     });
     RequestContext_TO::from_ptr(state, TD_CanDowncast)

@@ -19,6 +19,7 @@ use crate::{
     forward::{dispatch, ServedPlugin, ServedRoute, ServingState},
     http_server::{start_server, ServerSettings},
     in_flight::InFlight,
+    login_throttle::LoginThrottle,
     metrics::RouteMetrics,
     openapi::openapi_document,
     plugin_health::PluginHealth,
@@ -46,6 +47,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         max_token_ttl: config.max_token_ttl,
         blocking: Arc::new(Semaphore::new(config.max_blocking_jobs)),
         limits: config.game_limits,
+        login_throttle: Arc::new(LoginThrottle::new(config.login_throttle.clone())),
     });
     lifecycle::subscribe_plugins(&mut registry, &events).await;
     lifecycle::load_plugins(&mut registry, &config, &shared).await;

@@ -61,6 +61,7 @@ use tokio::sync::Semaphore;
 
 use crate::{
     auth::{Caller, TokenKeys},
+    client_address::ClientOrigin,
     config::{EventSettings, GameLimits},
     db::{
         migrate::{migrate, migrate_host},
@@ -70,6 +71,7 @@ use crate::{
     },
     events::{EventBus, Position, StoredEvent, HOST_EMITTER},
     forward::{check_access, settle_unit, PluginHeaders, Refusal, COMMIT_FAILED},
+    login_throttle::{LoginThrottle, LoginThrottleSettings},
     plugins::{
         lifecycle::{needs_own_data, pending_migrations, run_hook},
         services::{PluginServices, SharedServices},
@@ -228,6 +230,7 @@ impl TestHost {
             max_token_ttl: Duration::from_secs(7 * 86_400),
             blocking: Arc::new(Semaphore::new(4)),
             limits: GameLimits::default(),
+            login_throttle: Arc::new(LoginThrottle::new(LoginThrottleSettings::default())),
         });
         let setup_permissions: Vec<String> =
             SETUP_PERMISSIONS.iter().map(|p| (*p).to_owned()).collect();
@@ -473,7 +476,12 @@ impl Inner {
         Fut: Future<Output = Result<T, E>>,
     {
         let request_id = self.request_id();
-        let (state, context) = new_request_context(&request_id, caller, &self.shared.database);
+        let (state, context) = new_request_context(
+            &request_id,
+            caller,
+            ClientOrigin::default(),
+            &self.shared.database,
+        );
         let host = Host::for_tests(services.clone(), Some(context));
         let outcome = self.runtime.block_on(async {
             let outcome = work(host).await;
@@ -736,8 +744,12 @@ impl<P: ExportedPlugin> TestPlugin<P> {
             Err(Refusal::Forbidden) => return detail(403, "Not enough permissions"),
         }
         let request_id = self.host.request_id();
-        let (state, context) =
-            new_request_context(&request_id, caller.clone(), &self.host.shared.database);
+        let (state, context) = new_request_context(
+            &request_id,
+            caller.clone(),
+            ClientOrigin::default(),
+            &self.host.shared.database,
+        );
         let full_path = format!("{}{path}", descriptor.manifest.prefix);
         let path_params: Vec<Tuple2<RStr<'_>, RStr<'_>>> = params
             .iter()

@@ -596,6 +596,8 @@ operations! {
     DB_EXECUTE = "db.execute" v 1 requires "db:write";
     EVENT_EMIT = "event.emit" v 1 requires "event:emit";
     AUTH_ISSUE_TOKEN = "auth.issue_token" v 1 requires "auth:issue";
+    AUTH_LOGIN_ATTEMPT = "auth.login_attempt" v 1 requires "auth:throttle";
+    AUTH_LOGIN_SUCCEEDED = "auth.login_succeeded" v 1 requires "auth:throttle";
 }
 
 /// The operation with this name and version.
@@ -714,6 +716,39 @@ pub mod calls {
         pub access_token: String,
         /// Seconds until it expires.
         pub expires_in: u64,
+    }
+
+    /// `auth.login_attempt` and `auth.login_succeeded`: a sign-in attempt for `username` (as
+    /// the plugin stores usernames, e.g. lower-cased; known or not, alike), from the client
+    /// address the host knows for the request (never one the plugin names).
+    ///
+    /// Call `auth.login_attempt` before checking the password: it either refuses (answer
+    /// 429 with `Retry-After`, check nothing) or counts the attempt as a failure in advance,
+    /// taking one token from the username's and the address's bucket, so that parallel
+    /// guesses cannot all pass before any failure is counted. When the password is right,
+    /// call `auth.login_succeeded`: it gives those tokens back, so correct sign-ins never
+    /// count. Both need the request's host handle.
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    pub struct LoginAttempt {
+        /// The username tried, known or not.
+        pub username: String,
+    }
+
+    /// The answer to `auth.login_attempt`: go ahead and check the password, or refuse.
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    pub struct LoginVerdict {
+        /// Set when the attempt is refused (answer 429): too many failed sign-ins.
+        #[serde(default)]
+        pub refused: Option<LoginRefusal>,
+    }
+
+    /// Why a sign-in attempt was refused, and for how long.
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    pub struct LoginRefusal {
+        /// What had too many failures: `"username"` or `"address"`.
+        pub scope: String,
+        /// Whole seconds (rounded up, at least 1) until an attempt can be made again.
+        pub retry_after_secs: u64,
     }
 
     /// The answer to `db.execute`.

@@ -46,6 +46,10 @@ pub const KNOWN_PERMISSIONS: &[(&str, &str)] = &[
         "auth:issue",
         "mint access tokens for users (the sign-in plugin)",
     ),
+    (
+        "auth:throttle",
+        "count sign-in attempts against the host's login throttle (the sign-in plugin)",
+    ),
 ];
 
 /// Whether `name` is a known permission.

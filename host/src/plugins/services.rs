@@ -36,6 +36,7 @@ use crate::{
     db::{unit_of_work::UnitOfWork, Database},
     events::EventBus,
     game::{self, Scope},
+    login_throttle::LoginThrottle,
     request_context::{request_state, SharedRequestState},
 };
 
@@ -84,6 +85,8 @@ pub struct SharedServices {
     pub blocking: Arc<Semaphore>,
     /// Bounds on game state documents.
     pub limits: GameLimits,
+    /// Failed sign-ins per username and address (`auth.login_attempt`, `auth.login_succeeded`).
+    pub login_throttle: Arc<LoginThrottle>,
 }
 
 impl PluginServices {
@@ -163,6 +166,12 @@ impl Bound {
             self.emit(unit, scope.user_id(), payload).await
         } else if op == ops::AUTH_ISSUE_TOKEN {
             self.issue_token(payload)
+        } else if op == ops::AUTH_LOGIN_ATTEMPT {
+            let throttle = &self.shared.login_throttle;
+            throttle.serve_attempt(plugin, request.as_deref(), payload)
+        } else if op == ops::AUTH_LOGIN_SUCCEEDED {
+            let throttle = &self.shared.login_throttle;
+            throttle.serve_succeeded(request.as_deref(), payload)
         } else {
             game::execute(unit, &self.shared.limits, plugin, scope, op, payload).await
         };

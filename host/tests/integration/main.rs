@@ -14,6 +14,7 @@ mod http_forwarding;
 mod library_image;
 mod lifecycle_hooks;
 mod loader_trust;
+mod login_throttling;
 mod metrics_and_readiness;
 mod migrations_cli;
 mod plugin_data;

@@ -1,7 +1,7 @@
 //! Errors plugin code returns: [`ApiError`] from handlers (an HTTP status and a `detail`
 //! for the client) and [`PluginError`] from lifecycle hooks (a message for the operator).
 
-use std::fmt;
+use std::{borrow::Cow, fmt};
 
 use serde_json::{json, Value};
 
@@ -11,10 +11,12 @@ use super::response::{IntoResponse, Response};
 ///
 /// `detail` is usually a string; FastAPI-style validation errors (422) carry a list of
 /// `{type, loc, msg}` objects instead, which the game's front end already understands.
+/// Headers can ride along ([`ApiError::with_header`]), e.g. `Retry-After` on a 429.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiError {
     status: u16,
     detail: Value,
+    headers: Vec<(Cow<'static, str>, Cow<'static, str>)>,
 }
 
 impl ApiError {
@@ -23,6 +25,7 @@ impl ApiError {
         ApiError {
             status,
             detail: Value::String(detail.into()),
+            headers: Vec::new(),
         }
     }
 
@@ -57,7 +60,28 @@ impl ApiError {
         ApiError {
             status: 422,
             detail: Value::Array(issues),
+            headers: Vec::new(),
         }
+    }
+
+    /// 429 Too Many Requests, with `Retry-After: retry_after_secs` (whole seconds).
+    pub fn too_many_requests(retry_after_secs: u64, detail: impl Into<String>) -> ApiError {
+        ApiError::new(429, detail).with_header("retry-after", retry_after_secs.to_string())
+    }
+
+    /// Adds a header to the error's response (pass `&'static str`s where you can).
+    pub fn with_header(
+        mut self,
+        name: impl Into<Cow<'static, str>>,
+        value: impl Into<Cow<'static, str>>,
+    ) -> ApiError {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// The headers sent with the error, in order.
+    pub fn headers(&self) -> &[(Cow<'static, str>, Cow<'static, str>)] {
+        &self.headers
     }
 
     /// 500; the client sees only a generic detail, `cause` goes to the host log.
@@ -90,7 +114,9 @@ impl std::error::Error for ApiError {}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        Response::json_value(self.status, &json!({ "detail": self.detail }))
+        let mut response = Response::json_value(self.status, &json!({ "detail": self.detail }));
+        response.headers.extend(self.headers);
+        response
     }
 }
 
@@ -156,5 +182,22 @@ impl From<ApiError> for PluginError {
 impl From<&str> for PluginError {
     fn from(message: &str) -> PluginError {
         PluginError::new(message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_ride_along_with_the_detail() {
+        let response = ApiError::too_many_requests(30, "slow down").into_response();
+        assert_eq!(response.status, 429);
+        assert_eq!(response.json_body(), json!({"detail": "slow down"}));
+        assert!(response
+            .headers
+            .iter()
+            .any(|(name, value)| name == "retry-after" && value == "30"));
+        assert!(ApiError::not_found("x").headers().is_empty());
     }
 }

@@ -19,8 +19,9 @@ use crate::{
     db::{Rows, SqlDecodeError, SqlValue},
     game::{
         calls::{
-            AdvanceWorld, ById, Emit, Executed, IssueToken, IssuedToken, PatchSession,
-            SetExpressions, SetHotspots, SetSchedules, Sql, UpdateSession,
+            AdvanceWorld, ById, Emit, Executed, IssueToken, IssuedToken, LoginAttempt,
+            LoginVerdict, PatchSession, SetExpressions, SetHotspots, SetSchedules, Sql,
+            UpdateSession,
         },
         ops, Hotspot, Location, LocationSummary, NewLocation, NewNpc, NewSession, NewWorld, Npc,
         NpcExpression, NpcPresence, NpcScheduleEntry, NpcSummary, Operation, PresenceQuery,
@@ -193,6 +194,35 @@ impl Host {
             },
         )
         .await
+    }
+
+    /// Before checking a sign-in's password (needs `auth:throttle`; call it on the request's
+    /// handle): whether the host's login throttle refuses the attempt (too many failed
+    /// sign-ins for this username or from this client address: answer 429 with its
+    /// `Retry-After`). If not, the attempt counts as a failure until
+    /// [`Host::login_succeeded`] says the password was right.
+    pub async fn login_attempt(&self, username: &str) -> Result<LoginVerdict, ServiceError> {
+        self.call(
+            ops::AUTH_LOGIN_ATTEMPT,
+            &LoginAttempt {
+                username: username.to_owned(),
+            },
+        )
+        .await
+    }
+
+    /// After a correct password (needs `auth:throttle`): the attempt
+    /// [`Host::login_attempt`] counted is not a failure after all.
+    pub async fn login_succeeded(&self, username: &str) -> Result<(), ServiceError> {
+        let () = self
+            .call(
+                ops::AUTH_LOGIN_SUCCEEDED,
+                &LoginAttempt {
+                    username: username.to_owned(),
+                },
+            )
+            .await?;
+        Ok(())
     }
 
     /// Emits an event (needs `event:emit`). Emitted while handling a request, it is

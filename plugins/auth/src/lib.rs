@@ -7,6 +7,14 @@
 //! `min_password_length` characters (default 8), at most 1024. Hashing is argon2id with the
 //! crate's default (OWASP) parameters, run on the host's blocking pool so a login never
 //! stalls the worker other requests share.
+//!
+//! Failed sign-ins are throttled by the host (`[login_throttle]`), per username and per
+//! client address: before checking a password the plugin asks `auth.login_attempt`, which
+//! refuses once a username or an address has had too many failures (429 with
+//! `Retry-After`, even for the right password: that is what stops guessing) and otherwise
+//! counts the attempt as a failure; a correct password then calls `auth.login_succeeded`,
+//! which takes that back, so successful sign-ins never count. Unknown usernames go through
+//! the same steps as known ones.
 
 use argon2::{
     password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString},
@@ -52,7 +60,13 @@ impl Plugin for Auth {
         PluginManifest::new("auth", "Sign-in", env!("CARGO_PKG_VERSION"))
             .description("Registration, login and the signed-in user")
             .tags(&["auth"])
-            .permissions(&["db:read", "db:write", "auth:issue", "log:emit"]);
+            .permissions(&[
+                "db:read",
+                "db:write",
+                "auth:issue",
+                "auth:throttle",
+                "log:emit",
+            ]);
 
     const ROUTES: &'static [Route<Self>] = &[
         Route::post("/auth/register", "Create a user", register)
@@ -171,6 +185,14 @@ async fn register(plugin: &Auth, request: Request<'_>) -> Result<(u16, Json<User
 async fn login(plugin: &Auth, request: Request<'_>) -> Result<Json<TokenView>, ApiError> {
     let credentials: Credentials = request.json()?;
     let username = credentials.username.trim().to_lowercase();
+    // Before anything costly: a throttled attempt checks no password, known user or not.
+    if let Some(refused) = request.host().login_attempt(&username).await?.refused {
+        let seconds = refused.retry_after_secs;
+        return Err(ApiError::too_many_requests(
+            seconds,
+            format!("Too many failed sign-in attempts; try again in {seconds} seconds"),
+        ));
+    }
     let user = find_user(request.host(), &username).await?;
     let stored = user
         .as_ref()
@@ -181,8 +203,10 @@ async fn login(plugin: &Auth, request: Request<'_>) -> Result<Json<TokenView>, A
         .run_blocking(move || verify_password(&password, &stored))
         .await?;
     let Some(user) = user.filter(|_| matches) else {
+        // The attempt stays counted as a failure.
         return Err(ApiError::new(401, "Incorrect username or password"));
     };
+    request.host().login_succeeded(&username).await?;
     let issued = request
         .host()
         .issue_token(user.id, user.roles.clone(), plugin.settings.token_ttl_secs)
