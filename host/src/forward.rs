@@ -44,8 +44,8 @@ use plugin_api::{
 use crate::{
     admin::AdminSnapshot,
     auth::{bearer_token, Caller, TokenKeys},
-    config::HttpSettings,
     client_address::ClientOrigin,
+    config::HttpSettings,
     cors::{self, CorsPolicy},
     db::unit_of_work::UnitOfWork,
     events::EventBus,

@@ -35,7 +35,6 @@ pub mod request_context;
 pub mod routing;
 pub mod startup;
 pub mod telemetry;
-pub mod watchdog;
 #[cfg(feature = "testing")]
 pub mod testing;
-
+pub mod watchdog;
