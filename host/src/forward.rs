@@ -47,6 +47,7 @@ use crate::{
     db::unit_of_work::UnitOfWork,
     events::EventBus,
     http_error,
+    pages::{self, Page},
     request_context::{new_request_context, recycle_request_context, RequestState},
     routing::{HostRoute, Lookup, RouteTable, Target},
 };
@@ -127,7 +128,7 @@ async fn route_request(
         Err(Refusal::Forbidden) => return http_error::forbidden(),
     };
     let (plugin, route) = match target {
-        Target::Host(route) => return serve_host_route(route, params.get("id"), state).await,
+        Target::Host(route) => return serve_host_route(route, &params, request, state).await,
         Target::Plugin { plugin, route } => (plugin, route),
     };
     // Raw values, borrowed from the path: the SDK decodes the ones the handler reads.
@@ -442,7 +443,8 @@ fn into_http_response(
 
 async fn serve_host_route(
     route: HostRoute,
-    id: Option<&str>,
+    params: &matchit::Params<'_, '_>,
+    request: &HttpRequest,
     state: &ServingState,
 ) -> HttpResponse {
     let json = |body: Bytes| {
@@ -454,8 +456,18 @@ async fn serve_host_route(
         HostRoute::Health => json(Bytes::from_static(br#"{"status":"ok"}"#)),
         HostRoute::OpenApi => json(state.openapi.clone()),
         HostRoute::ListPlugins => json(state.admin.list()),
+        HostRoute::Docs => pages::serve_page(Page::Docs, request),
+        HostRoute::DocsFile => {
+            pages::serve_file(Page::Docs, params.get("file").unwrap_or_default(), request)
+        }
+        HostRoute::Dashboard => pages::serve_page(Page::Dashboard, request),
+        HostRoute::DashboardFile => pages::serve_file(
+            Page::Dashboard,
+            params.get("file").unwrap_or_default(),
+            request,
+        ),
         HostRoute::GetPlugin => {
-            let id = percent_decode(id.unwrap_or_default());
+            let id = percent_decode(params.get("id").unwrap_or_default());
             match state.admin.get(&id, &state.events).await {
                 Some(body) => json(body),
                 None => http_error::detail_response(

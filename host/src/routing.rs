@@ -34,11 +34,20 @@ pub enum HostRoute {
     ListPlugins,
     /// `GET /api/v1/plugins/{id}`
     GetPlugin,
+    /// `GET /docs`: Swagger UI (`pages`)
+    Docs,
+    /// `GET /docs/{*file}`: its files
+    DocsFile,
+    /// `GET /admin`: the plugin dashboard (`pages`)
+    Dashboard,
+    /// `GET /admin/{*file}`: its files
+    DashboardFile,
 }
 
 /// The host's routes, registered before any plugin's so plugins cannot take them over:
-/// health and the API document are public, the plugin admin API needs the admin role.
-pub const HOST_ROUTES: [(Method, &str, HostRoute, Access); 4] = [
+/// health, the API document and the pages are public (the data the dashboard shows comes
+/// from the admin API), the plugin admin API needs the admin role.
+pub const HOST_ROUTES: [(Method, &str, HostRoute, Access); 8] = [
     (Method::Get, "/healthz", HostRoute::Health, Access::Public),
     (
         Method::Get,
@@ -57,6 +66,20 @@ pub const HOST_ROUTES: [(Method, &str, HostRoute, Access); 4] = [
         "/api/v1/plugins/{id}",
         HostRoute::GetPlugin,
         Access::Admin,
+    ),
+    (Method::Get, "/docs", HostRoute::Docs, Access::Public),
+    (
+        Method::Get,
+        "/docs/{*file}",
+        HostRoute::DocsFile,
+        Access::Public,
+    ),
+    (Method::Get, "/admin", HostRoute::Dashboard, Access::Public),
+    (
+        Method::Get,
+        "/admin/{*file}",
+        HostRoute::DashboardFile,
+        Access::Public,
     ),
 ];
 
