@@ -253,9 +253,7 @@ impl Workspace {
         command
             .args(["ci", "--no-audit", "--no-fund"])
             .current_dir(&dir);
-        run(&mut command).context(
-            "the browser tests need Node.js and npm (Debian: `apt-get install -y nodejs npm`)",
-        )
+        run(&mut command).context("the browser tests need Node.js 20 or newer with npm")
     }
 
     /// Writes a plugin with `new-plugin --out-of-tree` as an author would, runs its unit

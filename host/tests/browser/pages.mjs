@@ -79,6 +79,8 @@ async function dashboard(browser) {
   result.badToken = {
     message: await page.locator("#message").innerText(),
     signInVisible: await page.locator("#sign-in").isVisible(),
+    sessionControlsVisible: await page.locator("#session").isVisible(),
+    dashboardVisible: await page.locator("#dashboard").isVisible(),
     stored: await page.evaluate(() => sessionStorage.length),
   };
 

@@ -443,7 +443,7 @@ impl BrowserTools {
         let node = Command::new("node").arg("--version").output();
         assert!(
             node.as_ref().is_ok_and(|o| o.status.success()),
-            "node not found: install Node.js 18 or newer (Debian: `apt-get install -y nodejs npm`)"
+            "node not found: install Node.js 20 or newer with npm"
         );
         let script_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
         assert!(
