@@ -167,6 +167,12 @@ fn check_dashboard(host: &RunningHost, listed: &[Value], admin: &Value) {
         admin["badToken"]["stored"], 0,
         "a refused token is not kept"
     );
+    assert_eq!(admin["badToken"]["signInVisible"], true);
+    assert_eq!(
+        admin["badToken"]["sessionControlsVisible"], false,
+        "no sign-out before signing in"
+    );
+    assert_eq!(admin["badToken"]["dashboardVisible"], false);
     let user = admin["userToken"]["message"].as_str().unwrap();
     assert!(
         user.contains("403") && user.contains("admin role"),
