@@ -111,6 +111,7 @@ async function dashboard(browser) {
         sha256: field("sha256"),
         order: field("order"),
         reason: field("reason"),
+        reasonElements: card.querySelector('[data-field="reason"]')?.children.length ?? null,
         routes: [...card.querySelectorAll('[data-field="routes"] li code')].map((code) => code.textContent),
         granted: [...card.querySelectorAll(".chip.granted")].map((chip) => chip.textContent),
         denied: [...card.querySelectorAll(".chip.denied")].map((chip) => chip.textContent),
@@ -119,6 +120,8 @@ async function dashboard(browser) {
       };
     }),
   );
+  result.imagesOnPage = await page.locator("img").count();
+  result.title = await page.title();
   result.nodes = await page.$$eval("svg.dependency-graph g.node", (nodes) =>
     nodes.map((node) => ({ id: node.dataset.pluginId, state: node.dataset.state })),
   );

@@ -15,9 +15,11 @@ use serde_json::{json, Value};
 use crate::harness::{game_plugins_and, pixsim7, token_for, PluginDir, RunningHost};
 
 /// Fixtures beside the game plugins: a dependency chain that loads, a plugin whose
-/// dependency is not installed, one whose `on_load` fails and one that depends on it, and
-/// an event emitter-subscriber, so every kind of node, edge and counter is drawn.
-const FIXTURES: [&str; 6] = [
+/// dependency is not installed, one whose `on_load` fails and one that depends on it, one
+/// that ships disabled, and an event emitter-subscriber, so every kind of node, edge and
+/// counter is drawn.
+const FIXTURES: [&str; 7] = [
+    "fixture_disabled",
     "fixture_hooks_base",
     "fixture_hooks_dependent",
     "fixture_missing_dep",
@@ -25,6 +27,9 @@ const FIXTURES: [&str; 6] = [
     "fixture_needs_failing",
     "fixture_events",
 ];
+
+/// Markup that would run script if the dashboard inserted API strings as HTML.
+const MARKUP: &str = "<img src=x onerror='document.title=1'><b>bold</b>";
 
 #[test]
 fn the_pages_are_served_with_their_types_caching_and_security_headers() {
@@ -129,7 +134,11 @@ fn the_pages_are_served_with_their_types_caching_and_security_headers() {
 fn the_dashboard_and_the_api_page_work_in_chromium() {
     let browser = BrowserTools::find();
     let dir = PluginDir::with(&game_plugins_and(&FIXTURES));
+    // A configuration value the plugin refuses ends up in its reason, shown on the page:
+    // markup in it must stay text.
+    let config = dir.config_file(&format!("[plugins.game-stealth]\nseed = {MARKUP:?}\n"));
     let host = pixsim7(&dir)
+        .env("PIXSIM7_CONFIG", &config)
         .env("PIXSIM7_LOG", "info,pixsim7::events=debug")
         .start();
     let emitted = host.post_json(
@@ -238,8 +247,22 @@ fn check_dashboard(host: &RunningHost, listed: &[Value], admin: &Value) {
         .collect();
     assert_eq!(
         states,
-        BTreeSet::from(["enabled", "failed", "skipped"]),
+        BTreeSet::from(["disabled", "enabled", "failed", "skipped"]),
         "the fixtures cover every state they can reach"
+    );
+    let stealth = shown["game-stealth"];
+    assert!(
+        stealth["reason"].as_str().unwrap().contains(MARKUP),
+        "the refused value is in the reason: {stealth}"
+    );
+    assert_eq!(
+        stealth["reasonElements"], 0,
+        "the reason is text, not markup"
+    );
+    assert_eq!(admin["imagesOnPage"], 0, "no element came from API strings");
+    assert_eq!(
+        admin["title"], "PixSim7 · Plugins",
+        "no script came from API strings"
     );
     let events = shown["fixture-events"];
     assert_eq!(
