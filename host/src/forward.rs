@@ -52,6 +52,7 @@ use crate::{
     http_error,
     in_flight::InFlight,
     metrics::{metrics, RouteMetrics},
+    pages::{self, Page},
     plugin_health::{IncidentKind, PluginHealth, Reenabled},
     readiness::Readiness,
     request_context::{new_request_context, recycle_request_context, RequestState},
@@ -270,8 +271,7 @@ async fn route_request<'s>(
     served.user_id = caller.as_ref().map(|c| c.user_id);
     let (plugin, route) = match target {
         Target::Host(route) => {
-            let answer =
-                serve_host_route(route, params.get("id"), state, request, caller.as_ref()).await;
+            let answer = serve_host_route(route, &params, request, state, caller.as_ref()).await;
             return (answer, served);
         }
         Target::Plugin { plugin, route } => (plugin, route),
@@ -683,9 +683,9 @@ fn into_http_response(
 
 async fn serve_host_route(
     route: HostRoute,
-    id: Option<&str>,
-    state: &ServingState,
+    params: &matchit::Params<'_, '_>,
     request: &HttpRequest,
+    state: &ServingState,
     caller: Option<&Caller>,
 ) -> HttpResponse {
     let json = |body: Bytes| {
@@ -699,8 +699,18 @@ async fn serve_host_route(
         HostRoute::Metrics => serve_metrics(state, request).await,
         HostRoute::OpenApi => json(state.openapi.clone()),
         HostRoute::ListPlugins => json(state.admin.list(&state.health)),
+        HostRoute::Docs => pages::serve_page(Page::Docs, request),
+        HostRoute::DocsFile => {
+            pages::serve_file(Page::Docs, params.get("file").unwrap_or_default(), request)
+        }
+        HostRoute::Dashboard => pages::serve_page(Page::Dashboard, request),
+        HostRoute::DashboardFile => pages::serve_file(
+            Page::Dashboard,
+            params.get("file").unwrap_or_default(),
+            request,
+        ),
         HostRoute::GetPlugin => {
-            let id = percent_decode(id.unwrap_or_default());
+            let id = percent_decode(params.get("id").unwrap_or_default());
             match state.admin.get(&id, &state.events, &state.health).await {
                 Some(body) => json(body),
                 None => http_error::detail_response(
@@ -710,7 +720,7 @@ async fn serve_host_route(
             }
         }
         HostRoute::EnablePlugin => {
-            let id = percent_decode(id.unwrap_or_default());
+            let id = percent_decode(params.get("id").unwrap_or_default());
             enable_plugin(&id, state, caller).await
         }
     }

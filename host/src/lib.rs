@@ -4,7 +4,7 @@
 //! Code map: `config` (file/env/flags), `db/` (pool, migrations), `game/` (the game state
 //! behind host services), `plugins/` (discovery, loading, ordering, hooks,
 //! services), `routing` (the radix route table), `forward` (the request path), `admin` and
-//! `openapi` (what the host says about itself), `startup` (the serving pipeline), `report`
+//! `openapi` (what the host says about itself), `pages` (`/docs`, `/admin`), `startup` (the serving pipeline), `report`
 //! (`pixsim7 plugins`), `telemetry` (logging), `http_error` (error bodies), `http_server`
 //! (the server and its connections), `metrics`, `readiness`, `in_flight`, `watchdog` and
 //! `plugin_health` (what an operator watches), `login_throttle` and `client_address` (failed
@@ -27,6 +27,7 @@ pub mod in_flight;
 pub mod login_throttle;
 pub mod metrics;
 pub mod openapi;
+pub mod pages;
 pub mod plugin_health;
 pub mod plugins;
 pub mod readiness;

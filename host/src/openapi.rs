@@ -13,6 +13,7 @@ pub fn openapi_document(registry: &PluginRegistry) -> Value {
     let mut paths: Map<String, Value> = Map::new();
     let mut components: Map<String, Value> = Map::new();
     for (method, path, route, access) in HOST_ROUTES {
+        // As FastAPI does, the page showing this document and the pages' files are left out.
         let summary = match route {
             HostRoute::Health => "Liveness: 200 once the host is serving",
             HostRoute::Ready => "Readiness: 200 once startup finished and the database answers; 503 when starting or shutting down",
@@ -21,6 +22,10 @@ pub fn openapi_document(registry: &PluginRegistry) -> Value {
             HostRoute::OpenApi => "This document",
             HostRoute::ListPlugins => "Every plugin library found, with state and reason",
             HostRoute::GetPlugin => "One plugin, by id",
+            HostRoute::Dashboard => {
+                "The plugin dashboard (an HTML page; its data comes from /api/v1/plugins)"
+            }
+            HostRoute::Docs | HostRoute::DocsFile | HostRoute::DashboardFile => continue,
         };
         let mut operation = operation(method.as_str(), path, summary, &["host".to_owned()], "host");
         if access != plugin_api::Access::Public {

@@ -40,11 +40,21 @@ pub enum HostRoute {
     GetPlugin,
     /// `POST /api/v1/plugins/{id}/enable`
     EnablePlugin,
+    /// `GET /docs`: Swagger UI (`pages`)
+    Docs,
+    /// `GET /docs/{*file}`: its files
+    DocsFile,
+    /// `GET /admin`: the plugin dashboard (`pages`)
+    Dashboard,
+    /// `GET /admin/{*file}`: its files
+    DashboardFile,
 }
 
 /// The host's routes, registered before any plugin's so plugins cannot take them over:
-/// health and the API document are public, the plugin admin API needs the admin role.
-pub const HOST_ROUTES: [(Method, &str, HostRoute, Access); 7] = [
+/// health, readiness, metrics (checked by its handler when `[http] metrics = "admin"`), the
+/// API document and the pages are public (the data the dashboard shows comes from the admin
+/// API), the plugin admin API needs the admin role.
+pub const HOST_ROUTES: [(Method, &str, HostRoute, Access); 11] = [
     (Method::Get, "/healthz", HostRoute::Health, Access::Public),
     (Method::Get, "/readyz", HostRoute::Ready, Access::Public),
     (Method::Get, "/metrics", HostRoute::Metrics, Access::Public),
@@ -71,6 +81,20 @@ pub const HOST_ROUTES: [(Method, &str, HostRoute, Access); 7] = [
         "/api/v1/plugins/{id}/enable",
         HostRoute::EnablePlugin,
         Access::Admin,
+    ),
+    (Method::Get, "/docs", HostRoute::Docs, Access::Public),
+    (
+        Method::Get,
+        "/docs/{*file}",
+        HostRoute::DocsFile,
+        Access::Public,
+    ),
+    (Method::Get, "/admin", HostRoute::Dashboard, Access::Public),
+    (
+        Method::Get,
+        "/admin/{*file}",
+        HostRoute::DashboardFile,
+        Access::Public,
     ),
 ];
 

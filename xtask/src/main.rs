@@ -233,6 +233,7 @@ impl Workspace {
         self.build(Profile::Debug, &everything)?;
         self.build_compat_fixtures()?;
         self.build_scaffold_check()?;
+        self.install_browser_driver()?;
         let mut command = cargo();
         command.args(["test", "--workspace"]).args(cargo_test_args);
         run(&mut command)
@@ -240,6 +241,21 @@ impl Workspace {
 }
 
 impl Workspace {
+    /// Installs the browser tests' driver (playwright-core, pinned by package-lock.json)
+    /// into host/tests/browser/node_modules when it is not there; the tests drive the
+    /// system's Chromium with it (`pages_in_browser`).
+    fn install_browser_driver(&self) -> anyhow::Result<()> {
+        let dir = self.root.join("host/tests/browser");
+        if dir.join("node_modules/playwright-core").is_dir() {
+            return Ok(());
+        }
+        let mut command = Command::new("npm");
+        command
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&dir);
+        run(&mut command).context("the browser tests need Node.js 20 or newer with npm")
+    }
+
     /// Writes a plugin with `new-plugin --out-of-tree` as an author would, runs its unit
     /// test and builds its library into this target directory, where the host's
     /// integration tests load and call it (`scaffold::the_scaffolded_plugin_is_served`).
