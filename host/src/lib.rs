@@ -4,7 +4,8 @@
 //! Code map: `config` (file/env/flags), `db/` (pool, migrations), `game/` (the game state
 //! behind host services), `plugins/` (discovery, loading, ordering, hooks,
 //! services), `routing` (the radix route table), `forward` (the request path), `admin` and
-//! `openapi` (what the host says about itself), `startup` (the serving pipeline), `report`
+//! `openapi` (what the host says about itself), `startup` (the serving pipeline), `listener` (the
+//! socket: bound, or inherited from the supervisor), `report`
 //! (`pixsim7 plugins`), `telemetry` (logging), `http_error` (error bodies).
 //!
 //! Invariant: only this crate knows actix and sqlx; plugins see only `plugin-api` types.
@@ -18,6 +19,7 @@ pub mod events;
 pub mod forward;
 pub mod game;
 pub mod http_error;
+pub mod listener;
 pub mod openapi;
 pub mod plugins;
 pub mod report;

@@ -148,7 +148,10 @@ fn overrides(options: GlobalArgs) -> Overrides {
 }
 
 fn serve(config: Config) -> anyhow::Result<ExitCode> {
-    actix_web::rt::System::new().block_on(startup::serve(config))?;
+    // Before the runtime opens any file descriptor (fd 3 must still be the supervisor's) or
+    // starts a thread (the environment changes).
+    let inherited = host::listener::take_inherited()?;
+    actix_web::rt::System::new().block_on(startup::serve(config, inherited))?;
     Ok(ExitCode::SUCCESS)
 }
 

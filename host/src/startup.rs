@@ -1,7 +1,7 @@
 //! The serving pipeline: discover → on_load → bind → on_enable → serve → (signal) drain →
 //! on_disable. Also `build_app`, the actix application tests and the binary share.
 
-use std::{net::TcpListener, sync::Arc};
+use std::sync::Arc;
 
 use actix_web::{web, App, HttpServer};
 use anyhow::{bail, Context};
@@ -17,14 +17,20 @@ use crate::{
     db::{migrate::migrate_host, redact, Database},
     events::{EventBus, HOST_EMITTER},
     forward::{dispatch, ServedPlugin, ServingState},
+    listener,
     openapi::openapi_document,
     plugins::services::SharedServices,
     plugins::{lifecycle, PluginRegistry, PluginState},
     routing::RouteTable,
 };
 
-/// Runs the server until SIGTERM/SIGINT, then shuts down cleanly.
-pub async fn serve(config: Config) -> anyhow::Result<()> {
+/// Runs the server until SIGTERM/SIGINT, then shuts down cleanly. It serves on `inherited`
+/// (the socket the supervisor handed over: [`listener::take_inherited`]) when there is one,
+/// else on the configured `bind`.
+pub async fn serve(
+    config: Config,
+    inherited: Option<listener::InheritedListener>,
+) -> anyhow::Result<()> {
     let mut registry = PluginRegistry::discover(&config)?;
     abort_on_fatal_failure(&registry, &config)?;
     registry.open_libraries(&config)?;
@@ -45,8 +51,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     lifecycle::load_plugins(&mut registry, &config, &shared).await;
     abort_on_fatal_failure(&registry, &config)?;
 
-    let listener =
-        TcpListener::bind(config.bind).with_context(|| format!("cannot bind {}", config.bind))?;
+    let listener = listener::serving_listener(inherited, config.bind)?;
     let address = listener.local_addr()?;
 
     lifecycle::enable_plugins(&mut registry, &config, &events).await;
@@ -69,7 +74,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     actix_web::rt::spawn(async move {
         let signal = shutdown.await;
         tracing::info!("{signal} received; stopping gracefully");
-        handle.stop(true).await;
+        listener::stop_serving(&handle).await;
     });
     let enabled = registry
         .records

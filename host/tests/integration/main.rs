@@ -18,5 +18,6 @@ mod migrations_cli;
 mod plugin_data;
 mod plugin_loading;
 mod scaffold;
+mod socket_handover;
 mod startup_failures;
 mod unit_of_work;
