@@ -84,9 +84,10 @@ pub fn take_inherited() -> anyhow::Result<Option<InheritedListener>> {
 pub fn serving_listener(
     inherited: Option<InheritedListener>,
     bind: SocketAddr,
-) -> anyhow::Result<TcpListener> {
+) -> anyhow::Result<(TcpListener, ListenerOrigin)> {
     let Some(InheritedListener { listener, name }) = inherited else {
-        return TcpListener::bind(bind).with_context(|| format!("cannot bind {bind}"));
+        let listener = TcpListener::bind(bind).with_context(|| format!("cannot bind {bind}"))?;
+        return Ok((listener, ListenerOrigin::Bound));
     };
     let address = listener
         .local_addr()
@@ -98,25 +99,40 @@ pub fn serving_listener(
         "Using the socket inherited from the supervisor ({address}, {name:?}, fd \
          {FIRST_INHERITED_FD}); the configured bind {bind} is not used"
     );
-    Ok(listener)
+    Ok((listener, ListenerOrigin::Inherited))
 }
 
 /// How long the accept thread and the workers get, after accepting is paused, to hand over
 /// the connections already accepted (see [`stop_serving`]).
 pub const HANDOFF: Duration = Duration::from_millis(200);
 
-/// Stops the server gracefully without dropping a connection it already accepted.
+/// Where the socket being served came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerOrigin {
+    /// Bound by this process (`bind`): it closes with the process.
+    Bound,
+    /// Handed over by the supervisor: it outlives the process.
+    Inherited,
+}
+
+/// Stops the server gracefully.
 ///
 /// actix's graceful stop tells its accept thread and its workers to stop at the same time,
 /// and a worker that is stopping closes, unanswered, every connection still queued for it:
-/// those the accept thread took from the socket just before (or while) it stopped. With a
-/// socket that outlives the process (socket activation), that is the only way a restart
-/// could drop a connection, so accepting is paused first (new connections then wait in the
-/// socket's backlog for the next process), the workers are given [`HANDOFF`] to take what
-/// was already accepted, and only then does the graceful stop begin.
-pub async fn stop_serving(handle: &ServerHandle) {
-    handle.pause().await;
-    actix_web::rt::time::sleep(HANDOFF).await;
+/// those the accept thread took from the socket just before (or while) it stopped. On an
+/// inherited socket, which outlives the process, that is the only way a restart could drop
+/// a connection, so accepting is paused first (new connections then wait in the socket's
+/// backlog for the next process), the workers are given [`HANDOFF`] to take what was
+/// already accepted, and only then does the graceful stop begin.
+///
+/// A socket this process bound is stopped at once instead: it closes with the process, and
+/// every connection waiting in its backlog when it closes is reset, so keeping it open
+/// longer would only reset more (a load balancer retries a refused connection elsewhere).
+pub async fn stop_serving(handle: &ServerHandle, origin: ListenerOrigin) {
+    if origin == ListenerOrigin::Inherited {
+        handle.pause().await;
+        actix_web::rt::time::sleep(HANDOFF).await;
+    }
     handle.stop(true).await;
 }
 

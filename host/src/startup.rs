@@ -51,7 +51,7 @@ pub async fn serve(
     lifecycle::load_plugins(&mut registry, &config, &shared).await;
     abort_on_fatal_failure(&registry, &config)?;
 
-    let listener = listener::serving_listener(inherited, config.bind)?;
+    let (listener, origin) = listener::serving_listener(inherited, config.bind)?;
     let address = listener.local_addr()?;
 
     lifecycle::enable_plugins(&mut registry, &config, &events).await;
@@ -74,7 +74,7 @@ pub async fn serve(
     actix_web::rt::spawn(async move {
         let signal = shutdown.await;
         tracing::info!("{signal} received; stopping gracefully");
-        listener::stop_serving(&handle).await;
+        listener::stop_serving(&handle, origin).await;
     });
     let enabled = registry
         .records
