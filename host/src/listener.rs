@@ -103,7 +103,7 @@ pub fn serving_listener(
 }
 
 /// How long the accept thread and the workers get, after accepting is paused, to hand over
-/// the connections already accepted (see [`stop_serving`]).
+/// the connections already accepted (see [`pause_and_hand_off`]).
 pub const HANDOFF: Duration = Duration::from_millis(200);
 
 /// Where the socket being served came from.
@@ -115,25 +115,25 @@ pub enum ListenerOrigin {
     Inherited,
 }
 
-/// Stops the server gracefully.
+/// Call just before the graceful stop (`handle.stop(true)`): on an inherited socket, stops
+/// accepting and lets the workers take the connections already accepted.
 ///
 /// actix's graceful stop tells its accept thread and its workers to stop at the same time,
 /// and a worker that is stopping closes, unanswered, every connection still queued for it:
 /// those the accept thread took from the socket just before (or while) it stopped. On an
 /// inherited socket, which outlives the process, that is the only way a restart could drop
 /// a connection, so accepting is paused first (new connections then wait in the socket's
-/// backlog for the next process), the workers are given [`HANDOFF`] to take what was
-/// already accepted, and only then does the graceful stop begin.
+/// backlog for the next process) and the workers are given [`HANDOFF`] to take what was
+/// already accepted; the graceful stop after it then finishes them all.
 ///
-/// A socket this process bound is stopped at once instead: it closes with the process, and
-/// every connection waiting in its backlog when it closes is reset, so keeping it open
+/// A socket this process bound is left to the stop at once: it closes with the process,
+/// and every connection waiting in its backlog when it closes is reset, so keeping it open
 /// longer would only reset more (a load balancer retries a refused connection elsewhere).
-pub async fn stop_serving(handle: &ServerHandle, origin: ListenerOrigin) {
+pub async fn pause_and_hand_off(handle: &ServerHandle, origin: ListenerOrigin) {
     if origin == ListenerOrigin::Inherited {
         handle.pause().await;
         actix_web::rt::time::sleep(HANDOFF).await;
     }
-    handle.stop(true).await;
 }
 
 /// The socket activation protocol: the variables count only when `LISTEN_PID` is this

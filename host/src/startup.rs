@@ -74,7 +74,8 @@ pub async fn serve(
     actix_web::rt::spawn(async move {
         let signal = shutdown.await;
         tracing::info!("{signal} received; stopping gracefully");
-        listener::stop_serving(&handle, origin).await;
+        listener::pause_and_hand_off(&handle, origin).await;
+        handle.stop(true).await;
     });
     let enabled = registry
         .records
