@@ -120,11 +120,11 @@ pub enum ListenerOrigin {
 ///
 /// actix's graceful stop tells its accept thread and its workers to stop at the same time,
 /// and a worker that is stopping closes, unanswered, every connection still queued for it:
-/// those the accept thread took from the socket just before (or while) it stopped. On an
-/// inherited socket, which outlives the process, that is the only way a restart could drop
-/// a connection, so accepting is paused first (new connections then wait in the socket's
-/// backlog for the next process) and the workers are given [`HANDOFF`] to take what was
-/// already accepted; the graceful stop after it then finishes them all.
+/// those the accept thread took from the socket just before (or while) it stopped (a
+/// restart under load lost three or four requests that way). On an inherited socket, which
+/// outlives the process, accepting is therefore paused first (new connections then wait in
+/// the socket's backlog for the next process) and the workers are given [`HANDOFF`] to take
+/// what was already accepted; the graceful stop after it then finishes them all.
 ///
 /// A socket this process bound is left to the stop at once: it closes with the process,
 /// and every connection waiting in its backlog when it closes is reset, so keeping it open
