@@ -4,7 +4,8 @@
 //! Code map: `config` (file/env/flags), `db/` (pool, migrations), `game/` (the game state
 //! behind host services), `plugins/` (discovery, loading, ordering, hooks,
 //! services), `routing` (the radix route table), `forward` (the request path), `admin` and
-//! `openapi` (what the host says about itself), `pages` (`/docs`, `/admin`), `startup` (the serving pipeline), `report`
+//! `openapi` (what the host says about itself), `pages` (`/docs`, `/admin`), `startup` (the serving pipeline), `listener` (the socket: bound, or inherited from the
+//! supervisor), `report`
 //! (`pixsim7 plugins`), `telemetry` (logging), `http_error` (error bodies), `http_server`
 //! (the server and its connections), `metrics`, `readiness`, `in_flight`, `watchdog` and
 //! `plugin_health` (what an operator watches), `login_throttle` and `client_address` (failed
@@ -24,6 +25,7 @@ pub mod game;
 pub mod http_error;
 pub mod http_server;
 pub mod in_flight;
+pub mod listener;
 pub mod login_throttle;
 pub mod metrics;
 pub mod openapi;

@@ -23,6 +23,12 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the plugins' routes (the default).
+    ///
+    /// Started by systemd socket activation (LISTEN_PID is this process, LISTEN_FDS=1: one
+    /// listening TCP socket as fd 3), it serves on that socket and ignores --bind; the
+    /// socket then outlives the process, so a restart drops no connection (see
+    /// docs/operations.md). A handover that is not exactly one listening TCP socket stops
+    /// startup with the reason.
     Serve,
     /// Show every plugin library found, its manifest, its state and the load order, then
     /// exit (non-zero when any plugin would fail).
@@ -61,7 +67,8 @@ struct GlobalArgs {
     #[arg(long, env = "PIXSIM7_STRICT", global = true, num_args = 0..=1,
           default_missing_value = "true", value_parser = BoolishValueParser::new())]
     strict: Option<bool>,
-    /// Address to serve on [default: 127.0.0.1:8000]
+    /// Address to serve on, unless systemd hands over a socket (see `serve --help`)
+    /// [default: 127.0.0.1:8000]
     #[arg(long, env = "PIXSIM7_BIND", global = true)]
     bind: Option<String>,
     /// HTTP worker threads [default: one per core]
@@ -153,7 +160,10 @@ fn overrides(options: GlobalArgs) -> Overrides {
 }
 
 fn serve(config: Config) -> anyhow::Result<ExitCode> {
-    actix_web::rt::System::new().block_on(startup::serve(config))?;
+    // Before the runtime opens any file descriptor (fd 3 must still be the supervisor's) or
+    // starts a thread (the environment changes).
+    let inherited = host::listener::take_inherited()?;
+    actix_web::rt::System::new().block_on(startup::serve(config, inherited))?;
     Ok(ExitCode::SUCCESS)
 }
 

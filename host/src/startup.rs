@@ -1,7 +1,7 @@
 //! The serving pipeline: discover → on_load → bind → on_enable → serve → (signal) drain →
 //! on_disable. Also `build_app`, the actix application tests and the binary share.
 
-use std::{net::TcpListener, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use actix_web::{web, App};
 use anyhow::{bail, Context};
@@ -19,6 +19,7 @@ use crate::{
     forward::{dispatch, ServedPlugin, ServedRoute, ServingState},
     http_server::{start_server, ServerSettings},
     in_flight::InFlight,
+    listener,
     login_throttle::LoginThrottle,
     metrics::RouteMetrics,
     openapi::openapi_document,
@@ -30,8 +31,13 @@ use crate::{
     watchdog::Watchdog,
 };
 
-/// Runs the server until SIGTERM/SIGINT, then shuts down cleanly.
-pub async fn serve(config: Config) -> anyhow::Result<()> {
+/// Runs the server until SIGTERM/SIGINT, then shuts down cleanly. It serves on `inherited`
+/// (the socket the supervisor handed over: [`listener::take_inherited`]) when there is one,
+/// else on the configured `bind`.
+pub async fn serve(
+    config: Config,
+    inherited: Option<listener::InheritedListener>,
+) -> anyhow::Result<()> {
     let mut registry = PluginRegistry::discover(&config)?;
     abort_on_fatal_failure(&registry, &config)?;
     registry.open_libraries(&config)?;
@@ -53,8 +59,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     lifecycle::load_plugins(&mut registry, &config, &shared).await;
     abort_on_fatal_failure(&registry, &config)?;
 
-    let listener =
-        TcpListener::bind(config.bind).with_context(|| format!("cannot bind {}", config.bind))?;
+    let (listener, origin) = listener::serving_listener(inherited, config.bind)?;
     let address = listener.local_addr()?;
 
     lifecycle::enable_plugins(&mut registry, &config, &events).await;
@@ -100,7 +105,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                     signal = signals.recv() => tracing::info!("{signal} received; stopping now"),
                 }
             }
-            stop_gracefully(&handle, &state, deadline, &abandoned).await;
+            stop_gracefully(&handle, origin, &state, deadline, &abandoned).await;
         }
     });
     let enabled = registry
@@ -176,10 +181,12 @@ async fn open_database(config: &Config) -> anyhow::Result<Database> {
 /// those still running then are logged one by one, counted in `abandoned`, and abandoned.
 async fn stop_gracefully(
     handle: &actix_web::dev::ServerHandle,
+    origin: listener::ListenerOrigin,
     state: &ServingState,
     deadline: Duration,
     abandoned_count: &std::sync::atomic::AtomicUsize,
 ) {
+    listener::pause_and_hand_off(handle, origin).await;
     let stop = handle.stop(true);
     tokio::pin!(stop);
     // A little before actix's own deadline, so the requests are still there to be named.

@@ -299,7 +299,26 @@ impl HostCommand {
         self.command
             .args(["serve", "--bind", "127.0.0.1:0", "--workers", "2"])
             .args(args);
-        let mut child = self.command.spawn().expect("start pixsim7");
+        RunningHost::serving(self.command.spawn().expect("start pixsim7"))
+    }
+
+    /// The command itself, for tests that start the host in a way of their own (through a
+    /// wrapper, with inherited file descriptors); see [`RunningHost::serving`].
+    pub fn into_command(self) -> Command {
+        self.command
+    }
+
+    /// Runs the command to its end (for commands that exit by themselves).
+    pub fn run_to_exit(mut self, args: &[&str]) -> Exited {
+        self.command.args(args);
+        Exited::of(self.command.spawn().expect("start pixsim7"))
+    }
+}
+
+impl RunningHost {
+    /// Waits until `child` (a `pixsim7 serve` with piped stderr) serves.
+    #[track_caller]
+    pub fn serving(mut child: Child) -> RunningHost {
         let (logs, reader) = Logs::collect(child.stderr.take().unwrap());
         let Some(serving) = logs.wait_for(&|l| l.message().starts_with("Serving on")) else {
             let status = child.wait().unwrap();
@@ -318,11 +337,11 @@ impl HostCommand {
             default_token: token_for(1, &["admin"]),
         }
     }
+}
 
-    /// Runs the command to its end (for commands that exit by themselves).
-    pub fn run_to_exit(mut self, args: &[&str]) -> Exited {
-        self.command.args(args);
-        let mut child = self.command.spawn().expect("start pixsim7");
+impl Exited {
+    /// Waits for `child` (stdout and stderr piped) to exit by itself.
+    pub fn of(mut child: Child) -> Exited {
         let stdout = child.stdout.take().unwrap();
         let (logs, reader) = Logs::collect(child.stderr.take().unwrap());
         let stdout =

@@ -21,6 +21,7 @@ mod pages_in_browser;
 mod plugin_data;
 mod plugin_loading;
 mod scaffold;
+mod socket_handover;
 mod startup_failures;
 mod timeouts_and_watchdog;
 mod unit_of_work;
