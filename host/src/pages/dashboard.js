@@ -1,6 +1,7 @@
 // GET /admin: the plugin dashboard. Reads GET /api/v1/plugins and GET /api/v1/plugins/{id}
 // with the admin token the operator pasted in (kept in sessionStorage, sent only in the
-// Authorization header) and draws what it finds. Every string from the API reaches the page
+// Authorization header) and draws what it finds; a quarantined plugin's card offers
+// "Re-enable" (POST /api/v1/plugins/{id}/enable). Every string from the API reaches the page
 // as a text node or an attribute value, never as markup.
 "use strict";
 
@@ -96,10 +97,13 @@ class ApiError extends Error {
   }
 }
 
-async function getJson(path, token) {
+/** Sends one admin API request; the parsed JSON body and the response's headers, or an
+ * ApiError carrying the status and the server's `detail`. */
+async function callApi(method, path, token) {
   let response;
   try {
     response = await fetch(path, {
+      method,
       headers: { Authorization: "Bearer " + token, Accept: "application/json" },
       cache: "no-store",
       credentials: "omit",
@@ -117,7 +121,37 @@ async function getJson(path, token) {
     const detail = body && typeof body.detail === "string" ? body.detail : null;
     throw new ApiError(response.status, detail);
   }
-  return body;
+  return { body, headers: response.headers };
+}
+
+async function getJson(path, token) {
+  return (await callApi("GET", path, token)).body;
+}
+
+/** What the last "Re-enable" of a plugin came to, by plugin id; shown on its card by the
+ * next drawing, then forgotten. */
+const outcomes = new Map();
+
+/** "Re-enable": lifts the plugin's quarantine, then redraws everything with the outcome on
+ * the plugin's card (the server's detail when it refused). */
+async function reenable(id, button) {
+  const token = storedToken();
+  if (!token) {
+    showSignIn();
+    return;
+  }
+  button.disabled = true;
+  button.textContent = "Re-enabling…";
+  try {
+    const { body, headers } = await callApi("POST", "/api/v1/plugins/" + encodeURIComponent(id) + "/enable", token);
+    const state = text(body && body.state, "unknown");
+    outcomes.set(id, headers.get("x-pixsim7-reenabled") === "false"
+      ? { kind: "info", text: `${id} was no longer quarantined; it is ${state}.` }
+      : { kind: "success", text: `Re-enabled: ${id} is ${state} and serves its routes again.` });
+  } catch (error) {
+    outcomes.set(id, { kind: "error", text: "Re-enabling failed. " + error.message, status: error.status || null });
+  }
+  await load();
 }
 
 /** Reads the list, then each plugin's detail (event counters and lag), and draws them. */
@@ -167,6 +201,7 @@ $("sign-in-form").addEventListener("submit", (event) => {
 
 $("sign-out").addEventListener("click", () => {
   sessionStorage.removeItem(TOKEN_KEY);
+  outcomes.clear();
   $("plugins").replaceChildren();
   $("graph").replaceChildren();
   $("summary").replaceChildren();
@@ -197,12 +232,13 @@ function keyOf(plugin) {
 }
 
 function renderSummary(plugins) {
-  const counts = new Map();
+  // Quarantined is always counted, also at 0: it is the state that asks for an operator.
+  const counts = new Map([["quarantined", 0]]);
   for (const plugin of plugins) counts.set(plugin.state, (counts.get(plugin.state) || 0) + 1);
   const tiles = [el("div", { class: "tile total" }, el("strong", {}, String(plugins.length)), el("span", {}, "libraries"))];
   for (const [state, count] of [...counts].sort((a, b) => b[1] - a[1])) {
     tiles.push(
-      el("div", { class: ["tile", ...stateClasses(state)], "data-state": state },
+      el("div", { class: ["tile", ...stateClasses(state), count === 0 ? "none" : null].filter(Boolean), "data-state": state, "data-count": count },
         el("strong", {}, String(count)), el("span", {}, text(state))),
     );
   }
@@ -237,7 +273,19 @@ function pluginCard(plugin, detail) {
         el("code", { class: "plugin-id", "data-field": "id" }, text(plugin.id, "no id"))),
       badge(plugin.state)),
   );
-  if (plugin.reason) card.append(el("p", { class: "reason", "data-field": "reason" }, String(plugin.reason)));
+  const outcome = plugin.id ? outcomes.get(plugin.id) : undefined;
+  if (outcome) {
+    outcomes.delete(plugin.id);
+    card.append(el("p", {
+      class: ["outcome", outcome.kind],
+      role: "status",
+      "data-field": "outcome",
+      "data-kind": outcome.kind,
+      "data-status": outcome.status,
+    }, outcome.text));
+  }
+  if (plugin.state === "quarantined" && plugin.id) card.append(quarantinePanel(plugin));
+  else if (plugin.reason) card.append(el("p", { class: "reason", "data-field": "reason" }, String(plugin.reason)));
   if (plugin.description) card.append(el("p", { class: "description" }, String(plugin.description)));
 
   card.append(
@@ -276,6 +324,25 @@ function pluginCard(plugin, detail) {
 
   card.append(el("h4", {}, "Events"), eventsSection(plugin, detail));
   return card;
+}
+
+/** A quarantined plugin's why and since, and the button that lifts the quarantine. */
+function quarantinePanel(plugin) {
+  const since = typeof plugin.quarantined_since === "number" ? new Date(plugin.quarantined_since * 1000) : null;
+  const button = el("button", { type: "button", class: "reenable", "aria-label": `Re-enable ${plugin.id}` }, "Re-enable");
+  button.addEventListener("click", () => reenable(plugin.id, button));
+  return el("section", { class: "quarantine", "data-field": "quarantine" },
+    el("div", { class: "quarantine-head" },
+      el("div", {},
+        el("strong", {}, "Quarantined"),
+        " since ",
+        since
+          ? el("time", { datetime: since.toISOString(), "data-field": "quarantined-since" }, since.toLocaleString())
+          : el("span", { class: "muted", "data-field": "quarantined-since" }, "an unknown time")),
+      button),
+    el("p", { class: "reason", "data-field": "reason" }, text(plugin.reason, "no reason given")),
+    el("p", { class: "hint" }, "Its routes answer 503 until it is re-enabled; fix the cause first, or it will be quarantined again."),
+  );
 }
 
 function eventsSection(plugin, detail) {

@@ -1,5 +1,5 @@
-// Drives headless Chromium through the host's /admin and /docs pages as an operator would,
-// and prints what it saw as one JSON object on stdout for
+// Drives headless Chromium through the host's /admin and /docs pages as an operator would
+// (including "Re-enable" on the one quarantined plugin the test prepared), and prints what it saw as one JSON object on stdout for
 // host/tests/integration/pages_in_browser.rs, which makes the assertions.
 //
 // Environment: PIXSIM7_URL (the server), PIXSIM7_ADMIN_TOKEN, PIXSIM7_USER_TOKEN (valid, not
@@ -136,6 +136,30 @@ async function dashboard(browser) {
   result.screenshot = path.join(screenshots, "admin.png");
   await page.screenshot({ path: result.screenshot, fullPage: true });
 
+  // A second operator opens the dashboard while the plugin is still quarantined.
+  const other = await newPage(browser, "admin: second operator");
+  await other.page.goto(base + "/admin");
+  await signIn(other.page, adminToken);
+  await other.page.locator('article.plugin[data-state="quarantined"]').waitFor();
+
+  current.phase = "admin: re-enable";
+  result.reenable = await reenableQuarantined(page);
+
+  // The second operator's page is stale now: its "Re-enable" finds nothing to lift.
+  other.current.phase = "admin: re-enable from a stale page";
+  const staleCard = other.page.locator('article.plugin[data-state="quarantined"]');
+  const staleId = await staleCard.getAttribute("data-plugin-id");
+  await staleCard.getByRole("button", { name: "Re-enable" }).click();
+  const staleOutcome = other.page.locator(`article.plugin[data-plugin-id="${staleId}"] [data-field="outcome"]`);
+  await staleOutcome.waitFor();
+  result.reenable.stale = {
+    id: staleId,
+    outcome: await staleOutcome.innerText(),
+    outcomeKind: await staleOutcome.getAttribute("data-kind"),
+    state: await other.page.locator(`article.plugin[data-plugin-id="${staleId}"] [data-field="state"]`).innerText(),
+  };
+  await other.context.close();
+
   current.phase = "admin: reload";
   await page.reload();
   await page.locator("article.plugin").first().waitFor();
@@ -149,6 +173,61 @@ async function dashboard(browser) {
     pluginsShown: await page.locator("article.plugin").count(),
   };
   await context.close();
+  return result;
+}
+
+/** The summary tiles: state → count. */
+async function summary(page) {
+  return page.$$eval("#summary .tile[data-state]", (tiles) =>
+    Object.fromEntries(tiles.map((tile) => [tile.dataset.state, Number(tile.querySelector("strong").textContent)])),
+  );
+}
+
+/** The quarantined plugin's card as shown, a screenshot of it, then a click on its
+ * "Re-enable" and the card and summary after the page redrew. */
+async function reenableQuarantined(page) {
+  const quarantined = page.locator('article.plugin[data-state="quarantined"]');
+  if ((await quarantined.count()) !== 1) {
+    throw new Error(`expected one quarantined plugin card, found ${await quarantined.count()}`);
+  }
+  const id = await quarantined.getAttribute("data-plugin-id");
+  const card = page.locator(`article.plugin[data-plugin-id="${id}"]`);
+  const since = card.locator('[data-field="quarantined-since"]');
+  const result = {
+    id,
+    before: {
+      state: await card.locator('[data-field="state"]').innerText(),
+      reason: await card.locator('[data-field="reason"]').textContent(),
+      reasonVisible: await card.locator('[data-field="reason"]').isVisible(),
+      sinceText: await since.innerText(),
+      sinceDatetime: await since.getAttribute("datetime"),
+      // What the page's own clock and locale make of the time, to compare with the text.
+      sinceExpected: await since.evaluate((node) => new Date(node.getAttribute("datetime")).toLocaleString()),
+      buttonsInCard: await card.getByRole("button").count(),
+      reenableButtonsOnPage: await page.getByRole("button", { name: "Re-enable" }).count(),
+      summary: await summary(page),
+    },
+  };
+  await card.scrollIntoViewIfNeeded();
+  result.screenshot = path.join(screenshots, "admin-quarantined.png");
+  await card.screenshot({ path: result.screenshot });
+
+  await card.getByRole("button", { name: "Re-enable" }).click();
+  await page.locator(`article.plugin[data-plugin-id="${id}"]:not([data-state="quarantined"])`).waitFor();
+  const outcome = card.locator('[data-field="outcome"]');
+  result.after = {
+    state: await card.locator('[data-field="state"]').innerText(),
+    dataState: await card.getAttribute("data-state"),
+    outcome: await outcome.innerText(),
+    outcomeKind: await outcome.getAttribute("data-kind"),
+    quarantinePanels: await card.locator('[data-field="quarantine"]').count(),
+    reenableButtonsOnPage: await page.getByRole("button", { name: "Re-enable" }).count(),
+    graphNode: await page.locator(`svg.dependency-graph g.node[data-plugin-id="${id}"]`).getAttribute("data-state"),
+    summary: await summary(page),
+    messageVisible: await page.locator("#message").isVisible(),
+  };
+  result.afterScreenshot = path.join(screenshots, "admin-re-enabled.png");
+  await card.screenshot({ path: result.afterScreenshot });
   return result;
 }
 

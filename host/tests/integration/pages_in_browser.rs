@@ -2,7 +2,8 @@
 //! headers and caching over plain HTTP, then both pages in headless Chromium, driven by
 //! `host/tests/browser/pages.mjs` (playwright-core) as an operator would use them. The
 //! script reports what the browser showed and requested; the assertions are here, against
-//! the admin API and the OpenAPI document of the same server.
+//! the admin API and the OpenAPI document of the same server. One plugin is quarantined
+//! before the browser comes, and re-enabled from the dashboard.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -16,9 +17,9 @@ use crate::harness::{game_plugins_and, pixsim7, token_for, PluginDir, RunningHos
 
 /// Fixtures beside the game plugins: a dependency chain that loads, a plugin whose
 /// dependency is not installed, one whose `on_load` fails and one that depends on it, one
-/// that ships disabled, and an event emitter-subscriber, so every kind of node, edge and
-/// counter is drawn.
-const FIXTURES: [&str; 7] = [
+/// that ships disabled, an event emitter-subscriber, and one whose route panics (quarantined
+/// by the test), so every kind of node, edge, counter and state is drawn.
+const FIXTURES: [&str; 8] = [
     "fixture_disabled",
     "fixture_hooks_base",
     "fixture_hooks_dependent",
@@ -26,7 +27,12 @@ const FIXTURES: [&str; 7] = [
     "fixture_load_fails",
     "fixture_needs_failing",
     "fixture_events",
+    "fixture_blocking",
 ];
+
+/// The plugin the test quarantines (two panics with `quarantine_after = 2`) and the
+/// dashboard re-enables.
+const QUARANTINED: &str = "fixture-blocking";
 
 /// Markup that would run script if the dashboard inserted API strings as HTML.
 const MARKUP: &str = "<img src=x onerror='document.title=1'><b>bold</b>";
@@ -136,7 +142,9 @@ fn the_dashboard_and_the_api_page_work_in_chromium() {
     let dir = PluginDir::with(&game_plugins_and(&FIXTURES));
     // A configuration value the plugin refuses ends up in its reason, shown on the page:
     // markup in it must stay text.
-    let config = dir.config_file(&format!("[plugins.game-stealth]\nseed = {MARKUP:?}\n"));
+    let config = dir.config_file(&format!(
+        "[watchdog]\nquarantine_after = 2\nstall_threshold_ms = 30000\n\n[plugins.game-stealth]\nseed = {MARKUP:?}\n"
+    ));
     let host = pixsim7(&dir)
         .env("PIXSIM7_CONFIG", &config)
         .env("PIXSIM7_LOG", "info,pixsim7::events=debug")
@@ -148,19 +156,34 @@ fn the_dashboard_and_the_api_page_work_in_chromium() {
     assert_eq!(emitted.status, 200, "{}", emitted.body);
     host.wait_for_logs("delivered test:ping to plugin fixture-events", 3);
 
+    for _ in 0..2 {
+        let panicked = host.get(&format!("/api/v1/{QUARANTINED}/panic"));
+        assert_eq!(panicked.status, 500, "{}", panicked.body);
+    }
+    host.wait_for_log("quarantined after 2 stalls or panics");
+    assert_eq!(host.get(&format!("/api/v1/{QUARANTINED}/ok")).status, 503);
+    // What the page will be shown: the plugins as the browser finds them.
+    let listed = host.get("/api/v1/plugins").json();
+    let listed = listed.as_array().expect("a list").clone();
+    let quarantined = host.plugin(QUARANTINED);
+    assert_eq!(quarantined["state"], "quarantined", "{quarantined:#}");
+
     let admin_token = token_for(1, &["admin"]);
     let seen = browser.run(&host, &admin_token, &token_for(2, &[]));
 
-    let listed = host.get("/api/v1/plugins").json();
-    let listed = listed.as_array().expect("a list");
-    check_dashboard(&host, listed, &seen["admin"]);
+    check_dashboard(&host, &listed, &seen["admin"]);
+    check_reenable(&host, &listed, &quarantined, &seen["admin"]["reenable"]);
     check_api_page(&host, &seen["docs"]);
     check_traffic(&host, &admin_token, &seen);
-    for shot in ["admin", "docs"] {
-        let path = seen[shot]["screenshot"].as_str().unwrap();
+    for path in [
+        &seen["admin"]["screenshot"],
+        &seen["docs"]["screenshot"],
+        &seen["admin"]["reenable"]["screenshot"],
+    ] {
+        let path = path.as_str().unwrap();
         let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
         assert!(size > 10_000, "{path} is a real screenshot ({size} bytes)");
-        println!("screenshot of /{shot}: {path}");
+        println!("screenshot: {path}");
     }
 }
 
@@ -247,7 +270,7 @@ fn check_dashboard(host: &RunningHost, listed: &[Value], admin: &Value) {
         .collect();
     assert_eq!(
         states,
-        BTreeSet::from(["disabled", "enabled", "failed", "skipped"]),
+        BTreeSet::from(["disabled", "enabled", "failed", "quarantined", "skipped"]),
         "the fixtures cover every state they can reach"
     );
     let stealth = shown["game-stealth"];
@@ -346,6 +369,126 @@ fn check_dashboard(host: &RunningHost, listed: &[Value], admin: &Value) {
     );
 }
 
+/// The quarantined plugin's card: its reason and since (as the page's local time), the only
+/// "Re-enable" button on the page, the summary counting it; after the click the page shows it
+/// enabled with the outcome, and the server agrees: enabled, serving, the re-enable audited.
+fn check_reenable(host: &RunningHost, listed: &[Value], quarantined: &Value, seen: &Value) {
+    let before = &seen["before"];
+    assert_eq!(seen["id"], QUARANTINED, "{seen:#}");
+    assert_eq!(before["state"], "quarantined");
+    assert_eq!(before["reason"], quarantined["reason"]);
+    assert_eq!(before["reasonVisible"], true);
+    let reason = quarantined["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("a panic: GET /api/v1/fixture-blocking/panic panicked"),
+        "{reason}"
+    );
+    let since = quarantined["quarantined_since"].as_i64().unwrap();
+    assert_eq!(
+        before["sinceDatetime"].as_str(),
+        Some(iso_utc(since).as_str()),
+        "the <time> element carries quarantined_since ({since})"
+    );
+    assert_eq!(
+        before["sinceText"], before["sinceExpected"],
+        "since is shown as the browser's local time"
+    );
+    assert_eq!(
+        before["buttonsInCard"], 1,
+        "the card has one button, Re-enable"
+    );
+    assert_eq!(
+        before["reenableButtonsOnPage"], 1,
+        "only a quarantined plugin offers Re-enable"
+    );
+    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    for plugin in listed {
+        *counts
+            .entry(plugin["state"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    assert_eq!(counts.get("quarantined"), Some(&1));
+    assert_eq!(
+        before["summary"],
+        json!(counts),
+        "the summary counts by state"
+    );
+
+    let after = &seen["after"];
+    assert_eq!(after["state"], "enabled", "{after:#}");
+    assert_eq!(after["dataState"], "enabled");
+    assert_eq!(after["outcomeKind"], "success");
+    assert_eq!(
+        after["outcome"],
+        format!("Re-enabled: {QUARANTINED} is enabled and serves its routes again.")
+    );
+    assert_eq!(after["quarantinePanels"], 0);
+    assert_eq!(after["reenableButtonsOnPage"], 0);
+    assert_eq!(after["graphNode"], "enabled");
+    *counts.get_mut("quarantined").unwrap() -= 1;
+    *counts.entry("enabled".to_owned()).or_default() += 1;
+    assert_eq!(
+        after["summary"],
+        json!(counts),
+        "quarantined is counted at 0, the plugin as enabled"
+    );
+    assert_eq!(after["messageVisible"], false);
+    assert_eq!(
+        seen["stale"],
+        json!({
+            "id": QUARANTINED,
+            "outcome": format!("{QUARANTINED} was no longer quarantined; it is enabled."),
+            "outcomeKind": "info",
+            "state": "enabled",
+        }),
+        "a second operator's stale page learns that the plugin was re-enabled already"
+    );
+
+    let now = host.plugin(QUARANTINED);
+    assert_eq!(now["state"], "enabled", "{now:#}");
+    assert!(now.get("quarantined_since").is_none(), "{now:#}");
+    let audit = host.wait_for_log("plugin fixture-blocking re-enabled by user 1");
+    assert_eq!(audit.0["target"], "pixsim7::audit");
+    assert_eq!(
+        host.get(&format!("/api/v1/{QUARANTINED}/ok")).status,
+        200,
+        "its routes serve again"
+    );
+}
+
+/// `seconds` since the Unix epoch as JavaScript's `Date.toISOString()` writes it
+/// (days to a civil date: Howard Hinnant's `civil_from_days`).
+fn iso_utc(seconds: i64) -> String {
+    let (days, second_of_day) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z - era * 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let shifted_month = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
+    let month = if shifted_month < 10 {
+        shifted_month + 3
+    } else {
+        shifted_month - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.000Z",
+        second_of_day / 3600,
+        second_of_day / 60 % 60,
+        second_of_day % 60
+    )
+}
+
+#[test]
+fn iso_utc_writes_what_javascript_writes() {
+    assert_eq!(iso_utc(0), "1970-01-01T00:00:00.000Z");
+    assert_eq!(iso_utc(951_782_400), "2000-02-29T00:00:00.000Z");
+    assert_eq!(iso_utc(1_796_125_057), "2026-12-01T11:37:37.000Z");
+}
+
 /// `/docs`: every operation of the document rendered, and "Try it out" works on a public
 /// route and, after "Authorize" with the admin token, on an admin one.
 fn check_api_page(host: &RunningHost, docs: &Value) {
@@ -384,11 +527,12 @@ fn check_api_page(host: &RunningHost, docs: &Value) {
     let body: Value = serde_json::from_str(docs["healthz"]["body"].as_str().unwrap()).unwrap();
     assert_eq!(body, json!({"status": "ok"}));
     assert_eq!(docs["plugins"]["status"], "200", "{}", docs["plugins"]);
+    // The script keeps the first 2000 characters: the first library by file name.
     assert!(
         docs["plugins"]["body"]
             .as_str()
             .unwrap()
-            .contains("\"fixture-events\""),
+            .contains("\"fixture-blocking\""),
         "{}",
         docs["plugins"]
     );
@@ -418,6 +562,24 @@ fn check_traffic(host: &RunningHost, admin_token: &str, seen: &Value) {
         format!("Bearer {admin_token}"),
         "\"Authorize\" sends the bearer token"
     );
+    let enables: Vec<&Value> = requests.iter().filter(|r| r["method"] == "POST").collect();
+    let phases: Vec<&Value> = enables.iter().map(|r| &r["phase"]).collect();
+    assert_eq!(
+        phases,
+        ["admin: re-enable", "admin: re-enable from a stale page"],
+        "the two clicks on Re-enable are the only POSTs: {enables:?}"
+    );
+    for enable in enables {
+        assert_eq!(
+            enable["url"],
+            format!("{origin}api/v1/plugins/{QUARANTINED}/enable")
+        );
+        assert_eq!(
+            enable["authorization"],
+            format!("Bearer {admin_token}"),
+            "Re-enable sends the signed-in token"
+        );
+    }
     assert_eq!(seen["pageErrors"], json!([]), "script errors");
     assert_eq!(seen["failedRequests"], json!([]), "failed requests");
     let unexpected: Vec<&Value> = seen["console"]
