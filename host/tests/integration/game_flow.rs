@@ -310,8 +310,17 @@ fn worlds_locations_npcs_and_presence() {
             &[],
             br#"{"delta_seconds": 1.7e308}"#,
         );
-        assert_eq!(absurd.status, 400, "{}", absurd.body);
-        assert!(absurd.json()["detail"]
+        assert_eq!(absurd.status, 422, "{}", absurd.body);
+        assert_eq!(absurd.json()["detail"][0]["type"], "less_than_equal");
+        // A delta within bounds that this world's time cannot take: a conflict with its state.
+        let too_far = host.request(
+            "POST",
+            &format!("/api/v1/game/worlds/{wid}/advance"),
+            &[],
+            br#"{"delta_seconds": 1e15}"#,
+        );
+        assert_eq!(too_far.status, 409, "{}", too_far.body);
+        assert!(too_far.json()["detail"]
             .as_str()
             .unwrap()
             .contains("past the maximum"));

@@ -15,6 +15,7 @@ mod library_image;
 mod lifecycle_hooks;
 mod loader_trust;
 mod migrations_cli;
+mod openapi_contract;
 mod plugin_data;
 mod plugin_loading;
 mod scaffold;

@@ -70,10 +70,20 @@ impl Plugin for DiceGame {
     }
 }
 
+/// `POST /dice-game/roll`.
 #[derive(Deserialize, JsonSchema)]
 struct RollRequest {
+    /// `NdS+M`: up to 100 dice (N, 1 when left out) of 2 to 1000 sides (S), plus or minus
+    /// at most 1000000 (M, optional). The pattern states the default limits; an operator's
+    /// `max_dice` or `max_sides` narrows them further (400).
+    #[schemars(pattern(DICE_NOTATION))]
     dice: String,
 }
+
+/// The notation's pattern: what `parse_notation` reads within the default `Limits`, in the
+/// forms it writes (no leading zeros, no surrounding space).
+const DICE_NOTATION: &str =
+    r"^(100|[1-9][0-9]?)?[dD](1000|[1-9][0-9]{1,2}|[2-9])([+-](1000000|[1-9][0-9]{0,5}|0))?$";
 
 #[derive(Serialize, JsonSchema)]
 struct RollResponse {

@@ -109,7 +109,11 @@ pub struct PickpocketRequest {
     /// The pocket or slot picked (at most 128 characters; it is kept in the session's flags).
     #[schemars(length(max = limits::MAX_KEY_CHARS))]
     slot_id: String,
+    /// The chance of success, from 0 to 1.
+    #[schemars(range(min = 0.0, max = 1.0))]
     base_success_chance: f64,
+    /// The chance of being seen, from 0 to 1.
+    #[schemars(range(min = 0.0, max = 1.0))]
     detection_chance: f64,
     session_id: i64,
     #[serde(default)]
