@@ -98,7 +98,7 @@ fn add_plugin(
 /// parameter they do not name as a string.
 fn declared_parameters(route: &RouteSpec, hoist: &mut dyn FnMut(&Value) -> Value) -> Vec<Value> {
     let mut parameters = Vec::new();
-    let path_schema = route.path_schema.as_ref().map(|schema| hoist(schema));
+    let path_schema = route.path_schema.as_ref().map(&mut *hoist);
     let property = |schema: &Option<Value>, name: &str| -> Option<Value> {
         schema.as_ref()?.get("properties")?.get(name).cloned()
     };
@@ -106,7 +106,7 @@ fn declared_parameters(route: &RouteSpec, hoist: &mut dyn FnMut(&Value) -> Value
         let schema = property(&path_schema, name).unwrap_or_else(|| json!({"type": "string"}));
         parameters.push(parameter(name, "path", true, schema));
     }
-    if let Some(query_schema) = route.query_schema.as_ref().map(|schema| hoist(schema)) {
+    if let Some(query_schema) = route.query_schema.as_ref().map(&mut *hoist) {
         let required: Vec<&str> = query_schema
             .get("required")
             .and_then(Value::as_array)

@@ -705,25 +705,36 @@ impl Kind {
                     Some(float) => float_to_integer(float),
                     None => Err(INT_TYPE),
                 },
-                Value::String(text_value) if text => match parse_int_text(text_value) {
-                    Some(integer) => integer_value(integer).ok_or(INT_PARSING_SIZE),
+                Value::String(text_value) => match parse_int_text(text_value) {
+                    Some(integer) if text => integer_value(integer).ok_or(INT_PARSING_SIZE),
+                    // Text pydantic would read as a number is still not a JSON number.
+                    Some(_) => Err(INT_TYPE),
                     None => Err(INT_PARSING),
                 },
                 _ => Err(INT_TYPE),
             },
             Kind::Number => match value {
-                Value::String(text_value) if text => match parse_float_text(text_value) {
-                    Some(float) => Number::from_f64(float)
+                Value::String(text_value) => match parse_float_text(text_value) {
+                    Some(float) if text => Number::from_f64(float)
                         .map(Value::Number)
                         .ok_or(FINITE_NUMBER),
+                    Some(_) => Err(FLOAT_TYPE),
                     None => Err(FLOAT_PARSING),
                 },
                 _ => Err(FLOAT_TYPE),
             },
             Kind::Boolean => match value {
-                Value::String(text_value) if text => parse_bool_text(text_value)
-                    .map(Value::Bool)
-                    .ok_or(BOOL_PARSING),
+                Value::String(text_value) => match parse_bool_text(text_value) {
+                    Some(flag) if text => Ok(Value::Bool(flag)),
+                    Some(_) => Err(BOOL_TYPE),
+                    None => Err(BOOL_PARSING),
+                },
+                Value::Number(number) => match number.as_f64() {
+                    Some(float) if float.fract() == 0.0 && !(0.0..=1.0).contains(&float) => {
+                        Err(BOOL_PARSING)
+                    }
+                    _ => Err(BOOL_TYPE),
+                },
                 _ => Err(BOOL_TYPE),
             },
             Kind::String => Err(STRING_TYPE),
@@ -1708,13 +1719,13 @@ mod tests {
         assert_eq!(
             found,
             vec![
-                json!({"type": "int_type", "loc": ["body", "npc_id"], "input": "abc",
-                    "msg": "Input should be a valid integer"}),
+                json!({"type": "int_parsing", "loc": ["body", "npc_id"], "input": "abc",
+                    "msg": "Input should be a valid integer, unable to parse string as an integer"}),
                 json!({"type": "string_type", "loc": ["body", "slot_id"], "input": 5,
                     "msg": "Input should be a valid string"}),
-                json!({"type": "float_type", "loc": ["body", "base_success_chance"],
+                json!({"type": "float_parsing", "loc": ["body", "base_success_chance"],
                     "input": "likely",
-                    "msg": "Input should be a valid number"}),
+                    "msg": "Input should be a valid number, unable to parse string as a number"}),
                 json!({"type": "float_type", "loc": ["body", "detection_chance"], "input": [],
                     "msg": "Input should be a valid number"}),
                 json!({"type": "int_type", "loc": ["body", "session_id"], "input": null,
@@ -1744,6 +1755,7 @@ mod tests {
         assert_eq!(parsed.npc_id, 175);
         assert_eq!(parsed.world_id, Some(3));
         assert_eq!(parsed.detection_chance, 1.0);
+        assert_eq!((parsed.session_id, parsed.base_success_chance), (3, 0.5));
 
         // What the schema calls another type is refused, as the OpenAPI document promises.
         body["session_id"] = json!(" 12 ");
@@ -1829,7 +1841,7 @@ mod tests {
             summary,
             vec![
                 (json!("string_type"), json!(["body", "items", 1, "name"])),
-                (json!("int_type"), json!(["body", "items", 1, "count"])),
+                (json!("int_parsing"), json!(["body", "items", 1, "count"])),
                 (json!("missing"), json!(["body", "items", 2, "name"])),
                 (json!("missing"), json!(["body", "items", 2, "count"])),
                 (json!("missing"), json!(["body", "home", "count"])),
@@ -2226,10 +2238,10 @@ mod tests {
                     "ctx": {"expected": "'Left', 'Right' or 'Both'"}}),
                 json!({"type": "model_attributes_type", "loc": ["body", "spare"], "input": 5,
                     "msg": "Input should be a valid dictionary or object to extract fields from"}),
-                json!({"type": "int_type", "loc": ["body", "tally", "b"], "input": "x",
-                    "msg": "Input should be a valid integer"}),
-                json!({"type": "bool_type", "loc": ["body", "by_id", "3"], "input": "nope",
-                    "msg": "Input should be a valid boolean"}),
+                json!({"type": "int_parsing", "loc": ["body", "tally", "b"], "input": "x",
+                    "msg": "Input should be a valid integer, unable to parse string as an integer"}),
+                json!({"type": "bool_parsing", "loc": ["body", "by_id", "3"], "input": "nope",
+                    "msg": "Input should be a valid boolean, unable to interpret input"}),
                 json!({"type": "int_parsing", "loc": ["body", "by_id", "two", "[key]"], "input": "two",
                     "msg": "Input should be a valid integer, unable to parse string as an integer"}),
                 json!({"type": "missing", "loc": ["body", "pair", 1], "input": [1],

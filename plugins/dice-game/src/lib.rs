@@ -228,9 +228,32 @@ mod tests {
             malformed.json_body()["detail"][0]["loc"],
             json!(["body", "dice"])
         );
+        // Beyond the default limits the schema's pattern refuses (422), as documented.
         let absurd = plugin.post_json("/dice-game/roll", &json!({"dice": "1000000d6"}));
-        assert_eq!(absurd.status, 400);
+        assert_eq!(absurd.status, 422);
+        assert_eq!(
+            absurd.json_body()["detail"][0]["type"],
+            "string_pattern_mismatch"
+        );
         assert_eq!(plugin.post_json("/dice-game/roll", &json!({})).status, 422);
+    }
+
+    #[test]
+    fn narrower_configured_limits_answer_400() {
+        let host = TestHost::new();
+        let plugin = host.load::<DiceGame>(json!({"max_dice": 3})).unwrap();
+        assert_eq!(
+            plugin
+                .post_json("/dice-game/roll", &json!({"dice": "3d6"}))
+                .status,
+            200
+        );
+        assert_eq!(
+            plugin
+                .post_json("/dice-game/roll", &json!({"dice": "4d6"}))
+                .status,
+            400
+        );
     }
 
     #[test]
