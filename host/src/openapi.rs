@@ -1,11 +1,12 @@
 //! The OpenAPI 3 document of everything served: the host's routes and every enabled
 //! plugin's, with full paths, path parameters, summaries and the manifest's tags.
 
+use plugin_api::route::{PluginDescriptor, RouteSpec};
 use serde_json::{json, Map, Value};
 
 use crate::{
     plugins::{PluginRegistry, PluginState},
-    routing::{HostRoute, HOST_ROUTES},
+    routing::{full_path, HostRoute, HOST_ROUTES},
 };
 
 /// Builds the document (once, at startup).
@@ -37,31 +38,8 @@ pub fn openapi_document(registry: &PluginRegistry) -> Value {
         let Some(descriptor) = &record.descriptor else {
             continue;
         };
-        if record.state != PluginState::Enabled {
-            continue;
-        }
-        let manifest = &descriptor.manifest;
-        let tags = if manifest.tags.is_empty() {
-            vec![manifest.id.clone()]
-        } else {
-            manifest.tags.clone()
-        };
-        for (route, (method, path, access)) in descriptor.routes.iter().zip(record.full_routes()) {
-            let mut operation =
-                operation(method.as_str(), &path, &route.summary, &tags, &manifest.id);
-            if access != plugin_api::Access::Public {
-                operation["security"] = json!([{"bearerAuth": []}]);
-            }
-            if let Some(schema) = &route.request_schema {
-                operation["requestBody"] = json!({
-                    "required": true,
-                    "content": {"application/json": {"schema": hoist_definitions(schema, &mut components)}},
-                });
-            }
-            if let Some(schema) = &route.response_schema {
-                operation["responses"]["200"]["content"] = json!({"application/json": {"schema": hoist_definitions(schema, &mut components)}});
-            }
-            insert(&mut paths, method.as_str(), &path, operation);
+        if record.state == PluginState::Enabled {
+            add_plugin(descriptor, &mut paths, &mut components);
         }
     }
     json!({
@@ -79,36 +57,138 @@ pub fn openapi_document(registry: &PluginRegistry) -> Value {
     })
 }
 
-/// Moves a schema's `$defs` into `components/schemas` (shared by all routes) and points its
-/// references there, so every `$ref` resolves within the OpenAPI document.
-fn hoist_definitions(schema: &Value, components: &mut Map<String, Value>) -> Value {
+/// Adds one plugin's routes, with their parameters and schemas (named in its namespace).
+fn add_plugin(
+    descriptor: &PluginDescriptor,
+    paths: &mut Map<String, Value>,
+    components: &mut Map<String, Value>,
+) {
+    let manifest = &descriptor.manifest;
+    let tags = if manifest.tags.is_empty() {
+        vec![manifest.id.clone()]
+    } else {
+        manifest.tags.clone()
+    };
+    for route in &descriptor.routes {
+        let (method, path, access) = (
+            route.method,
+            full_path(&manifest.prefix, &route.path),
+            route.access,
+        );
+        let mut operation = operation(method.as_str(), &path, &route.summary, &tags, &manifest.id);
+        // A plugin's success may be any 2xx (201 for a registration), with the body below.
+        if let Some(responses) = operation["responses"].as_object_mut() {
+            if let Some(success) = responses.remove("200") {
+                responses.insert("2XX".to_owned(), success);
+            }
+        }
+        if access != plugin_api::Access::Public {
+            operation["security"] = json!([{"bearerAuth": []}]);
+        }
+        let mut hoist = |schema: &Value| hoist_definitions(schema, &manifest.id, components);
+        operation["parameters"] = Value::Array(declared_parameters(route, &mut hoist));
+        if let Some(schema) = &route.request_schema {
+            operation["requestBody"] = json!({
+                "required": true,
+                "content": {"application/json": {"schema": hoist(schema)}},
+            });
+        }
+        if let Some(schema) = &route.response_schema {
+            operation["responses"]["2XX"]["content"] =
+                json!({"application/json": {"schema": hoist(schema)}});
+        }
+        insert(paths, method.as_str(), &path, operation);
+    }
+}
+
+/// The route's path and query parameters: those its path and query schemas declare (typed,
+/// with their constraints; query parameters required as the schema says), and any path
+/// parameter they do not name as a string.
+fn declared_parameters(route: &RouteSpec, hoist: &mut dyn FnMut(&Value) -> Value) -> Vec<Value> {
+    let mut parameters = Vec::new();
+    let path_schema = route.path_schema.as_ref().map(&mut *hoist);
+    let property = |schema: &Option<Value>, name: &str| -> Option<Value> {
+        schema.as_ref()?.get("properties")?.get(name).cloned()
+    };
+    for name in route.parameter_names() {
+        let schema = property(&path_schema, name).unwrap_or_else(|| json!({"type": "string"}));
+        parameters.push(parameter(name, "path", true, schema));
+    }
+    if let Some(query_schema) = route.query_schema.as_ref().map(&mut *hoist) {
+        let required: Vec<&str> = query_schema
+            .get("required")
+            .and_then(Value::as_array)
+            .map(|names| names.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let properties = query_schema.get("properties").and_then(Value::as_object);
+        for (name, schema) in properties.into_iter().flatten() {
+            let required = required.contains(&name.as_str());
+            parameters.push(parameter(name, "query", required, schema.clone()));
+        }
+    }
+    parameters
+}
+
+/// One OpenAPI parameter; the schema's `description` becomes the parameter's.
+fn parameter(name: &str, location: &str, required: bool, mut schema: Value) -> Value {
+    let description = schema
+        .as_object_mut()
+        .and_then(|schema| schema.remove("description"));
+    let mut parameter =
+        json!({"name": name, "in": location, "required": required, "schema": schema});
+    if let Some(description) = description {
+        parameter["description"] = description;
+    }
+    parameter
+}
+
+/// Moves a schema's `$defs` into `components/schemas` under the owning plugin's namespace
+/// (`game-npcs.Item`: two plugins' `Item`s never overwrite each other; the names stay within
+/// OpenAPI's `^[a-zA-Z0-9.\-_]+$`) and points its references there, so every `$ref` resolves
+/// within the OpenAPI document.
+fn hoist_definitions(schema: &Value, owner: &str, components: &mut Map<String, Value>) -> Value {
     let mut schema = schema.clone();
     if let Some(Value::Object(definitions)) = schema.as_object_mut().and_then(|o| o.remove("$defs"))
     {
         for (name, mut definition) in definitions {
-            rewrite_refs(&mut definition);
-            components.insert(name, definition);
+            rewrite_refs(&mut definition, owner);
+            components.insert(component_name(owner, &name), definition);
         }
     }
-    rewrite_refs(&mut schema);
+    rewrite_refs(&mut schema, owner);
     schema
 }
 
-fn rewrite_refs(value: &mut Value) {
+/// `owner.name`, with every character OpenAPI does not allow in a component name as `_`.
+fn component_name(owner: &str, name: &str) -> String {
+    format!("{owner}.{name}")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn rewrite_refs(value: &mut Value, owner: &str) {
     match value {
         Value::Object(map) => {
             for (key, child) in map.iter_mut() {
                 match (key.as_str(), child) {
                     ("$ref", Value::String(reference)) => {
                         if let Some(name) = reference.strip_prefix("#/$defs/") {
+                            let name = component_name(owner, name);
                             *reference = format!("#/components/schemas/{name}");
                         }
                     }
-                    (_, child) => rewrite_refs(child),
+                    (_, child) => rewrite_refs(child, owner),
                 }
             }
         }
-        Value::Array(items) => items.iter_mut().for_each(rewrite_refs),
+        Value::Array(items) => items.iter_mut().for_each(|item| rewrite_refs(item, owner)),
         _ => {}
     }
 }
@@ -145,4 +225,81 @@ fn insert(paths: &mut Map<String, Value>, method: &str, pattern: &str, operation
         .entry(pattern.replace("{*", "{"))
         .or_insert_with(|| json!({}));
     entry[method.to_ascii_lowercase()] = operation;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A plugin `id` with one route whose body refers to its own `Item`, described by
+    /// `field`.
+    fn plugin_with_item(id: &str, field: &str) -> PluginDescriptor {
+        serde_json::from_value(json!({
+            "manifest": {"id": id, "name": id, "version": "1.0.0"},
+            "routes": [{
+                "method": "POST",
+                "path": format!("/{id}/items/{{item_id}}"),
+                "path_schema": {"type": "object", "properties": {"item_id": {"type": "integer"}}, "required": ["item_id"]},
+                "query_schema": {"type": "object", "properties": {"at": {"type": "number", "minimum": 0}}, "required": ["at"]},
+                "request_schema": {
+                    "type": "object",
+                    "properties": {"items": {"type": "array", "items": {"$ref": "#/$defs/Item"}}},
+                    "$defs": {"Item": {"type": "object", "properties": {field: {"type": "string"}}}},
+                },
+            }],
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn two_plugins_schemas_of_one_name_do_not_collide() {
+        let (mut paths, mut components) = (Map::new(), Map::new());
+        add_plugin(
+            &plugin_with_item("alpha", "colour"),
+            &mut paths,
+            &mut components,
+        );
+        add_plugin(
+            &plugin_with_item("beta-two", "weight"),
+            &mut paths,
+            &mut components,
+        );
+
+        assert_eq!(
+            components["alpha.Item"]["properties"],
+            json!({"colour": {"type": "string"}})
+        );
+        assert_eq!(
+            components["beta-two.Item"]["properties"],
+            json!({"weight": {"type": "string"}})
+        );
+        assert!(!components.contains_key("Item"));
+        for (id, path) in [
+            ("alpha", "/api/v1/alpha/items/{item_id}"),
+            ("beta-two", "/api/v1/beta-two/items/{item_id}"),
+        ] {
+            let operation = &paths[path]["post"];
+            let body = &operation["requestBody"]["content"]["application/json"]["schema"];
+            assert_eq!(
+                body["properties"]["items"]["items"]["$ref"],
+                format!("#/components/schemas/{id}.Item")
+            );
+            assert_eq!(
+                operation["parameters"],
+                json!([
+                    {"name": "item_id", "in": "path", "required": true, "schema": {"type": "integer"}},
+                    {"name": "at", "in": "query", "required": true, "schema": {"type": "number", "minimum": 0}},
+                ])
+            );
+        }
+    }
+
+    #[test]
+    fn component_names_keep_to_openapis_alphabet() {
+        assert_eq!(
+            component_name("game-npcs", "Vec<Item>"),
+            "game-npcs.Vec_Item_"
+        );
+        assert_eq!(component_name("a_b", "Map_of_string"), "a_b.Map_of_string");
+    }
 }

@@ -17,6 +17,18 @@ pub mod limits {
     /// Free text a player types (dialogue input).
     pub const MAX_TEXT_CHARS: usize = 4000;
 
+    /// The JSON Schema `pattern` of a name or identifier that must not be blank: it holds a
+    /// character outside Unicode's `White_Space` (what Rust's `char::is_whitespace` and
+    /// `str::trim` go by), spelt out because Python's and JavaScript's `\s` differ from it.
+    pub const NOT_BLANK: &str =
+        r"[^\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]";
+
+    /// The longest world time, in seconds (about 31.7 million years).
+    pub const MAX_WORLD_TIME: f64 = 1.0e15;
+
+    /// Seconds in a day: schedule times lie in `0..=SECONDS_PER_DAY`.
+    pub const SECONDS_PER_DAY: f64 = 86_400.0;
+
     /// `Err` naming the field and both lengths when `value` is longer than `max` characters.
     pub fn check_length(field: &str, value: &str, max: usize) -> Result<(), String> {
         // Bytes bound characters from above: most values never need counting.
@@ -59,10 +71,11 @@ pub struct WorldSummary {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct NewWorld {
     /// Name (not empty, at most [`limits::MAX_NAME_CHARS`] characters).
-    #[schemars(length(min = 1, max = limits::MAX_NAME_CHARS))]
+    #[schemars(length(min = 1, max = limits::MAX_NAME_CHARS), pattern(limits::NOT_BLANK))]
     pub name: String,
     /// Free-form metadata (a JSON object).
     #[serde(default)]
+    #[schemars(with = "Option<Map<String, Value>>")]
     pub meta: Option<Value>,
 }
 
@@ -391,7 +404,7 @@ pub struct NpcSummary {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct NewNpc {
     /// Name (not empty, at most [`limits::MAX_NAME_CHARS`] characters).
-    #[schemars(length(min = 1, max = limits::MAX_NAME_CHARS))]
+    #[schemars(length(min = 1, max = limits::MAX_NAME_CHARS), pattern(limits::NOT_BLANK))]
     pub name: String,
     /// The world the NPC lives in.
     #[serde(default)]
@@ -401,6 +414,7 @@ pub struct NewNpc {
     pub home_location_id: Option<i64>,
     /// Personality traits (a JSON object).
     #[serde(default)]
+    #[schemars(with = "Option<Map<String, Value>>")]
     pub personality: Option<Value>,
 }
 
@@ -409,7 +423,7 @@ pub struct NewNpc {
 pub struct NpcExpression {
     /// The state it shows, e.g. `"happy"` (not empty, at most [`limits::MAX_KEY_CHARS`]
     /// characters).
-    #[schemars(length(min = 1, max = limits::MAX_KEY_CHARS))]
+    #[schemars(length(min = 1, max = limits::MAX_KEY_CHARS), pattern(limits::NOT_BLANK))]
     pub state: String,
     /// The image asset.
     pub asset_id: i64,
@@ -426,10 +440,13 @@ pub struct NpcExpression {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct NpcScheduleEntry {
     /// 0 = Monday ... 6 = Sunday.
+    #[schemars(range(min = 0, max = 6))]
     pub day_of_week: i64,
     /// Start, seconds into the day (inclusive).
+    #[schemars(range(min = 0, max = limits::SECONDS_PER_DAY))]
     pub start_time: f64,
-    /// End, seconds into the day (exclusive).
+    /// End, seconds into the day (exclusive; after `start_time`).
+    #[schemars(range(min = 0, max = limits::SECONDS_PER_DAY))]
     pub end_time: f64,
     /// Where the NPC is.
     pub location_id: i64,
@@ -450,6 +467,7 @@ pub struct NpcPresence {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct PresenceQuery {
     /// World time in seconds; splits into day of week (0 = Monday) and seconds in day.
+    #[schemars(range(min = 0))]
     pub world_time: f64,
     /// Only NPCs of this world.
     #[serde(default)]
@@ -457,6 +475,34 @@ pub struct PresenceQuery {
     /// Only this location.
     #[serde(default)]
     pub location_id: Option<i64>,
+}
+
+/// The path of the routes about one world: `/game/worlds/{world_id}...`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct WorldPath {
+    /// The world's id.
+    pub world_id: i64,
+}
+
+/// The path of the routes about one session: `.../{session_id}...`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SessionPath {
+    /// The session's id.
+    pub session_id: i64,
+}
+
+/// The path of the routes about one NPC: `/game/npcs/{npc_id}...`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct NpcPath {
+    /// The NPC's id.
+    pub npc_id: i64,
+}
+
+/// The path of the routes about one location: `/game/locations/{location_id}...`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct LocationPath {
+    /// The location's id.
+    pub location_id: i64,
 }
 
 /// A location, with its hotspots.
@@ -493,7 +539,7 @@ pub struct LocationSummary {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct NewLocation {
     /// Name (not empty, at most [`limits::MAX_NAME_CHARS`] characters).
-    #[schemars(length(min = 1, max = limits::MAX_NAME_CHARS))]
+    #[schemars(length(min = 1, max = limits::MAX_NAME_CHARS), pattern(limits::NOT_BLANK))]
     pub name: String,
     /// The background asset.
     #[serde(default)]
@@ -502,8 +548,9 @@ pub struct NewLocation {
     #[serde(default)]
     #[schemars(length(max = limits::MAX_KEY_CHARS))]
     pub default_spawn: Option<String>,
-    /// Free-form metadata.
+    /// Free-form metadata (a JSON object).
     #[serde(default)]
+    #[schemars(with = "Option<Map<String, Value>>")]
     pub meta: Option<Value>,
 }
 
@@ -512,11 +559,11 @@ pub struct NewLocation {
 pub struct Hotspot {
     /// The scene object it is attached to (not empty, at most [`limits::MAX_KEY_CHARS`]
     /// characters).
-    #[schemars(length(min = 1, max = limits::MAX_KEY_CHARS))]
+    #[schemars(length(min = 1, max = limits::MAX_KEY_CHARS), pattern(limits::NOT_BLANK))]
     pub object_name: String,
     /// Its id within the location (not empty, at most [`limits::MAX_KEY_CHARS`]
     /// characters).
-    #[schemars(length(min = 1, max = limits::MAX_KEY_CHARS))]
+    #[schemars(length(min = 1, max = limits::MAX_KEY_CHARS), pattern(limits::NOT_BLANK))]
     pub hotspot_id: String,
     /// The scene it leads to.
     #[serde(default)]

@@ -54,6 +54,15 @@ pub struct RouteSpec {
     /// Who may call the route; the host checks it before any plugin code runs.
     #[serde(default)]
     pub access: Access,
+    /// JSON Schema of an object whose properties are the path parameters (declared with
+    /// `Route::path`): documented, and checked by the SDK before the handler runs. Path
+    /// parameters it does not name are strings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_schema: Option<serde_json::Value>,
+    /// JSON Schema of an object whose properties are the query parameters (declared with
+    /// `Route::query`), with `required` naming the required ones; checked like `path_schema`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query_schema: Option<serde_json::Value>,
     /// JSON Schema of the request body, for the API docs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_schema: Option<serde_json::Value>,
@@ -223,6 +232,8 @@ impl PluginDescriptor {
         for route in &self.routes {
             if let Err(problem) = validate_route_path(&route.path) {
                 problems.push(problem);
+            } else if let Some(problem) = undeclared_path_parameters(route) {
+                problems.push(problem);
             } else if !seen.insert((route.method, route.path.as_str())) {
                 problems.push(format!(
                     "route {} {} is declared twice",
@@ -236,6 +247,26 @@ impl PluginDescriptor {
             Err(crate::ManifestErrors(problems))
         }
     }
+}
+
+/// A route whose path schema (`Route::path`) does not name exactly its path's parameters:
+/// the problem, so documentation and pattern cannot drift apart.
+fn undeclared_path_parameters(route: &RouteSpec) -> Option<String> {
+    let schema = route.path_schema.as_ref()?;
+    let mut declared: Vec<&str> = schema
+        .get("properties")
+        .and_then(serde_json::Value::as_object)
+        .map(|properties| properties.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+    let mut in_path = route.parameter_names();
+    declared.sort_unstable();
+    in_path.sort_unstable();
+    (declared != in_path).then(|| {
+        format!(
+            "route {} {}: its path parameters {in_path:?} and the fields of its path type {declared:?} differ",
+            route.method, route.path
+        )
+    })
 }
 
 #[cfg(test)]

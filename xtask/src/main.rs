@@ -236,7 +236,50 @@ impl Workspace {
         self.install_browser_driver()?;
         let mut command = cargo();
         command.args(["test", "--workspace"]).args(cargo_test_args);
+        // The OpenAPI contract test runs schemathesis; without it that test fails and says how
+        // to install it.
+        match self.schemathesis() {
+            Ok(st) => {
+                command.env("PIXSIM7_SCHEMATHESIS", st);
+            }
+            Err(problem) => eprintln!("warning: no schemathesis ({problem})"),
+        }
         run(&mut command)
+    }
+
+    /// The `st` of a pinned schemathesis in `target/schemathesis-venv`, installed with pip
+    /// when missing.
+    fn schemathesis(&self) -> Result<PathBuf, String> {
+        const PINNED: &str = "schemathesis==4.32.5";
+        let venv = self.target_dir.join("schemathesis-venv");
+        let st = venv.join("bin/st");
+        let pinned_marker = venv.join(PINNED);
+        if st.is_file() && pinned_marker.is_file() {
+            return Ok(st);
+        }
+        let created = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status();
+        if !created.is_ok_and(|status| status.success()) {
+            return Err(format!(
+                "python3 -m venv {} failed (apt-get install python3 python3-venv)",
+                venv.display()
+            ));
+        }
+        println!("installing {PINNED} with pip into {}", venv.display());
+        let installed = Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", PINNED])
+            .status();
+        match installed {
+            Ok(status) if status.success() && st.is_file() => {
+                std::fs::write(&pinned_marker, b"").map_err(|e| e.to_string())?;
+                Ok(st)
+            }
+            _ => Err(format!(
+                "pip could not install {PINNED} (is PyPI reachable?)"
+            )),
+        }
     }
 }
 

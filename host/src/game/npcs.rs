@@ -14,7 +14,7 @@ use super::{
     require_name, within,
 };
 
-const SECONDS_PER_DAY: f64 = 86_400.0;
+const SECONDS_PER_DAY: f64 = plugin_api::game::limits::SECONDS_PER_DAY;
 
 fn npc(row: &Row) -> Result<Npc, DbError> {
     Ok(Npc {

@@ -7,7 +7,7 @@ use super::{database_error, invalid, json_column, not_found, object_text, requir
 
 /// The latest world time there can be, in seconds (about 31.7 million years): far beyond
 /// any game, and far below where adding seconds to a float stops working.
-pub const MAX_WORLD_TIME: f64 = 1.0e15;
+pub const MAX_WORLD_TIME: f64 = plugin_api::game::limits::MAX_WORLD_TIME;
 use crate::db::unix_now;
 use plugin_api::abi::ServiceError;
 
@@ -106,7 +106,9 @@ pub async fn advance(
         Some(row) => world(&row).map_err(database_error),
         None => {
             let current = get(db, id, scope).await?;
-            Err(invalid(format!(
+            // The delta alone is within bounds (the route's schema says so); it is this
+            // world's current time that makes it too much: a conflict with its state.
+            Err(super::service_error(plugin_api::abi::ServiceErrorKind::Conflict, format!(
                 "advancing world {id} by {delta} s would take its time ({}) past the maximum of {MAX_WORLD_TIME} s",
                 current.world_time
             )))

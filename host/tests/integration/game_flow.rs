@@ -310,8 +310,17 @@ fn worlds_locations_npcs_and_presence() {
             &[],
             br#"{"delta_seconds": 1.7e308}"#,
         );
-        assert_eq!(absurd.status, 400, "{}", absurd.body);
-        assert!(absurd.json()["detail"]
+        assert_eq!(absurd.status, 422, "{}", absurd.body);
+        assert_eq!(absurd.json()["detail"][0]["type"], "less_than_equal");
+        // A delta within bounds that this world's time cannot take: a conflict with its state.
+        let too_far = host.request(
+            "POST",
+            &format!("/api/v1/game/worlds/{wid}/advance"),
+            &[],
+            br#"{"delta_seconds": 1e15}"#,
+        );
+        assert_eq!(too_far.status, 409, "{}", too_far.body);
+        assert!(too_far.json()["detail"]
             .as_str()
             .unwrap()
             .contains("past the maximum"));
@@ -394,7 +403,8 @@ fn worlds_locations_npcs_and_presence() {
             1
         );
         let bad_day = host.request("PUT", &format!("/api/v1/game/npcs/{nid}/schedules"), &[], json!({"schedules": [{"day_of_week": 9, "start_time": 0, "end_time": 1, "location_id": lid}]}).to_string().as_bytes());
-        assert_eq!(bad_day.status, 400);
+        assert_eq!(bad_day.status, 422, "{}", bad_day.body);
+        assert_eq!(bad_day.json()["detail"][0]["type"], "less_than_equal");
 
         let expressions =
             json!({"expressions": [{"state": "happy", "asset_id": 12, "crop": {"x": 1}}]});
@@ -600,13 +610,52 @@ fn the_api_docs_show_every_game_route_with_schemas() {
             "session_id"
         ])
     );
-    let response = &pickpocket["responses"]["200"]["content"]["application/json"]["schema"];
+    let response = &pickpocket["responses"]["2XX"]["content"]["application/json"]["schema"];
     assert!(response["properties"]["updated_flags"].is_object());
+    assert_eq!(request["properties"]["base_success_chance"]["maximum"], 1.0);
     let hotspots = &document["paths"]["/api/v1/game/locations/{location_id}/hotspots"]["put"];
     let reference = hotspots["requestBody"]["content"]["application/json"]["schema"]["properties"]
         ["hotspots"]["items"]["$ref"]
         .as_str()
         .unwrap();
-    assert_eq!(reference, "#/components/schemas/Hotspot");
-    assert!(document["components"]["schemas"]["Hotspot"].is_object());
+    // Each plugin's schemas are named in its own namespace.
+    assert_eq!(reference, "#/components/schemas/game-locations.Hotspot");
+    let hotspot = &document["components"]["schemas"]["game-locations.Hotspot"];
+    assert_eq!(hotspot["properties"]["hotspot_id"]["minLength"], 1);
+    assert!(document["components"]["schemas"].get("Hotspot").is_none());
+
+    // Path parameters carry the type the handler requires; required query parameters are listed.
+    let get_npc = &document["paths"]["/api/v1/game/npcs/{npc_id}"]["get"];
+    assert_eq!(
+        get_npc["parameters"],
+        json!([{"name": "npc_id", "in": "path", "required": true,
+                "description": "The NPC's id.", "schema": {"type": "integer", "format": "int64"}}])
+    );
+    let presence = &document["paths"]["/api/v1/game/npcs/presence"]["get"]["parameters"];
+    let world_time = presence
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|parameter| parameter["name"] == "world_time")
+        .expect("world_time is documented");
+    assert_eq!(
+        (
+            &world_time["in"],
+            &world_time["required"],
+            &world_time["schema"]["minimum"]
+        ),
+        (&json!("query"), &json!(true), &json!(0))
+    );
+    // ... and the SDK holds requests to them before any handler runs.
+    let not_an_id = host.get("/api/v1/game/npcs/mara");
+    assert_eq!(not_an_id.status, 422);
+    assert_eq!(
+        not_an_id.json()["detail"][0]["loc"],
+        json!(["path", "npc_id"])
+    );
+    let no_time = host.get("/api/v1/game/npcs/presence");
+    assert_eq!(
+        no_time.json()["detail"],
+        json!([{"type": "missing", "loc": ["query", "world_time"], "msg": "Field required", "input": null}])
+    );
 }

@@ -17,6 +17,7 @@ mod loader_trust;
 mod login_throttling;
 mod metrics_and_readiness;
 mod migrations_cli;
+mod openapi_contract;
 mod pages_in_browser;
 mod plugin_data;
 mod plugin_loading;

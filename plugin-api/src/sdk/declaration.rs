@@ -213,11 +213,19 @@ pub const fn split_dependency(spec: &str) -> (&str, Option<&str>) {
 ///
 /// Paths are below the manifest's prefix and may hold `{name}` parameters (a final
 /// `{*rest}` catches the rest). A route needs a signed-in user unless marked `public()`.
+///
+/// `.path::<T>()` and `.query::<T>()` declare the path and query parameters as the fields of
+/// a struct (`#[derive(Deserialize, JsonSchema)] struct NpcPath { npc_id: i64 }`): they are
+/// documented in `/openapi.json` from `T`'s JSON Schema, and the SDK checks every request
+/// against that schema before the handler runs (422 in pydantic's words, as FastAPI answers),
+/// so the documentation and the behaviour cannot disagree.
 pub struct Route<P: 'static> {
     pub(crate) method: Method,
     pub(crate) path: &'static str,
     pub(crate) summary: &'static str,
     pub(crate) access: Access,
+    pub(crate) path_schema: Option<fn() -> Value>,
+    pub(crate) query_schema: Option<fn() -> Value>,
     pub(crate) request_schema: Option<fn() -> Value>,
     pub(crate) response_schema: Option<fn() -> Value>,
     pub(crate) handler: &'static dyn Handler<P>,
@@ -246,6 +254,8 @@ impl<P: Sync + 'static> Route<P> {
             path,
             summary,
             access: Access::User,
+            path_schema: None,
+            query_schema: None,
             request_schema: None,
             response_schema: None,
             handler,
@@ -289,6 +299,23 @@ impl<P: Sync + 'static> Route<P> {
         self
     }
 
+    /// Declares the path parameters as the fields of `T` (one per `{name}` of the path, e.g.
+    /// `npc_id: i64`): documented with their types and constraints, and checked before the
+    /// handler runs, so `request.param_as::<i64>("npc_id")` cannot fail there.
+    pub const fn path<T: schemars::JsonSchema>(mut self) -> Self {
+        self.path_schema = Some(schema_of::<T>);
+        self
+    }
+
+    /// Declares the query parameters as the fields of `T` (required unless `Option` or
+    /// `#[serde(default)]`; constraints from schemars attributes such as
+    /// `#[schemars(range(min = 0))]`): documented, and checked before the handler runs.
+    /// The handler reads them with [`crate::Request::query_params`].
+    pub const fn query<T: schemars::JsonSchema>(mut self) -> Self {
+        self.query_schema = Some(schema_of::<T>);
+        self
+    }
+
     /// Documents the request body as `T`'s JSON Schema.
     pub const fn request<T: schemars::JsonSchema>(mut self) -> Self {
         self.request_schema = Some(schema_of::<T>);
@@ -310,6 +337,8 @@ impl<P> Route<P> {
             path: self.path.to_owned(),
             summary: self.summary.to_owned(),
             access: self.access,
+            path_schema: self.path_schema.map(|schema| schema()),
+            query_schema: self.query_schema.map(|schema| schema()),
             request_schema: self.request_schema.map(|schema| schema()),
             response_schema: self.response_schema.map(|schema| schema()),
         }

@@ -19,6 +19,7 @@ use super::{
     panic::{catch_panic, install_recording_hook, CatchPanic},
     plugin::{Event, LoadContext, Plugin},
     request::Request,
+    response::IntoResponse,
 };
 use crate::{
     abi::{
@@ -160,11 +161,25 @@ impl<P: Plugin> Runtime<P> {
             Ok(loaded) => loaded,
             Err(error) => return ready_fault(FaultKind::Error, error.to_string()),
         };
-        match P::ROUTES.get(index as usize) {
-            Some(route) => route
-                .handler
-                .call(plugin, Request::from_ffi(request, services)),
-            None => ready_fault(
+        match (
+            P::ROUTES.get(index as usize),
+            self.descriptor.routes.get(index as usize),
+        ) {
+            (Some(route), Some(spec)) => {
+                let request = Request::from_ffi(request, services);
+                // What the route declared for its parameters holds before its code runs.
+                match request.check_declared_parameters(
+                    spec.path_schema.as_ref(),
+                    spec.query_schema.as_ref(),
+                ) {
+                    Ok(()) => route.handler.call(plugin, request),
+                    Err(error) => {
+                        let response = error.into_response().into_ffi();
+                        async move { RResult::ROk(response) }.into_ffi()
+                    }
+                }
+            }
+            _ => ready_fault(
                 FaultKind::Error,
                 format!(
                     "no route with index {index} (the plugin has {})",

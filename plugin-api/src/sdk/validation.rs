@@ -3,9 +3,13 @@
 //!
 //! A JSON body is checked in three steps. The bytes are parsed to a [`Value`] (a syntax error
 //! is pydantic's `json_invalid`). The value is then walked together with the JSON Schema
-//! `schemars` derives for the target type, collecting *every* issue with its `loc` and coercing
-//! in place what pydantic's lax mode accepts (`175.0` or `"175"` for an integer, `"yes"` for a
-//! boolean). Finally serde deserializes the coerced value and has the last word: an input the
+//! `schemars` derives for the target type, collecting *every* issue with its `loc`. A body
+//! keeps to the JSON types its schema (and so `/openapi.json`) states, with one conversion:
+//! an integral float for an integer (`175.0`, which JSON Schema counts as an integer and
+//! pydantic accepts; `175.5` is `int_from_float`). Path and query text is read as pydantic's
+//! lax mode reads it (`"175"`, `"175.0"`, `"yes"`). Constraints (`minimum`, `maxLength`,
+//! `pattern`, ...) are checked too, so a request the schema admits is one the handler gets,
+//! and one it does not is refused. Finally serde deserializes the coerced value and has the last word: an input the
 //! walk passed but serde rejects is one `value_error`, and structural issues the walk reported
 //! for an input serde accepts anyway (a schema shape the walk misread, a serde `alias`) are
 //! dropped, so the walk can never reject a body the type itself accepts. Only the schema's own
@@ -146,6 +150,81 @@ fn read_text<T: FromStr + 'static>(text: &str, loc: &[Value]) -> Result<T, Value
             issue("value_error", loc, msg, input())
         }),
     }
+}
+
+/// Checks path or query parameters (`location` is `"path"` or `"query"`) against the JSON
+/// Schema of the object they make up (what `Route::path` / `Route::query` declared): every
+/// issue at `[location, name]` in pydantic's words, or the parameters as a JSON object with
+/// their values coerced as pydantic's lax mode reads text (`"5"` for an integer, `"5.0"`
+/// too). A repeated name counts once, its first value; names the schema lacks are ignored,
+/// as FastAPI ignores them.
+pub fn check_parameters<'t>(
+    location: &str,
+    schema: &Value,
+    parameters: impl IntoIterator<Item = (Cow<'t, str>, Cow<'t, str>)>,
+) -> Result<Value, ApiError> {
+    let mut object = Map::new();
+    for (name, text) in parameters {
+        if !object.contains_key(name.as_ref()) {
+            object.insert(name.into_owned(), Value::String(text.into_owned()));
+        }
+    }
+    let mut value = Value::Object(object);
+    let mut checker = Checker::new(schema, None);
+    checker.text_input = true;
+    checker.check(schema, &mut value, &mut vec![json!(location)]);
+    if checker.issues.is_empty() {
+        return Ok(value);
+    }
+    let issues = checker
+        .issues
+        .into_iter()
+        .map(|issue| {
+            let mut detail = issue.detail;
+            // FastAPI shows no input for an absent parameter (the walk shows the object).
+            if detail["type"] == "missing" {
+                detail["input"] = Value::Null;
+            }
+            detail
+        })
+        .collect();
+    Err(ApiError::validation_issues(issues))
+}
+
+/// The parameters as a `T` (the type a route declared with `Route::path` or `Route::query`),
+/// checked as [`check_parameters`] checks them.
+pub(crate) fn parameters_as<'t, T: DeserializeOwned + JsonSchema>(
+    location: &str,
+    parameters: impl IntoIterator<Item = (Cow<'t, str>, Cow<'t, str>)>,
+) -> Result<T, ApiError> {
+    let schema = BodySchema::of::<T>();
+    let value = check_parameters(location, &schema.schema, parameters)?;
+    T::deserialize(&value).map_err(|error| {
+        let loc = [json!(location)];
+        ApiError::validation_issues(vec![issue(
+            "value_error",
+            &loc,
+            format!("Value error, {error}"),
+            value.clone(),
+        )])
+    })
+}
+
+/// Whether `text` holds a match of the JSON Schema `pattern` (a pattern the engine cannot
+/// compile matches everything: it is the schema author's mistake, not the client's).
+fn matches_pattern(pattern: &str, text: &str) -> bool {
+    type Compiled = HashMap<String, Option<regex_lite::Regex>>;
+    static COMPILED: OnceLock<RwLock<Compiled>> = OnceLock::new();
+    let compiled = COMPILED.get_or_init(RwLock::default);
+    if let Some(found) = compiled.read().ok().and_then(|c| c.get(pattern).cloned()) {
+        return found.is_none_or(|regex| regex.is_match(text));
+    }
+    let regex = regex_lite::Regex::new(pattern).ok();
+    let matched = regex.as_ref().is_none_or(|regex| regex.is_match(text));
+    if let Ok(mut compiled) = compiled.write() {
+        compiled.insert(pattern.to_owned(), regex);
+    }
+    matched
 }
 
 /// A required query parameter that is absent: the pydantic "missing" issue.
@@ -608,39 +687,53 @@ impl Kind {
         }
     }
 
-    /// `value` converted to this type the way pydantic's lax (Python-mode) validation does,
-    /// or the issue explaining why it cannot be.
-    fn coerce(self, value: &Value, schema: &Map<String, Value>) -> Result<Value, Mismatch> {
+    /// `value` converted to this type, or the issue explaining why it cannot be.
+    ///
+    /// A JSON body keeps to its schema's JSON types, as the OpenAPI document promises: the
+    /// one conversion is an integral float for an integer (`175.0`, which JSON Schema counts
+    /// as an integer and pydantic accepts; `175.5` is `int_from_float`). Text from a path
+    /// or query (`text` true) is read as pydantic reads it (`"5"`, `"5.0"`, `"yes"`).
+    fn coerce(
+        self,
+        value: &Value,
+        schema: &Map<String, Value>,
+        text: bool,
+    ) -> Result<Value, Mismatch> {
         match self {
             Kind::Integer => match value {
                 Value::Number(number) => match number.as_f64() {
                     Some(float) => float_to_integer(float),
                     None => Err(INT_TYPE),
                 },
-                Value::String(text) => match parse_int_text(text) {
-                    Some(integer) => integer_value(integer).ok_or(INT_PARSING_SIZE),
+                Value::String(text_value) => match parse_int_text(text_value) {
+                    Some(integer) if text => integer_value(integer).ok_or(INT_PARSING_SIZE),
+                    // Text pydantic would read as a number is still not a JSON number.
+                    Some(_) => Err(INT_TYPE),
                     None => Err(INT_PARSING),
                 },
-                Value::Bool(flag) => Ok(Value::from(u8::from(*flag))),
                 _ => Err(INT_TYPE),
             },
             Kind::Number => match value {
-                Value::String(text) => match parse_float_text(text) {
-                    Some(float) => Number::from_f64(float)
+                Value::String(text_value) => match parse_float_text(text_value) {
+                    Some(float) if text => Number::from_f64(float)
                         .map(Value::Number)
                         .ok_or(FINITE_NUMBER),
+                    Some(_) => Err(FLOAT_TYPE),
                     None => Err(FLOAT_PARSING),
                 },
-                Value::Bool(flag) => Ok(Value::from(if *flag { 1.0 } else { 0.0 })),
                 _ => Err(FLOAT_TYPE),
             },
             Kind::Boolean => match value {
-                Value::String(text) => parse_bool_text(text).map(Value::Bool).ok_or(BOOL_PARSING),
+                Value::String(text_value) => match parse_bool_text(text_value) {
+                    Some(flag) if text => Ok(Value::Bool(flag)),
+                    Some(_) => Err(BOOL_TYPE),
+                    None => Err(BOOL_PARSING),
+                },
                 Value::Number(number) => match number.as_f64() {
-                    Some(float) if float.fract() != 0.0 => Err(BOOL_TYPE),
-                    Some(0.0) => Ok(Value::Bool(false)),
-                    Some(1.0) => Ok(Value::Bool(true)),
-                    _ => Err(BOOL_PARSING),
+                    Some(float) if float.fract() == 0.0 && !(0.0..=1.0).contains(&float) => {
+                        Err(BOOL_PARSING)
+                    }
+                    _ => Err(BOOL_TYPE),
                 },
                 _ => Err(BOOL_TYPE),
             },
@@ -679,6 +772,8 @@ struct Checker<'s> {
     issues: Vec<Issue>,
     /// Whether any value was coerced (a lax rather than an exact match).
     coerced: bool,
+    /// Whether the values are text to read (path and query parameters), not JSON.
+    text_input: bool,
 }
 
 impl<'s> Checker<'s> {
@@ -688,12 +783,16 @@ impl<'s> Checker<'s> {
             root_fields,
             issues: Vec::new(),
             coerced: false,
+            text_input: false,
         }
     }
 
     /// A checker with the same schema and no findings, to try a union branch.
     fn fork(&self) -> Checker<'s> {
-        Checker::new(self.root, self.root_fields)
+        Checker {
+            text_input: self.text_input,
+            ..Checker::new(self.root, self.root_fields)
+        }
     }
 
     fn report(&mut self, detail: Value) {
@@ -827,7 +926,7 @@ impl<'s> Checker<'s> {
         }
         let mut first_mismatch = None;
         for kind in kinds.iter().filter(|kind| **kind != Kind::Null) {
-            match kind.coerce(value, schema) {
+            match kind.coerce(value, schema, self.text_input) {
                 Ok(coerced) => {
                     self.coerced = true;
                     return TypeCheck::Coerced(std::mem::replace(value, coerced));
@@ -897,7 +996,8 @@ impl<'s> Checker<'s> {
         }
     }
 
-    /// `minLength` and `maxLength`, counted in characters.
+    /// `minLength` and `maxLength`, counted in characters, then `pattern` (searched for
+    /// anywhere in the text, as JSON Schema says).
     fn check_string(
         &mut self,
         schema: &Map<String, Value>,
@@ -911,6 +1011,13 @@ impl<'s> Checker<'s> {
             self.report_constraint(length_issue("string_too_short", loc, min, input));
         } else if let Some(max) = limit("maxLength").filter(|max| length > *max) {
             self.report_constraint(length_issue("string_too_long", loc, max, input));
+        } else if let Some(pattern) = schema.get("pattern").and_then(Value::as_str) {
+            if !matches_pattern(pattern, text) {
+                let msg = format!("String should match pattern '{pattern}'");
+                let ctx = json!({ "pattern": pattern });
+                let issue = issue_with_ctx("string_pattern_mismatch", loc, msg, input, ctx);
+                self.report_constraint(issue);
+            }
         }
     }
 
@@ -1369,6 +1476,10 @@ fn integer_format_range(format: &str) -> Option<(i128, i128)> {
 }
 
 /// An integral float as a JSON integer (pydantic accepts `175.0` for an `int`).
+///
+/// An integer literal beyond the 64-bit range reaches the walk as the nearest float, so
+/// -2^63 itself stands for every literal just below `i64::MIN` and is refused as too large
+/// (written as an integer, `-9223372036854775808` is an `i64` and never gets here).
 fn float_to_integer(float: f64) -> Result<Value, Mismatch> {
     // 2^63, exactly: the casts below are exact inside these ranges.
     let two_pow_63 = -(i64::MIN as f64);
@@ -1376,7 +1487,7 @@ fn float_to_integer(float: f64) -> Result<Value, Mismatch> {
         Err(FINITE_NUMBER)
     } else if float.fract() != 0.0 {
         Err(INT_FROM_FLOAT)
-    } else if (-two_pow_63..two_pow_63).contains(&float) {
+    } else if -two_pow_63 < float && float < two_pow_63 {
         Ok(Value::from(float as i64))
     } else if (0.0..2.0 * two_pow_63).contains(&float) {
         Ok(Value::from(float as u64))
@@ -1586,11 +1697,11 @@ mod tests {
 
     #[test]
     fn missing_shows_the_object_as_received() {
-        let found = issues::<Pickpocket>(r#"{"npc_id": "5", "slot_id": "a"}"#);
+        let found = issues::<Pickpocket>(r#"{"npc_id": 5.0, "slot_id": "a"}"#);
         assert_eq!(found.len(), 3);
         for issue in &found {
             assert_eq!(issue["type"], "missing");
-            assert_eq!(issue["input"], json!({"npc_id": "5", "slot_id": "a"}));
+            assert_eq!(issue["input"], json!({"npc_id": 5.0, "slot_id": "a"}));
         }
     }
 
@@ -1635,34 +1746,55 @@ mod tests {
     }
 
     #[test]
-    fn integral_floats_and_numeric_strings_are_integers() {
+    fn integral_floats_are_integers_and_json_types_are_kept() {
         let mut body = valid_pickpocket();
         body["npc_id"] = json!(175.0);
-        body["session_id"] = json!(" 12 ");
-        body["world_id"] = json!("3.00");
-        body["base_success_chance"] = json!("0.75");
+        body["world_id"] = json!(3.0);
         body["detection_chance"] = json!(1);
         let parsed: Pickpocket = parse_json_body(body.to_string().as_bytes()).unwrap();
         assert_eq!(parsed.npc_id, 175);
-        assert_eq!(parsed.session_id, 12);
         assert_eq!(parsed.world_id, Some(3));
-        assert_eq!(parsed.base_success_chance, 0.75);
         assert_eq!(parsed.detection_chance, 1.0);
+        assert_eq!((parsed.session_id, parsed.base_success_chance), (3, 0.5));
+
+        // What the schema calls another type is refused, as the OpenAPI document promises.
+        body["session_id"] = json!(" 12 ");
+        body["world_id"] = json!(false);
+        body["base_success_chance"] = json!("0.75");
+        let found = issues::<Pickpocket>(&body.to_string());
+        let kinds: Vec<&Value> = found.iter().map(|issue| &issue["type"]).collect();
+        assert_eq!(
+            kinds,
+            [&json!("float_type"), &json!("int_type"), &json!("int_type")]
+        );
+    }
+
+    #[test]
+    fn an_integer_literal_below_the_64_bit_range_is_refused() {
+        let mut body = valid_pickpocket();
+        body["world_id"] = json!(-9_223_372_036_854_775_808_i64);
+        let parsed: Pickpocket = parse_json_body(body.to_string().as_bytes()).unwrap();
+        assert_eq!(parsed.world_id, Some(i64::MIN));
+        let text = body
+            .to_string()
+            .replace("-9223372036854775808", "-9223372036854775809");
+        let found = issues::<Pickpocket>(&text);
+        assert_eq!(found[0]["type"], "int_parsing_size");
     }
 
     #[test]
     fn fractional_numbers_are_not_integers() {
         let mut body = valid_pickpocket();
         body["npc_id"] = json!(1.5);
-        body["world_id"] = json!("2.5");
+        body["world_id"] = json!(-2.5);
         let found = issues::<Pickpocket>(&body.to_string());
         assert_eq!(
             found,
             vec![
                 json!({"type": "int_from_float", "loc": ["body", "npc_id"], "input": 1.5,
                     "msg": "Input should be a valid integer, got a number with a fractional part"}),
-                json!({"type": "int_parsing", "loc": ["body", "world_id"], "input": "2.5",
-                    "msg": "Input should be a valid integer, unable to parse string as an integer"}),
+                json!({"type": "int_from_float", "loc": ["body", "world_id"], "input": -2.5,
+                    "msg": "Input should be a valid integer, got a number with a fractional part"}),
             ]
         );
     }
@@ -1795,14 +1927,14 @@ mod tests {
     fn bounds_report_what_the_client_sent() {
         let body = json!({
             "mood": "happy",
-            "items": [{"name": "coin", "count": "-1"}],
+            "items": [{"name": "coin", "count": -1.0}],
             "home": {"name": "inn", "count": 0},
             "level": 1,
             "rank": 1,
         });
         let found = issues::<Npc>(&body.to_string());
         assert_eq!(found[0]["type"], "greater_than_equal");
-        assert_eq!(found[0]["input"], "-1");
+        assert_eq!(found[0]["input"], -1.0);
     }
 
     #[test]
@@ -1975,28 +2107,17 @@ mod tests {
     }
 
     #[test]
-    fn lax_booleans() {
-        for (text, expected) in [
-            ("\"yes\"", true),
-            ("\"off\"", false),
-            ("1", true),
-            ("0.0", false),
-        ] {
-            let parsed: Strict =
-                parse_json_body(format!(r#"{{"a": 1, "b": {text}}}"#).as_bytes()).unwrap();
-            assert_eq!(parsed.b, Some(expected), "{text}");
+    fn booleans_are_json_booleans() {
+        let parsed: Strict = parse_json_body(br#"{"a": 1, "b": false}"#).unwrap();
+        assert_eq!(parsed.b, Some(false));
+        for text in ["\"yes\"", "1", "0.0"] {
+            let found = issues::<Strict>(&format!(r#"{{"a": 1, "b": {text}}}"#));
+            assert_eq!(found[0]["type"], "bool_type", "{text}");
+            assert_eq!(found[0]["msg"], "Input should be a valid boolean");
         }
-        let found = issues::<Strict>(r#"{"a": true, "b": "maybe"}"#);
-        assert_eq!(
-            found,
-            vec![
-                json!({"type": "bool_parsing", "loc": ["body", "b"], "input": "maybe",
-                "msg": "Input should be a valid boolean, unable to interpret input"})
-            ]
-        );
-        let found = issues::<Strict>(r#"{"a": 1, "b": []}"#);
-        assert_eq!(found[0]["type"], "bool_type");
-        assert_eq!(found[0]["msg"], "Input should be a valid boolean");
+        let found = issues::<Strict>(r#"{"a": true, "b": []}"#);
+        assert_eq!(found[0]["type"], "int_type");
+        assert_eq!(found[1]["type"], "bool_type");
     }
 
     fn even<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
@@ -2044,7 +2165,7 @@ mod tests {
     #[test]
     fn tagged_enums_are_discriminated_unions() {
         let parsed: Plan =
-            parse_json_body(br#"{"action": {"kind": "steal", "npc_id": "4"}}"#).unwrap();
+            parse_json_body(br#"{"action": {"kind": "steal", "npc_id": 4.0}}"#).unwrap();
         assert_eq!(parsed.action, Action::Steal { npc_id: 4 });
 
         let found = issues::<Plan>(r#"{"action": {"kind": "talk", "name": 1}}"#);
@@ -2132,8 +2253,8 @@ mod tests {
             "slot": "Both",
             "spare": null,
             "tally": {},
-            "by_id": {"-4": "t"},
-            "pair": ["7", "seven"],
+            "by_id": {"-4": true},
+            "pair": [7.0, "seven"],
         });
         let parsed: Equip = parse_json_body(body.to_string().as_bytes()).unwrap();
         assert!(parsed.spare.is_none());

@@ -71,7 +71,7 @@ impl Plugin for Auth {
     const ROUTES: &'static [Route<Self>] = &[
         Route::post("/auth/register", "Create a user", register)
             .public()
-            .request::<Credentials>()
+            .request::<Registration>()
             .response::<UserView>(),
         Route::post(
             "/auth/login",
@@ -125,6 +125,19 @@ pub struct Credentials {
     password: String,
 }
 
+/// `POST /auth/register`: the rules a new user's name and password follow (those of
+/// `check_username` and `check_password`, for the default `min_password_length`).
+#[derive(Deserialize, JsonSchema)]
+pub struct Registration {
+    /// 3 to 32 characters: ASCII letters, digits, `_`, `-` or `.`, starting with a letter
+    /// (kept in lower case).
+    #[schemars(pattern(r"^[A-Za-z][A-Za-z0-9_.-]{2,31}$"))]
+    username: String,
+    /// At least `min_password_length` (by default 8) and at most 1024 characters.
+    #[schemars(length(min = 8, max = 1024))]
+    password: String,
+}
+
 /// A user.
 #[derive(Serialize, JsonSchema)]
 pub struct UserView {
@@ -142,7 +155,7 @@ pub struct TokenView {
 }
 
 async fn register(plugin: &Auth, request: Request<'_>) -> Result<(u16, Json<UserView>), ApiError> {
-    let credentials: Credentials = request.json()?;
+    let credentials: Registration = request.json()?;
     let username = check_username(&credentials.username)?;
     check_password(&credentials.password, plugin.settings.min_password_length)?;
     if find_user(request.host(), &username).await?.is_some() {

@@ -70,10 +70,20 @@ impl Plugin for DiceGame {
     }
 }
 
+/// `POST /dice-game/roll`.
 #[derive(Deserialize, JsonSchema)]
 struct RollRequest {
+    /// `NdS+M`: up to 100 dice (N, 1 when left out) of 2 to 1000 sides (S), plus or minus
+    /// at most 1000000 (M, optional). The pattern states the default limits; an operator's
+    /// `max_dice` or `max_sides` narrows them further (400).
+    #[schemars(pattern(DICE_NOTATION))]
     dice: String,
 }
+
+/// The notation's pattern: what `parse_notation` reads within the default `Limits`, in the
+/// forms it writes (no leading zeros, no surrounding space).
+const DICE_NOTATION: &str =
+    r"^(100|[1-9][0-9]?)?[dD](1000|[1-9][0-9]{1,2}|[2-9])([+-](1000000|[1-9][0-9]{0,5}|0))?$";
 
 #[derive(Serialize, JsonSchema)]
 struct RollResponse {
@@ -218,9 +228,32 @@ mod tests {
             malformed.json_body()["detail"][0]["loc"],
             json!(["body", "dice"])
         );
+        // Beyond the default limits the schema's pattern refuses (422), as documented.
         let absurd = plugin.post_json("/dice-game/roll", &json!({"dice": "1000000d6"}));
-        assert_eq!(absurd.status, 400);
+        assert_eq!(absurd.status, 422);
+        assert_eq!(
+            absurd.json_body()["detail"][0]["type"],
+            "string_pattern_mismatch"
+        );
         assert_eq!(plugin.post_json("/dice-game/roll", &json!({})).status, 422);
+    }
+
+    #[test]
+    fn narrower_configured_limits_answer_400() {
+        let host = TestHost::new();
+        let plugin = host.load::<DiceGame>(json!({"max_dice": 3})).unwrap();
+        assert_eq!(
+            plugin
+                .post_json("/dice-game/roll", &json!({"dice": "3d6"}))
+                .status,
+            200
+        );
+        assert_eq!(
+            plugin
+                .post_json("/dice-game/roll", &json!({"dice": "4d6"}))
+                .status,
+            400
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! only the caller's sessions' lines can ever come back.
 
 use plugin_api::{
-    game::{limits, relationship_tier, Npc, PresenceQuery, Session, DEFAULT_AFFINITY},
+    game::{limits, relationship_tier, Npc, PresenceQuery, Session, SessionPath, DEFAULT_AFFINITY},
     prelude::*,
 };
 
@@ -42,6 +42,7 @@ impl Plugin for GameDialogue {
             "The prompts built for a session, newest first",
             history,
         )
+        .path::<SessionPath>()
         .response::<Vec<HistoryLine>>(),
     ];
 

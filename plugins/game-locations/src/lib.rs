@@ -1,7 +1,7 @@
 //! `game-locations`: locations and their hotspots (`/api/v1/game/locations`).
 
 use plugin_api::{
-    game::{Hotspot, Location, LocationSummary, NewLocation},
+    game::{Hotspot, Location, LocationPath, LocationSummary, NewLocation},
     prelude::*,
 };
 
@@ -32,12 +32,14 @@ impl Plugin for GameLocations {
             "Get a location with its meta and hotspots",
             get,
         )
+        .path::<LocationPath>()
         .response::<Location>(),
         Route::put(
             "/game/locations/{location_id}/hotspots",
             "Replace a location's hotspots (admins)",
             set_hotspots,
         )
+        .path::<LocationPath>()
         .admin()
         .request::<HotspotsBody>()
         .response::<Location>(),

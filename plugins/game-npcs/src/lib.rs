@@ -2,7 +2,10 @@
 //! schedules, and who is where at a given world time.
 
 use plugin_api::{
-    game::{NewNpc, Npc, NpcExpression, NpcPresence, NpcScheduleEntry, NpcSummary, PresenceQuery},
+    game::{
+        NewNpc, Npc, NpcExpression, NpcPath, NpcPresence, NpcScheduleEntry, NpcSummary,
+        PresenceQuery,
+    },
     prelude::*,
 };
 
@@ -30,19 +33,24 @@ impl Plugin for GameNpcs {
             "Which NPCs are where at ?world_time (seconds; day 0 is Monday), optionally &world_id and &location_id",
             presence,
         )
+        .query::<PresenceQuery>()
         .response::<Vec<NpcPresence>>(),
-        Route::get("/game/npcs/{npc_id}", "Get an NPC", get).response::<Npc>(),
+        Route::get("/game/npcs/{npc_id}", "Get an NPC", get)
+            .path::<NpcPath>()
+            .response::<Npc>(),
         Route::get(
             "/game/npcs/{npc_id}/expressions",
             "An NPC's expressions",
             expressions,
         )
+        .path::<NpcPath>()
         .response::<Vec<NpcExpression>>(),
         Route::put(
             "/game/npcs/{npc_id}/expressions",
             "Replace an NPC's expressions (admins)",
             set_expressions,
         )
+        .path::<NpcPath>()
         .admin()
         .request::<ExpressionsBody>()
         .response::<Vec<NpcExpression>>(),
@@ -51,12 +59,14 @@ impl Plugin for GameNpcs {
             "An NPC's weekly schedule",
             schedules,
         )
+        .path::<NpcPath>()
         .response::<Vec<NpcScheduleEntry>>(),
         Route::put(
             "/game/npcs/{npc_id}/schedules",
             "Replace an NPC's weekly schedule (admins)",
             set_schedules,
         )
+        .path::<NpcPath>()
         .admin()
         .request::<SchedulesBody>()
         .response::<Vec<NpcScheduleEntry>>(),
@@ -85,21 +95,7 @@ async fn get(_: &GameNpcs, request: Request<'_>) -> Result<Json<Npc>, ApiError> 
 }
 
 async fn presence(_: &GameNpcs, request: Request<'_>) -> Result<Json<Vec<NpcPresence>>, ApiError> {
-    let world_time = request.query_as::<f64>("world_time")?.ok_or_else(|| {
-        ApiError::validation(
-            "missing",
-            vec![json!("query"), json!("world_time")],
-            "Field required",
-        )
-    })?;
-    if world_time < 0.0 {
-        return Err(ApiError::bad_request("world_time must not be negative"));
-    }
-    let query = PresenceQuery {
-        world_time,
-        world_id: request.query_as("world_id")?,
-        location_id: request.query_as("location_id")?,
-    };
+    let query: PresenceQuery = request.query_params()?;
     Ok(Json(request.host().npc_presence(&query).await?))
 }
 

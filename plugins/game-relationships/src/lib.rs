@@ -5,7 +5,7 @@
 //! its tier (80+ close, 60+ friendly, 40+ neutral, 20+ wary, below that hostile).
 
 use plugin_api::{
-    game::{relationship_tier, DEFAULT_AFFINITY},
+    game::{relationship_tier, SessionPath, DEFAULT_AFFINITY},
     prelude::*,
 };
 
@@ -37,6 +37,7 @@ impl Plugin for GameRelationships {
         "A session's relationships, each with its tier",
         relationships,
     )
+    .path::<SessionPath>()
     .response::<RelationshipsView>()];
 
     async fn on_event(&self, event: Event) -> Result<(), PluginError> {

@@ -3,7 +3,7 @@
 //! concurrency through `version` / `expected_version`.
 
 use plugin_api::{
-    game::{NewSession, Session, SessionUpdate},
+    game::{limits, NewSession, Session, SessionPath, SessionUpdate},
     prelude::*,
 };
 
@@ -24,12 +24,15 @@ impl Plugin for GameSessions {
         Route::post("/game/sessions", "Create a session", create)
             .request::<CreateBody>()
             .response::<Session>(),
-        Route::get("/game/sessions/{session_id}", "Get a session", get).response::<Session>(),
+        Route::get("/game/sessions/{session_id}", "Get a session", get)
+            .path::<SessionPath>()
+            .response::<Session>(),
         Route::patch(
             "/game/sessions/{session_id}",
             "Replace world_time, flags or relationships; expected_version guards against lost updates (409)",
             patch,
         )
+        .path::<SessionPath>()
         .request::<PatchBody>()
         .response::<Session>(),
     ];
@@ -70,6 +73,8 @@ async fn get(_: &GameSessions, request: Request<'_>) -> Result<Json<Session>, Ap
 /// `PATCH /game/sessions/{id}`.
 #[derive(Deserialize, JsonSchema)]
 struct PatchBody {
+    /// Seconds, from 0 to [`limits::MAX_WORLD_TIME`].
+    #[schemars(range(min = 0, max = limits::MAX_WORLD_TIME))]
     world_time: Option<f64>,
     flags: Option<Map<String, Value>>,
     relationships: Option<Map<String, Value>>,

@@ -109,7 +109,11 @@ pub struct PickpocketRequest {
     /// The pocket or slot picked (at most 128 characters; it is kept in the session's flags).
     #[schemars(length(max = limits::MAX_KEY_CHARS))]
     slot_id: String,
+    /// The chance of success, from 0 to 1.
+    #[schemars(range(min = 0.0, max = 1.0))]
     base_success_chance: f64,
+    /// The chance of being seen, from 0 to 1.
+    #[schemars(range(min = 0.0, max = 1.0))]
     detection_chance: f64,
     session_id: i64,
     #[serde(default)]
@@ -132,17 +136,19 @@ async fn pickpocket(
     plugin: &GameStealth,
     request: Request<'_>,
 ) -> Result<Json<PickpocketResponse>, ApiError> {
+    // The original answered 400 (not 422) for a chance outside [0, 1]; the schema states the
+    // range, which the typed parse below would refuse with 422, so the wire contract's 400
+    // comes first.
+    let raw: Value = request.json()?;
+    for chance in ["base_success_chance", "detection_chance"] {
+        let value = raw.get(chance).and_then(Value::as_f64);
+        if value.is_some_and(|value| !(0.0..=1.0).contains(&value)) {
+            return Err(ApiError::bad_request(format!(
+                "{chance} must be between 0 and 1"
+            )));
+        }
+    }
     let body: PickpocketRequest = request.json()?;
-    if !(0.0..=1.0).contains(&body.base_success_chance) {
-        return Err(ApiError::bad_request(
-            "base_success_chance must be between 0 and 1",
-        ));
-    }
-    if !(0.0..=1.0).contains(&body.detection_chance) {
-        return Err(ApiError::bad_request(
-            "detection_chance must be between 0 and 1",
-        ));
-    }
     if let Err(message) = limits::check_length("slot_id", &body.slot_id, limits::MAX_KEY_CHARS) {
         return Err(ApiError::validation(
             "string_too_long",

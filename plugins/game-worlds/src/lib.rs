@@ -1,7 +1,7 @@
 //! `game-worlds`: the game's worlds and their clocks (`/api/v1/game/worlds`).
 
 use plugin_api::{
-    game::{NewWorld, World, WorldSummary},
+    game::{limits, NewWorld, World, WorldPath, WorldSummary},
     prelude::*,
 };
 
@@ -30,12 +30,14 @@ impl Plugin for GameWorlds {
             "Get a world with its meta and world time",
             get,
         )
+        .path::<WorldPath>()
         .response::<World>(),
         Route::post(
             "/game/worlds/{world_id}/advance",
             "Advance world time (negative counts as 0)",
             advance,
         )
+        .path::<WorldPath>()
         .request::<AdvanceBody>()
         .response::<World>(),
     ];
@@ -72,7 +74,9 @@ async fn get(_: &GameWorlds, request: Request<'_>) -> Result<Json<World>, ApiErr
 /// `POST /game/worlds/{id}/advance`.
 #[derive(Deserialize, JsonSchema)]
 struct AdvanceBody {
-    /// Seconds to add; negative counts as 0.
+    /// Seconds to add; negative counts as 0. A world's time never passes
+    /// [`limits::MAX_WORLD_TIME`]: a delta that would take it there is a conflict (409).
+    #[schemars(range(max = limits::MAX_WORLD_TIME))]
     delta_seconds: f64,
 }
 
