@@ -89,8 +89,10 @@ pub struct HttpSettings {
     /// Longest the body of a request may take to arrive before it is answered 408
     /// (`body_read_timeout_secs`, default 10 s).
     pub body_read_timeout: Duration,
-    /// Longest a client may take to send a request's head, from its connection or from the
-    /// end of its previous request (`request_head_timeout_secs`, default 5 s): 408.
+    /// Longest a client may take to send the head of the first request on a connection
+    /// (`request_head_timeout_secs`, default 5 s): 408. (actix-http arms this timer for the
+    /// first request only; in front of the host, nginx's `client_header_timeout` covers the
+    /// rest.)
     pub request_head_timeout: Duration,
     /// How long, after a stop signal, the host goes on serving while `/readyz` answers 503,
     /// so load balancers stop sending before the listener closes (`shutdown_delay_secs`,

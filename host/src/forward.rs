@@ -95,6 +95,8 @@ pub struct ServingState {
     pub host_metrics: Vec<RouteMetrics>,
     /// The metrics of requests that matched no route.
     pub unmatched_metrics: RouteMetrics,
+    /// The metrics of CORS preflights (answered by the host).
+    pub preflight_metrics: RouteMetrics,
     /// Plugins by state at startup (quarantines are counted live), for `/metrics`.
     pub plugin_states: Vec<&'static str>,
     /// Plugins subscribed to events, for their lag in `/metrics`.
@@ -153,7 +155,7 @@ pub async fn dispatch(
     let origin = state.cors.allowed_origin(&request);
     let (mut response, served) = if cors::is_preflight(&request) {
         let served = Served {
-            metrics: &state.unmatched_metrics,
+            metrics: &state.preflight_metrics,
             plugin: "host",
             template: "(preflight)",
             user_id: None,
@@ -521,9 +523,16 @@ async fn forward_request(
         route,
         CatchPanic::new((plugin.module.handle())(route, ffi_request)),
     );
+    let called = Instant::now();
     let outcome = match tokio::time::timeout(served_route.timeout, handler).await {
+        // A handler that blocked its worker past the limit finishes before the timer is
+        // looked at: it is over its time all the same.
+        Ok(_) if called.elapsed() > served_route.timeout => Err(()),
+        other => other.map_err(|_| ()),
+    };
+    let outcome = match outcome {
         Ok(outcome) => outcome,
-        Err(_) => {
+        Err(()) => {
             tracing::error!(
                 plugin = %plugin.id,
                 request_id,
@@ -789,12 +798,13 @@ async fn serve_metrics(state: &ServingState, request: &HttpRequest) -> HttpRespo
             states.push("enabled");
         }
     }
+    // The lags need the database: a scrape waits for them at most a second in all, and a lag
+    // not known by then is left out (a busy database must not make the scrape fail).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
     let mut lags = Vec::with_capacity(state.subscribers.len());
     for subscriber in &state.subscribers {
-        lags.push((
-            subscriber.clone(),
-            state.events.lag(subscriber).await.ok().flatten(),
-        ));
+        let lag = tokio::time::timeout_at(deadline, state.events.lag(subscriber)).await;
+        lags.push((subscriber.clone(), lag.ok().and_then(Result::ok).flatten()));
     }
     match metrics().render(&states, &lags, state.in_flight.count()) {
         Ok(text) => HttpResponse::Ok()

@@ -60,6 +60,10 @@ pub fn start_server(
                     async move { graceful.notified().await }
                 })
                 .client_request_timeout(request_head_timeout)
+                // As actix-web's own server: a connection answered before its body was read
+                // is drained for up to a second before it closes, so the answer is not lost
+                // to a reset.
+                .client_disconnect_timeout(Duration::from_secs(1))
                 .local_addr(address)
                 .h1(map_config(app, |_| AppConfig::default()));
             fn_service(|stream: TcpStream| {
@@ -76,30 +80,60 @@ pub fn start_server(
 }
 
 /// A connection whose error answers made by actix-http itself (status 400 or more, an empty
-/// body, and no `x-request-id`: every answer the host makes carries one) are rewritten on the
-/// way out to carry a `{"detail": ...}` body.
-pub struct DetailedErrors<IO> {
+/// body, and no `x-request-id`: every answer the host makes carries one) get a
+/// `{"detail": ...}` body on the way out.
+///
+/// Such an answer is always the last thing actix writes on a connection, and the wrapper does
+/// not know where one answer's body ends and the next answer begins (a `HEAD` answer names a
+/// length and has no body). So a candidate is recognised only at the end of what actix hands
+/// over, and held back: if anything more is written after it, it was not a bare error (body
+/// bytes that happened to look like one) and goes out unchanged; when the connection is shut
+/// down or dropped with it still held, it was the last answer, and goes out with its detail.
+/// Nothing is ever rewritten in the middle of a connection's output.
+pub struct DetailedErrors<IO: WriteNow> {
     io: IO,
-    /// A rewritten answer, and how much of it is written.
-    replacement: Option<(Bytes, usize)>,
+    /// Bytes accepted from actix and not yet on the socket, and how much of them is written.
+    pending: Option<(Bytes, usize)>,
+    /// A bare error answer at the end of everything written so far, held back.
+    held: Option<(Bytes, u16)>,
 }
 
-impl<IO> DetailedErrors<IO> {
+/// Writes without waiting, for the last bytes of a connection being dropped.
+pub trait WriteNow {
+    /// Writes what the socket takes right now.
+    fn write_now(&mut self, bytes: &[u8]) -> io::Result<usize>;
+}
+
+impl WriteNow for TcpStream {
+    fn write_now(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.try_write(bytes)
+    }
+}
+
+impl WriteNow for Vec<u8> {
+    fn write_now(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+}
+
+impl<IO: WriteNow> DetailedErrors<IO> {
     /// Wraps a connection.
     pub fn new(io: IO) -> DetailedErrors<IO> {
         DetailedErrors {
             io,
-            replacement: None,
+            pending: None,
+            held: None,
         }
     }
 }
 
-impl<IO: AsyncWrite + Unpin> DetailedErrors<IO> {
-    /// Writes what is left of a rewritten answer; ready when all of it is written.
-    fn poll_replacement(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while let Some((bytes, written)) = &mut self.replacement {
+impl<IO: AsyncWrite + Unpin + WriteNow> DetailedErrors<IO> {
+    /// Writes what is pending; ready when all of it is written.
+    fn poll_pending(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while let Some((bytes, written)) = &mut self.pending {
             if *written == bytes.len() {
-                self.replacement = None;
+                self.pending = None;
                 break;
             }
             match Pin::new(&mut self.io).poll_write(cx, &bytes[*written..]) {
@@ -111,9 +145,16 @@ impl<IO: AsyncWrite + Unpin> DetailedErrors<IO> {
         }
         Poll::Ready(Ok(()))
     }
+
+    /// The held answer was the connection's last: it goes out with its detail.
+    fn release_held_as_last(&mut self) {
+        if let Some((head, status)) = self.held.take() {
+            self.pending = Some((with_detail(&head, status), 0));
+        }
+    }
 }
 
-impl<IO: AsyncRead + Unpin> AsyncRead for DetailedErrors<IO> {
+impl<IO: AsyncRead + Unpin + WriteNow> AsyncRead for DetailedErrors<IO> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -123,39 +164,38 @@ impl<IO: AsyncRead + Unpin> AsyncRead for DetailedErrors<IO> {
     }
 }
 
-impl<IO: AsyncWrite + Unpin> AsyncWrite for DetailedErrors<IO> {
+impl<IO: AsyncWrite + Unpin + WriteNow> AsyncWrite for DetailedErrors<IO> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        match this.poll_replacement(cx) {
+        // More is written after a held answer: it was not the last, so it goes out as it was.
+        if let Some((head, _)) = this.held.take() {
+            this.pending = Some((head, 0));
+        }
+        match this.poll_pending(cx) {
             Poll::Ready(Ok(())) => {}
             Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
             Poll::Pending => return Poll::Pending,
         }
-        match find_bare_error(buf) {
+        match find_bare_error(buf).filter(|found| found.end == buf.len()) {
             None => Pin::new(&mut this.io).poll_write(cx, buf),
             // What comes before it goes out first, as it is.
             Some(found) if found.start > 0 => {
                 Pin::new(&mut this.io).poll_write(cx, &buf[..found.start])
             }
             Some(found) => {
-                this.replacement = Some((with_detail(&buf[..found.end], found.status), 0));
-                // Accepted whole; what the socket does not take now goes out on the next
-                // write, flush or shutdown.
-                if let Poll::Ready(Err(error)) = this.poll_replacement(cx) {
-                    return Poll::Ready(Err(error));
-                }
-                Poll::Ready(Ok(found.end))
+                this.held = Some((Bytes::copy_from_slice(buf), found.status));
+                Poll::Ready(Ok(buf.len()))
             }
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        match this.poll_replacement(cx) {
+        match this.poll_pending(cx) {
             Poll::Ready(Ok(())) => Pin::new(&mut this.io).poll_flush(cx),
             other => other,
         }
@@ -163,9 +203,29 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for DetailedErrors<IO> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        match this.poll_replacement(cx) {
+        this.release_held_as_last();
+        match this.poll_pending(cx) {
             Poll::Ready(Ok(())) => Pin::new(&mut this.io).poll_shutdown(cx),
             other => other,
+        }
+    }
+}
+
+impl<IO: WriteNow> Drop for DetailedErrors<IO> {
+    /// actix drops a connection after a 400 or 431 without shutting it down: the held answer
+    /// (a couple of hundred bytes) goes into the socket's buffer now, as far as it takes it.
+    fn drop(&mut self) {
+        let last = match (self.pending.take(), self.held.take()) {
+            (_, Some((head, status))) => Some((with_detail(&head, status), 0)),
+            (pending, None) => pending,
+        };
+        if let Some((bytes, mut written)) = last {
+            while written < bytes.len() {
+                match self.io.write_now(&bytes[written..]) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => written += n,
+                }
+            }
         }
     }
 }
@@ -304,6 +364,80 @@ mod tests {
     }
 
     #[test]
+    fn what_only_looks_like_a_bare_error_goes_out_unchanged_when_more_follows() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            use tokio::io::AsyncWriteExt;
+            let mut out = DetailedErrors::new(Vec::new());
+            // A body that ends with what looks like a bare error, then the next answer.
+            let mut first =
+                b"HTTP/1.1 200 OK\r\ncontent-length: 94\r\nx-request-id: a\r\n\r\n".to_vec();
+            first.extend_from_slice(BARE_408);
+            let second = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-request-id: b\r\n\r\nok";
+            out.write_all(&first).await.unwrap();
+            out.write_all(second).await.unwrap();
+            out.shutdown().await.unwrap();
+            let mut expected = first.clone();
+            expected.extend_from_slice(second);
+            assert_eq!(std::mem::take(&mut out.io), expected);
+        });
+    }
+
+    /// A connection whose bytes the test can read after the wrapper is dropped.
+    #[derive(Clone, Default)]
+    struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl WriteNow for Shared {
+        fn write_now(&mut self, bytes: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+    }
+
+    impl AsyncWrite for Shared {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Poll::Ready(self.write_now(buf))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[test]
+    fn a_held_bare_error_goes_out_with_its_detail_when_the_connection_is_dropped() {
+        let connection = Shared::default();
+        let mut out = DetailedErrors::new(connection.clone());
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let written = Pin::new(&mut out).poll_write(&mut cx, BARE_408);
+        assert!(matches!(written, Poll::Ready(Ok(n)) if n == BARE_408.len()));
+        assert!(matches!(
+            Pin::new(&mut out).poll_flush(&mut cx),
+            Poll::Ready(Ok(()))
+        ));
+        assert!(
+            connection.0.lock().unwrap().is_empty(),
+            "held until the connection ends"
+        );
+        drop(out);
+        let bytes = connection.0.lock().unwrap().clone();
+        let text = String::from_utf8(bytes).unwrap();
+        assert!(
+            text.starts_with("HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json"),
+            "{text}"
+        );
+        assert!(text.ends_with("{\"detail\":\"the request was not received in time\"}"));
+    }
+
+    #[test]
     fn writes_through_the_wrapper_rewrite_only_the_bare_error() {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
@@ -316,7 +450,8 @@ mod tests {
             input.extend_from_slice(BARE_408);
             out.write_all(&input).await.unwrap();
             out.flush().await.unwrap();
-            let text = String::from_utf8(out.io).unwrap();
+            out.shutdown().await.unwrap();
+            let text = String::from_utf8(std::mem::take(&mut out.io)).unwrap();
             assert!(text.starts_with("HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-request-id: a\r\n\r\nokHTTP/1.1 408 Request Timeout\r\ncontent-type: application/json"), "{text}");
             assert!(text.ends_with("{\"detail\":\"the request was not received in time\"}"));
         });

@@ -1,6 +1,7 @@
-//! The requests in flight, so that a shutdown that cannot wait for all of them can say which
-//! it abandoned. A request is registered when it is matched and leaves when its answer is
-//! made or its future is dropped (client gone, or the shutdown deadline).
+//! The plugin requests in flight, so that a shutdown that cannot wait for all of them can say
+//! which it abandoned. A request is registered when it is matched to a plugin route and
+//! leaves when its answer is made or its future is dropped (client gone, or the shutdown
+//! deadline). The host's own routes answer at once and are not registered.
 
 use std::{
     collections::HashMap,
@@ -22,7 +23,7 @@ pub struct InFlightRequest {
     pub request_id: HeaderValue,
     /// `METHOD /route/template`.
     pub route: String,
-    /// The plugin serving it (`host` for the host's routes).
+    /// The plugin serving it.
     pub plugin: String,
     /// How long it has been in flight.
     pub age: Duration,

@@ -77,7 +77,7 @@ pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     durations: Family<RouteLabels, Histogram, fn() -> Histogram>,
-    /// Plugin panics (while handling a request or an event).
+    /// Plugin panics while handling a request.
     pub panics: Family<PluginLabels, Counter>,
     /// Requests answered 504 because their handler took too long.
     pub timeouts: Family<RouteLabels, Counter>,
@@ -92,6 +92,8 @@ pub struct Metrics {
     plugins: Family<StateLabels, Gauge>,
     event_lag: Family<SubscriberLabels, Gauge>,
     in_flight: Gauge,
+    /// One scrape renders at a time (the gauges are cleared and refilled for each).
+    rendering: std::sync::Mutex<()>,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -132,7 +134,7 @@ impl Metrics {
         );
         registry.register(
             "plugin_panics",
-            "Plugin panics caught by the host",
+            "Plugin panics caught by the host while handling a request",
             panics.clone(),
         );
         registry.register(
@@ -183,6 +185,7 @@ impl Metrics {
             plugins,
             event_lag,
             in_flight,
+            rendering: std::sync::Mutex::new(()),
         }
     }
 
@@ -204,6 +207,10 @@ impl Metrics {
         lags: &[(String, Option<u64>)],
         in_flight: usize,
     ) -> Result<String, std::fmt::Error> {
+        let _one_at_a_time = self
+            .rendering
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         self.in_flight
             .set(i64::try_from(in_flight).unwrap_or(i64::MAX));
         self.plugins.clear();

@@ -105,7 +105,7 @@ pub async fn serve(
                     signal = signals.recv() => tracing::info!("{signal} received; stopping now"),
                 }
             }
-            stop_gracefully(&handle, origin, &state, deadline, &abandoned).await;
+            stop_gracefully(&handle, origin, &state, deadline, &abandoned, &mut signals).await;
         }
     });
     let enabled = registry
@@ -185,6 +185,7 @@ async fn stop_gracefully(
     state: &ServingState,
     deadline: Duration,
     abandoned_count: &std::sync::atomic::AtomicUsize,
+    signals: &mut ShutdownSignals,
 ) {
     listener::pause_and_hand_off(handle, origin).await;
     let stop = handle.stop(true);
@@ -213,7 +214,19 @@ async fn stop_gracefully(
         );
     }
     abandoned_count.store(abandoned.len(), std::sync::atomic::Ordering::SeqCst);
-    stop.await;
+    // actix drops them at its deadline, which a worker still blocked by a handler only sees
+    // once the handler returns; another signal ends the wait for good.
+    tokio::select! {
+        () = &mut stop => {}
+        signal = signals.recv() => {
+            tracing::error!(
+                "{signal} received while {} requests were still in flight past the shutdown \
+                 timeout (a handler blocking its worker?); exiting now, without on_disable",
+                abandoned.len()
+            );
+            std::process::exit(1);
+        }
+    }
 }
 
 /// SIGTERM and SIGINT, registered at once and received as often as they come.
@@ -338,6 +351,7 @@ pub fn serving_state(
             .map(|(method, path, _, _)| RouteMetrics::new("host", path, method.as_str()))
             .collect(),
         unmatched_metrics: RouteMetrics::new("none", "(unmatched)", "*"),
+        preflight_metrics: RouteMetrics::new("host", "(preflight)", "OPTIONS"),
         plugin_states: registry
             .records
             .iter()

@@ -169,6 +169,8 @@ impl Shared {
         let generation = slot.generation.load(Ordering::Relaxed);
         let plugin = slot.plugin.load(Ordering::Relaxed) as usize;
         let route = slot.route.load(Ordering::Relaxed) as usize;
+        // The loads above must not pass the check below (on weakly ordered CPUs).
+        std::sync::atomic::fence(Ordering::Acquire);
         if slot.busy_since.load(Ordering::Acquire) != since {
             return; // that poll ended while we read; the next tick sees the new one
         }
