@@ -65,6 +65,7 @@ fn a_handler_that_never_answers_gets_504_with_a_detail_and_a_log_line_naming_it(
     let config = dir.config_file(
         "[plugins.fixture-blocking.route_timeout_secs]\n\
          \"GET /api/v1/fixture-blocking/hang\" = 1\n\
+         \"GET /api/v1/fixture-blocking/block\" = 1\n\
          \"GET /api/v1/no-such-route\" = 5\n",
     );
     let host = pixsim7(&dir).env("PIXSIM7_CONFIG", &config).start();
@@ -87,13 +88,18 @@ fn a_handler_that_never_answers_gets_504_with_a_detail_and_a_log_line_naming_it(
     assert_eq!(line.level(), "ERROR");
     assert_eq!(line.field("plugin").as_deref(), Some("fixture-blocking"));
     assert_eq!(line.field("request_id").as_deref(), Some("hang-1"));
+    // A handler that blocks past its limit cannot be cut short, but its answer is 504 too
+    // (and its writes, had it any, roll back).
+    let reply = host.get("/api/v1/fixture-blocking/block?ms=1500");
+    assert_eq!(reply.status, 504, "{}", reply.body);
     // The same plugin's other routes, and other plugins, are untouched.
     assert_eq!(host.get("/api/v1/fixture-blocking/ok").status, 200);
     let roll = host.post_json("/api/v1/dice-game/roll", &json!({"dice": "1d6"}));
     assert_eq!(roll.status, 200, "{}", roll.body);
     let metrics = host.get("/metrics").body;
     assert!(
-        metrics.contains(r#"pixsim7_handler_timeouts_total{plugin="fixture-blocking",route="/api/v1/fixture-blocking/hang",method="GET"} 1"#),
+        metrics.contains(r#"pixsim7_handler_timeouts_total{plugin="fixture-blocking",route="/api/v1/fixture-blocking/hang",method="GET"} 1"#)
+            && metrics.contains(r#"pixsim7_handler_timeouts_total{plugin="fixture-blocking",route="/api/v1/fixture-blocking/block",method="GET"} 1"#),
         "{metrics}"
     );
     host.stop();
