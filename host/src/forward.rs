@@ -169,7 +169,7 @@ pub async fn dispatch(
     };
     let status = response.status().as_u16();
     served.metrics.record(status, started);
-    if state.http.access_log {
+    if state.http.access_log && tracing::enabled!(target: "pixsim7::access", tracing::Level::INFO) {
         log_access(&request, &request_id_header, status, started, &served);
     }
     if state.readiness.is_draining() {

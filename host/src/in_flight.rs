@@ -14,6 +14,8 @@ use std::{
 
 use actix_web::http::header::HeaderValue;
 
+use crate::sync::lock;
+
 const SHARDS: usize = 16;
 
 /// One request in flight.
@@ -114,10 +116,4 @@ impl Drop for InFlightGuard<'_> {
     fn drop(&mut self) {
         lock(&self.registry.shards[self.key as usize % SHARDS]).remove(&self.key);
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -37,6 +37,7 @@ pub mod report;
 pub mod request_context;
 pub mod routing;
 pub mod startup;
+pub mod sync;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;

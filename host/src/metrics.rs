@@ -207,10 +207,7 @@ impl Metrics {
         lags: &[(String, Option<u64>)],
         in_flight: usize,
     ) -> Result<String, std::fmt::Error> {
-        let _one_at_a_time = self
-            .rendering
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _one_at_a_time = crate::sync::lock(&self.rendering);
         self.in_flight
             .set(i64::try_from(in_flight).unwrap_or(i64::MAX));
         self.plugins.clear();

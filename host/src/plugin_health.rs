@@ -15,6 +15,7 @@ use std::{
 use crate::{
     config::WatchdogSettings,
     metrics::{metrics, PluginLabels},
+    sync::lock,
 };
 
 /// What went wrong once.
@@ -187,12 +188,6 @@ impl PluginHealth {
         );
         Reenabled::Yes
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

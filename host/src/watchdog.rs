@@ -23,6 +23,7 @@ use std::{
 use crate::{
     metrics::{metrics, RouteLabels},
     plugin_health::{IncidentKind, PluginHealth},
+    sync::lock,
 };
 
 /// One worker thread's record of the handler it is polling right now.
@@ -265,10 +266,4 @@ impl<F: Future + Unpin> Future for Watched<F> {
         }
         result
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
